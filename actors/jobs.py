@@ -1,0 +1,264 @@
+"""Defining job types: the ``@job`` decorator, the registry and ``JobContext``.
+
+A job type is a function ``perform(ctx, payload) -> result`` plus its defaults::
+
+    from actors.jobs import job
+
+    @job("thumbnail", max_attempts=5, timeout=120, num_cpus=1)
+    def thumbnail(ctx, payload):
+        ctx.progress(0.5, stage="resize")
+        return {"ok": True}
+
+The returned value (JSON-able, small) is kept as the job's result. Types are
+found by name; the queue refuses an unknown name and lists the known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .exceptions import ConfigError, InvalidInput, UnknownJobType
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before attempt n+1 after attempt n failed."""
+
+    strategy: str = "exponential"  # "exponential" or "fixed"
+    delay: float = 1.0
+    cap: float = 300.0
+    jitter: float = 0.1  # fraction of the delay, spread both ways
+
+    def __post_init__(self):
+        if self.strategy not in ("exponential", "fixed"):
+            raise InvalidInput(f"backoff must be 'exponential' or 'fixed', got {self.strategy!r}")
+        if self.delay < 0 or self.cap < 0 or not 0 <= self.jitter <= 1:
+            raise InvalidInput("backoff delay and cap must be >= 0 and jitter within 0..1")
+
+    def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay after the failure of ``attempt`` (1-based)."""
+        base = self.delay if self.strategy == "fixed" else self.delay * 2 ** (attempt - 1)
+        base = min(base, self.cap)
+        if self.jitter:
+            spread = base * self.jitter
+            base += (rng or random).uniform(-spread, spread)
+        return max(0.0, base)
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "delay": self.delay, "cap": self.cap, "jitter": self.jitter}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one attempt needs from a Ray node."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    custom: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        if self.num_cpus < 0 or self.num_gpus < 0 or any(v < 0 for _, v in self.custom):
+            raise InvalidInput("resources must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Resources":
+        if not data:
+            return cls()
+        if not isinstance(data, dict):
+            raise InvalidInput(f"resources must be an object like {{'num_cpus': 1}}, got {type(data).__name__}")
+        unknown = set(data) - {"num_cpus", "num_gpus", "custom"}
+        if unknown:
+            raise InvalidInput(f"unknown resource keys {sorted(unknown)}; expected num_cpus, num_gpus, custom")
+        custom = data.get("custom") or {}
+        try:
+            return cls(
+                num_cpus=float(data.get("num_cpus", 1.0)),
+                num_gpus=float(data.get("num_gpus", 0.0)),
+                custom=tuple(sorted((str(k), float(v)) for k, v in custom.items())),
+            )
+        except (TypeError, ValueError, AttributeError):
+            raise InvalidInput("resources values must be numbers, e.g. {'num_cpus': 1, 'custom': {'tts': 1}}") from None
+
+    def to_dict(self) -> dict:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "custom": dict(self.custom)}
+
+    def ray_options(self) -> dict:
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    perform: Callable[["JobContext", Any], Any] | None
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    #: Jobs of an external type are never dispatched as Ray tasks; workers lease them over HTTP.
+    external: bool = False
+    #: Called with the payload at enqueue; raises InvalidInput to refuse it.
+    validate: Callable[[Any], None] | None = None
+    #: Called once when all children of a job of this type are final (flows).
+    on_children_done: Callable[["JobContext", Any, list], Any] | None = None
+
+
+REGISTRY: dict[str, JobType] = {}
+
+
+def job(
+    name: str | None = None,
+    *,
+    max_attempts: int = 3,
+    backoff: str = "exponential",
+    retry_delay: float = 1.0,
+    retry_cap: float = 300.0,
+    retry_jitter: float = 0.1,
+    timeout: float | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    resources: dict[str, float] | None = None,
+    validate: Callable[[Any], None] | None = None,
+):
+    """Register ``perform(ctx, payload)`` as a job type (the function's name by default)."""
+
+    def register(perform):
+        job_type = JobType(
+            name=name or perform.__name__,
+            perform=perform,
+            max_attempts=max_attempts,
+            backoff=Backoff(backoff, retry_delay, retry_cap, retry_jitter),
+            timeout=timeout,
+            resources=Resources(num_cpus, num_gpus, tuple(sorted((resources or {}).items()))),
+            validate=validate,
+        )
+        register_type(job_type)
+        perform.job_type = job_type
+        return perform
+
+    return register
+
+
+def external_job(name: str, *, max_attempts: int = 3, timeout: float | None = None, **backoff) -> JobType:
+    """Register a type that only workers outside Ray run, through the pull API."""
+    job_type = JobType(name=name, perform=None, max_attempts=max_attempts, timeout=timeout, external=True,
+                       backoff=Backoff(**backoff) if backoff else Backoff())
+    register_type(job_type)
+    return job_type
+
+
+def register_type(job_type: JobType) -> None:
+    if job_type.max_attempts < 1:
+        raise ConfigError(f"job type {job_type.name!r}: max_attempts must be >= 1")
+    REGISTRY[job_type.name] = job_type
+
+
+def load_modules(modules) -> dict[str, JobType]:
+    """Import the modules that register job types; return the registry."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import job module {module!r} listed in DOJO_JOB_MODULES: {exc}") from exc
+    return REGISTRY
+
+
+def get_type(name: str) -> JobType:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY)) or "none registered"
+        raise UnknownJobType(f"unknown job type {name!r}; known types: {known}", known=sorted(REGISTRY)) from None
+
+
+class JobCancelled(Exception):
+    """The attempt was cancelled or timed out; raised by ``ctx.check_cancelled()``."""
+
+
+class Reporter(Protocol):
+    """Where a context sends what the job reports (the queue actor, or a list in tests)."""
+
+    def progress(self, event: dict) -> None: ...
+
+    def heartbeat(self) -> None: ...
+
+    def log(self, line: str) -> None: ...
+
+    def enqueue(self, specs: list[dict]) -> list[dict]: ...
+
+
+class JobContext:
+    """What a running job sees: who it is, and how to report progress."""
+
+    def __init__(self, *, job_id: str, type: str, queue: str, attempt: int, max_attempts: int,
+                 reporter: Reporter, cancelled: threading.Event | None = None):
+        self.job_id = job_id
+        self.type = type
+        self.queue = queue
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.cancelled = cancelled or threading.Event()
+        self._reporter = reporter
+
+    def progress(self, fraction: float | None = None, stage: str | None = None, message: str | None = None,
+                 **data) -> None:
+        """Report progress; it becomes an event on the job's stream."""
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be within 0..1, got {fraction}")
+        self._reporter.progress({"fraction": fraction, "stage": stage, "message": message, **data})
+
+    def heartbeat(self) -> None:
+        """Extend the lease; dojo does this in the background, call it only from long C calls' gaps."""
+        self._reporter.heartbeat()
+
+    def log(self, line: str) -> None:
+        self._reporter.log(str(line))
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the attempt was cancelled or timed out."""
+        if self.cancelled.is_set():
+            raise JobCancelled(f"job {self.job_id} attempt {self.attempt} was cancelled")
+
+    def enqueue(self, type: str, payload: Any = None, **options) -> dict:
+        """Enqueue one child job of this job (a flow)."""
+        return self.enqueue_many([{"type": type, "payload": payload, **options}])[0]
+
+    def enqueue_many(self, specs: list[dict]) -> list[dict]:
+        """Enqueue children in one call; the parent's callback runs when all are final."""
+        return self._reporter.enqueue(specs)
+
+
+class LocalReporter:
+    """Keeps what a job reports in lists: run a job type in a test without a queue."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.logs: list[str] = []
+        self.heartbeats = 0
+        self.children: list[dict] = []
+
+    def progress(self, event: dict) -> None:
+        self.events.append({"at": time.time(), **event})
+
+    def heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    def log(self, line: str) -> None:
+        self.logs.append(line)
+
+    def enqueue(self, specs: list[dict]) -> list[dict]:
+        self.children.extend(specs)
+        return [{"id": f"local-{len(self.children) - len(specs) + i}", **spec} for i, spec in enumerate(specs)]
+
+
+def local_context(type: str = "local", job_id: str = "j_local", attempt: int = 1) -> JobContext:
+    """A context whose reports land in ``ctx._reporter`` (a LocalReporter)."""
+    return JobContext(job_id=job_id, type=type, queue="default", attempt=attempt, max_attempts=1,
+                      reporter=LocalReporter())

@@ -1,0 +1,157 @@
+"""One settings object, read from the environment (``DOJO_*``) once.
+
+Every field documents its variable; the CLI flags of ``dojo up`` mirror them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from .exceptions import ConfigError
+
+#: Ray namespace shared by every dojo process, so named actors are found.
+NAMESPACE = "dojo"
+
+
+def _default_state_dir() -> str:
+    return platformdirs.user_data_dir("dojo", appauthor=False)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env_float(name, default)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _env_list(name: str, default: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, default)
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: DOJO_STATE_DIR: where queue databases, tokens and local objects live.
+    state_dir: str = field(default_factory=_default_state_dir)
+    #: DOJO_HOST / DOJO_PORT: where the HTTP API listens (127.0.0.1 unless configured).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: DOJO_API_TOKEN: bearer token for the API; read from <state_dir>/tokens.json when unset.
+    api_token: str = ""
+    #: DOJO_WORKER_TOKEN: bearer token for the pull API used by workers outside Ray.
+    worker_token: str = ""
+    #: DOJO_SECRET: key that signs job-scoped tokens and object URLs.
+    secret: str = ""
+    #: DOJO_JOB_MODULES: comma-separated modules whose import registers job types.
+    job_modules: tuple[str, ...] = ("pipelines.sample",)
+    #: DOJO_CONCURRENCY: default number of jobs a queue runs at once.
+    concurrency: int = 16
+    #: DOJO_LEASE_TTL: seconds an attempt's lease lasts without a heartbeat.
+    lease_ttl: float = 30.0
+    #: DOJO_MAX_PAYLOAD_BYTES: largest JSON payload accepted for a job.
+    max_payload_bytes: int = 256 * 1024
+    #: DOJO_MAX_RESULT_BYTES: largest JSON result kept inline (bigger ones must go to storage).
+    max_result_bytes: int = 256 * 1024
+    #: DOJO_SQLITE_SYNC: SQLite `synchronous` pragma (FULL survives power loss, NORMAL only crashes).
+    sqlite_sync: str = "FULL"
+    #: DOJO_SERVE_REPLICAS: number of API replicas.
+    serve_replicas: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ
+        settings = cls(
+            state_dir=env.get("DOJO_STATE_DIR") or _default_state_dir(),
+            host=env.get("DOJO_HOST", "127.0.0.1"),
+            port=_env_int("DOJO_PORT", 8000),
+            api_token=env.get("DOJO_API_TOKEN", ""),
+            worker_token=env.get("DOJO_WORKER_TOKEN", ""),
+            secret=env.get("DOJO_SECRET", ""),
+            job_modules=_env_list("DOJO_JOB_MODULES", "pipelines.sample"),
+            concurrency=_env_int("DOJO_CONCURRENCY", 16),
+            lease_ttl=_env_float("DOJO_LEASE_TTL", 30.0),
+            max_payload_bytes=_env_int("DOJO_MAX_PAYLOAD_BYTES", 256 * 1024),
+            max_result_bytes=_env_int("DOJO_MAX_RESULT_BYTES", 256 * 1024),
+            sqlite_sync=env.get("DOJO_SQLITE_SYNC", "FULL").upper(),
+            serve_replicas=_env_int("DOJO_SERVE_REPLICAS", 1),
+        )
+        if settings.sqlite_sync not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(f"DOJO_SQLITE_SYNC must be FULL, NORMAL or EXTRA, got {settings.sqlite_sync!r}")
+        if settings.concurrency < 1:
+            raise ConfigError(f"DOJO_CONCURRENCY must be at least 1, got {settings.concurrency}")
+        return settings.with_tokens()
+
+    def with_tokens(self) -> "Settings":
+        """Fill missing tokens from ``<state_dir>/tokens.json``, creating it on first use."""
+        if self.api_token and self.worker_token and self.secret:
+            return self
+        stored = load_or_create_tokens(Path(self.state_dir))
+        return dataclasses.replace(
+            self,
+            api_token=self.api_token or stored["api_token"],
+            worker_token=self.worker_token or stored["worker_token"],
+            secret=self.secret or stored["secret"],
+        )
+
+    @property
+    def tokens_path(self) -> Path:
+        return Path(self.state_dir) / "tokens.json"
+
+    @property
+    def objects_dir(self) -> Path:
+        return Path(self.state_dir) / "objects"
+
+    def env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in another process."""
+        return {
+            "DOJO_STATE_DIR": self.state_dir,
+            "DOJO_HOST": self.host,
+            "DOJO_PORT": str(self.port),
+            "DOJO_API_TOKEN": self.api_token,
+            "DOJO_WORKER_TOKEN": self.worker_token,
+            "DOJO_SECRET": self.secret,
+            "DOJO_JOB_MODULES": ",".join(self.job_modules),
+            "DOJO_CONCURRENCY": str(self.concurrency),
+            "DOJO_LEASE_TTL": str(self.lease_ttl),
+            "DOJO_MAX_PAYLOAD_BYTES": str(self.max_payload_bytes),
+            "DOJO_MAX_RESULT_BYTES": str(self.max_result_bytes),
+            "DOJO_SQLITE_SYNC": self.sqlite_sync,
+            "DOJO_SERVE_REPLICAS": str(self.serve_replicas),
+        }
+
+
+def load_or_create_tokens(state_dir: Path) -> dict[str, str]:
+    """Read the generated tokens, or write new random ones (mode 0600)."""
+    import json
+
+    path = state_dir / "tokens.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tokens = {
+        "api_token": "dojo_api_" + secrets.token_urlsafe(24),
+        "worker_token": "dojo_wrk_" + secrets.token_urlsafe(24),
+        "secret": secrets.token_urlsafe(32),
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(tokens, fh)
+    os.replace(tmp, path)
+    return tokens

@@ -1,0 +1,1 @@
+"""Job types that dojo runs: presentation rendering, clip crawling, samples."""
