@@ -178,6 +178,10 @@ def get_type(name: str) -> JobType:
         raise UnknownJobType(f"unknown job type {name!r}; known types: {known}", known=sorted(REGISTRY)) from None
 
 
+class PermanentFailure(Exception):
+    """Raise from a job to fail it now, without the retries left."""
+
+
 class JobCancelled(Exception):
     """The attempt was cancelled or timed out; raised by ``ctx.check_cancelled()``."""
 

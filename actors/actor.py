@@ -1,0 +1,325 @@
+"""The queue actor: Ray's edge around ``JobQueue`` (the Durable Object of a queue).
+
+One named, detached async actor per queue. It is the only writer of the
+queue's SQLite database; every call that changes state awaits the group
+commit before it returns. It dispatches due jobs to ``run_jobs`` runner tasks,
+watches them, stops the ones whose job timed out or was cancelled, and fans
+committed events out to subscribers (one stream per Serve replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from . import runner as runner_mod
+from .exceptions import DojoError
+from .jobs import load_modules
+from .queue import JobQueue, Limits
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+RECENT_EVENTS = 20_000
+
+
+class QueueService:
+    """The body of the queue actor (``QueueActor = ray.remote(QueueService)``)."""
+
+    def __init__(self, name: str, env: dict[str, str]):
+        os.environ.update(env)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.settings = Settings.from_env()
+        self.registry = load_modules(self.settings.job_modules)
+        path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
+        self.store = Store(path, self.settings.sqlite_sync)
+        self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
+                                                   max_result_bytes=self.settings.max_result_bytes,
+                                                   lease_ttl=self.settings.lease_ttl))
+        self.name = name
+        self.concurrency = self.settings.concurrency
+        self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"}
+        self._runner_ids = itertools.count()
+        self._incarnation = os.urandom(3).hex()
+        self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
+        self._commit_future: asyncio.Future | None = None
+        self._recent: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
+        self._new_events = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self.started_at = time.time()
+        log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
+
+    # -- plumbing ----------------------------------------------------------
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._ticker())
+
+    async def _ticker(self) -> None:
+        while True:
+            try:
+                now = time.time()
+                self.q.promote_due(now)
+                lost, to_stop = self.q.expire(now)
+                for token, runner in to_stop:
+                    self._stop_runner(runner, f"attempt {token} timed out or lost its lease")
+                if self.store.dirty:
+                    await self._commit()
+                self._dispatch()
+            except Exception:
+                log.exception("queue %s tick failed", self.name)
+            await asyncio.sleep(TICK_S)
+
+    async def _commit(self) -> None:
+        """Group commit: every change staged before the commit runs shares its fsync."""
+        if self._commit_future is None:
+            loop = asyncio.get_running_loop()
+            self._commit_future = loop.create_future()
+            loop.call_soon(self._do_commit)
+        await asyncio.shield(self._commit_future)
+
+    def _do_commit(self) -> None:
+        future, self._commit_future = self._commit_future, None
+        try:
+            self.store.commit()
+        except Exception as exc:
+            log.exception("commit failed")
+            future.set_exception(exc)
+            raise SystemExit("queue state could not be committed; restarting from the last commit") from exc
+        events = self.q.take_events()
+        if events:
+            self._recent.extend(events)
+            self._new_events.set()
+            self._new_events = asyncio.Event()
+        future.set_result(None)
+        self._dispatch()
+
+    # -- dispatch ----------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Wake idle runners, then start runners for types with ready jobs, up to the concurrency limit."""
+        for type_name, ready in self.q.ready_counts().items():
+            job_type = self.registry.get(type_name)
+            if job_type is None or job_type.external:
+                continue
+            waiters = self._waiters.get(type_name)
+            while ready > 0 and waiters:
+                waiter = waiters.pop()
+                if not waiter.done():
+                    waiter.set_result(True)
+                    ready -= runner_mod.MAX_BATCH
+            starting = sum(1 for r in self._runners.values() if r["type"] == type_name and not r["leased"])
+            want = min(math.ceil(max(ready, 0) / 64) - starting, self.concurrency - len(self._runners))
+            for _ in range(max(0, want)):
+                self._launch(job_type)
+
+    def _launch(self, job_type) -> None:
+        runner_id = f"{self.name}:{self._incarnation}:{next(self._runner_ids)}"
+        options = job_type.resources.ray_options()
+        ref = runner_mod.run_jobs.options(name=f"dojo:{job_type.name}", **options).remote(
+            self.name, runner_id, job_type.name, self.settings.lease_ttl)
+        self._runners[runner_id] = {"type": job_type.name, "ref": ref, "leased": False}
+        asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
+
+    async def _watch(self, runner_id: str, ref) -> None:
+        reason = None
+        try:
+            await ref
+        except ray.exceptions.TaskCancelledError:
+            reason = "the attempt's worker was stopped"
+        except Exception as exc:  # worker crashed, node died, OOM, ...
+            reason = f"worker lost: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        self._runners.pop(runner_id, None)
+        tokens = self.q.runner_tokens(runner_id)
+        if tokens:
+            self.q.lose(tokens, time.time(), reason or "runner exited without reporting")
+            await self._commit()
+        self._dispatch()
+
+    def _stop_runner(self, runner_id: str, why: str) -> None:
+        info = self._runners.get(runner_id)
+        if info is None:
+            return  # not ours (launched before a restart): its heartbeat learns the lease is gone and stops it
+        log.info("stopping runner %s: %s", runner_id, why)
+        ray.cancel(info["ref"], force=True)
+
+    # -- runners -----------------------------------------------------------
+    async def runner_lease(self, runner_id: str, type_name: str, reports: list[dict], want: int, wait: float,
+                           node: str | None = None, pid: int | None = None) -> list[dict]:
+        """Report a runner's finished batch and lease its next one (long-polls up to ``wait`` seconds)."""
+        self._ensure_loop()
+        now = time.time()
+        self._apply_reports(reports, now)
+        info = self._runners.get(runner_id)
+        if info is None:
+            # A runner launched before a restart: adopt it while there is room, else let it finish.
+            if len(self._runners) >= self.concurrency:
+                await self._commit()
+                return []
+            info = self._runners[runner_id] = {"type": type_name, "ref": None, "leased": True}
+        info["leased"] = True
+        leases = self.q.lease(runner_id, [type_name], want, now, node=node, pid=pid)
+        if not leases and wait > 0:
+            if self.store.dirty:
+                await self._commit()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[type_name].append(waiter)
+            try:
+                await asyncio.wait_for(waiter, wait)
+            except asyncio.TimeoutError:
+                pass
+            leases = self.q.lease(runner_id, [type_name], want, time.time(), node=node, pid=pid)
+        if not leases and info.get("ref") is None:
+            self._runners.pop(runner_id, None)
+        if self.store.dirty:
+            await self._commit()
+        return leases
+
+    def _apply_reports(self, reports: list[dict], now: float) -> None:
+        for report in reports:
+            try:
+                if report["outcome"] == "succeeded":
+                    self.q.complete(report["token"], report.get("result"), now, job_id=report["job_id"],
+                                    duration=report.get("duration"))
+                else:
+                    self.q.fail(report["token"], report["error"], now, job_id=report["job_id"],
+                                retry=report.get("retry", True), duration=report.get("duration"))
+            except DojoError as exc:
+                log.info("report for %s refused: %s", report.get("job_id"), exc.message,
+                         extra={"job_id": report.get("job_id"), "queue": self.name})
+
+    async def heartbeat(self, tokens: list[int], node: str | None = None, pid: int | None = None) -> dict:
+        self._ensure_loop()
+        return self.q.heartbeat(tokens, time.time(), node, pid)
+
+    async def progress(self, token: int, job_id: str, report: dict) -> None:
+        try:
+            self.q.progress(token, report, time.time(), job_id=job_id)
+        except DojoError as exc:
+            log.info("progress for %s refused: %s", job_id, exc.message)
+            return
+        await self._commit()
+
+    async def log_lines(self, token: int, lines: list[str]) -> None:
+        try:
+            self.q.log_lines(token, lines, time.time())
+        except DojoError:
+            return
+        await self._commit()
+
+    # -- the pull API (workers outside Ray) ---------------------------------
+    async def pull_lease(self, worker: str, types: list[str] | None, n: int, ttl: float) -> list[dict]:
+        self._ensure_loop()
+        external = [t for t, jt in self.registry.items() if jt.external]
+        leases = self.q.lease(f"pull:{worker}", types or external, n, time.time(), ttl=ttl, node=worker)
+        await self._commit()
+        return leases
+
+    async def pull_report(self, token: int, job_id: str, action: str, body: dict) -> dict:
+        now = time.time()
+        if action == "heartbeat":
+            answer = self.q.heartbeat([token], now)[token]
+            if answer == "stale":
+                self.q._lease_of(token, job_id)  # raises StaleLease with the standard message
+            return {"status": answer}
+        if action == "progress":
+            self.q.progress(token, body, now, job_id=job_id)
+            job = self.q.get(job_id)
+        elif action == "complete":
+            job = self.q.complete(token, body.get("result"), now, job_id=job_id, result_key=body.get("result_key"))
+        elif action == "fail":
+            job = self.q.fail(token, body.get("error") or "failed", now, job_id=job_id,
+                              retry=bool(body.get("retry", True)))
+        else:
+            raise ValueError(action)
+        await self._commit()
+        return job
+
+    # -- the API -----------------------------------------------------------
+    async def enqueue(self, specs: list) -> list[dict]:
+        self._ensure_loop()
+        pairs = self.q.enqueue_many(specs, time.time())
+        await self._commit()
+        return [{**job, "created": created} for job, created in pairs]
+
+    async def get(self, job_id: str) -> dict:
+        self._ensure_loop()
+        return self.q.get(job_id)
+
+    async def list(self, filters: dict) -> list[dict]:
+        if self.store.dirty:
+            await self._commit()
+        return self.store.list_jobs(**filters)
+
+    async def cancel(self, job_id: str) -> dict:
+        job, stop = self.q.cancel(job_id, time.time())
+        await self._commit()
+        if stop:
+            self._stop_runner(stop[1], f"job {job_id} cancelled")
+        return job
+
+    async def retry(self, job_id: str) -> dict:
+        job = self.q.retry(job_id, time.time())
+        await self._commit()
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        self.q.delete(job_id)
+        await self._commit()
+
+    async def publish(self, channel: str, message) -> dict:
+        event = self.q.publish(channel, message, time.time())
+        await self._commit()
+        return event
+
+    async def events(self, stream: str, after: int, limit: int = 1000) -> list[dict]:
+        if stream.startswith("job:"):
+            self.q.get(stream[4:])
+        if self.store.dirty:
+            await self._commit()
+        return self.store.events_after(stream, after, limit)
+
+    async def stats(self) -> dict:
+        if self.store.dirty:
+            await self._commit()
+        stats = self.q.stats()
+        stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self.q.next_gseq - 1,
+                     started_at=self.started_at)
+        return stats
+
+    async def ping(self) -> dict:
+        self._ensure_loop()
+        return {"queue": self.name, "incarnation": self._incarnation, "pid": os.getpid(),
+                "last_gseq": self.q.next_gseq - 1}
+
+    async def subscribe(self, after: int):
+        """Every committed event with gseq > after, in order, as batches; then live batches, forever.
+
+        Call it with ``max_task_retries=0``: after an actor restart, resubscribe from the last gseq seen.
+        """
+        self._ensure_loop()
+        cursor = after
+        while True:
+            recent = self._recent
+            if recent and cursor + 1 >= recent[0]["gseq"]:
+                missing = recent[-1]["gseq"] - cursor
+                batch = list(itertools.islice(recent, len(recent) - missing, len(recent) - missing + 2000)) \
+                    if missing > 0 else []
+            else:
+                batch = self.store.events_after(None, cursor, 2000)
+            if batch:
+                cursor = batch[-1]["gseq"]
+                yield batch
+                continue
+            await self._new_events.wait()
+
+
+QueueActor = ray.remote(QueueService)

@@ -1,0 +1,116 @@
+"""The one typed door into the queue actors, for serve/ and for code on the cluster.
+
+``Queues`` finds (or creates) the named, detached actor of each queue and
+exposes its calls as coroutines. Nothing outside actors/ calls an actor
+method by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any, AsyncIterator
+
+import ray
+
+from .exceptions import InvalidInput
+from .queue import QUEUE_NAME, queue_of
+from .runner import actor_name
+from .settings import NAMESPACE, Settings
+
+
+def queue_actor(queue: str, settings: Settings):
+    """The queue's actor handle, created on first use (detached, restarted by Ray if it dies)."""
+    from .actor import QueueActor
+
+    if not QUEUE_NAME.match(queue):
+        raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+    options: dict[str, Any] = dict(
+        name=actor_name(queue), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        max_restarts=-1, max_task_retries=0, max_concurrency=10_000, num_cpus=0,
+    )
+    # Keep the queue's state on the head node: worker nodes come and go.
+    options["resources"] = {"node:__internal_head__": 0.001}
+    return QueueActor.options(**options).remote(queue, settings.env())
+
+
+class Queues:
+    """Async facade over every queue's actor."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._actors: dict[str, Any] = {}
+
+    def actor(self, queue: str):
+        handle = self._actors.get(queue)
+        if handle is None:
+            handle = self._actors[queue] = queue_actor(queue, self.settings)
+        return handle
+
+    def forget(self, queue: str) -> None:
+        self._actors.pop(queue, None)
+
+    async def enqueue(self, specs: list[dict]) -> list[dict]:
+        """Enqueue specs (possibly for several queues); results come back in the order given."""
+        if not isinstance(specs, list) or not specs:
+            raise InvalidInput("send one job spec or a non-empty list of them")
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for index, spec in enumerate(specs):
+            queue = spec.get("queue", "default") if isinstance(spec, dict) else "default"
+            if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+                raise InvalidInput(f"job {index}: queue name {queue!r} must match {QUEUE_NAME.pattern}")
+            by_queue[queue].append(index)
+        if len(by_queue) > 1:
+            raise InvalidInput("one request enqueues into one queue; send one request per queue")
+        [(queue, _)] = by_queue.items()
+        return await self.actor(queue).enqueue.remote(specs)
+
+    async def get(self, job_id: str) -> dict:
+        return await self.actor(queue_of(job_id)).get.remote(job_id)
+
+    async def list(self, queue: str, **filters) -> list[dict]:
+        return await self.actor(queue).list.remote(filters)
+
+    async def cancel(self, job_id: str) -> dict:
+        return await self.actor(queue_of(job_id)).cancel.remote(job_id)
+
+    async def retry(self, job_id: str) -> dict:
+        return await self.actor(queue_of(job_id)).retry.remote(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        return await self.actor(queue_of(job_id)).delete.remote(job_id)
+
+    async def events(self, queue: str, stream: str, after: int, limit: int = 1000) -> list[dict]:
+        return await self.actor(queue).events.remote(stream, after, limit)
+
+    async def publish(self, queue: str, channel: str, message: Any) -> dict:
+        return await self.actor(queue).publish.remote(channel, message)
+
+    async def stats(self, queue: str) -> dict:
+        return await self.actor(queue).stats.remote()
+
+    async def ping(self, queue: str) -> dict:
+        return await self.actor(queue).ping.remote()
+
+    async def pull_lease(self, queue: str, worker: str, types: list[str] | None, n: int, ttl: float) -> list[dict]:
+        return await self.actor(queue).pull_lease.remote(worker, types, n, ttl)
+
+    async def pull_report(self, queue: str, token: int, job_id: str, action: str, body: dict) -> dict:
+        return await self.actor(queue).pull_report.remote(token, job_id, action, body)
+
+    async def subscribe(self, queue: str, after: int) -> AsyncIterator[list[dict]]:
+        """Committed events of a queue after ``after`` (a gseq), resuming across actor restarts."""
+        cursor = after
+        failures = 0
+        while True:
+            try:
+                gen = self.actor(queue).subscribe.options(max_task_retries=0).remote(cursor)
+                async for ref in gen:
+                    batch = await ref
+                    failures = 0
+                    cursor = batch[-1]["gseq"]
+                    yield batch
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.ObjectLostError):
+                failures += 1
+                await asyncio.sleep(min(2.0, 0.05 * failures))

@@ -1,0 +1,631 @@
+"""The rules of one queue, in plain Python (no Ray): the actor's state machine.
+
+``JobQueue`` owns the jobs of one queue: enqueue (with unique keys, delays and
+priorities), leases with fencing tokens, heartbeats, completion and failure
+(with backoff), cancellation, timeouts, lost attempts, and the event log.
+Every method takes ``now`` so tests control time. Methods stage their writes
+in the ``Store``; the caller commits before it acknowledges anything, and only
+then publishes ``take_events()`` to subscribers.
+
+Job life cycle::
+
+    scheduled ──due──▶ queued ──lease──▶ running ──▶ succeeded
+                         ▲                  │
+                         └──due── retrying ◀┤ (failed / lease lost / timed out,
+                                            │  attempts left)
+                                            ├──▶ failed (no attempts left)
+    any unfinished ──cancel──▶ cancelled    │
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
+from .jobs import Backoff, JobType, Resources, get_type
+from .store import FINAL, Store
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
+QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+KEY_MAX = 200
+SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
+             "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int = 256 * 1024
+    max_result_bytes: int = 256 * 1024
+    lease_ttl: float = 30.0
+    max_batch: int = 1000
+
+
+class JobIds:
+    """Server-generated ids that sort by creation time: ``j_<ms><counter><random>``."""
+
+    def __init__(self, queue: str):
+        self.suffix = "" if queue == "default" else "." + queue
+        self.last_ms = 0
+        self.counter = 0
+
+    def next(self, now: float) -> str:
+        ms = int(now * 1000)
+        if ms <= self.last_ms:
+            ms = self.last_ms
+            self.counter += 1
+        else:
+            self.last_ms, self.counter = ms, 0
+        return f"j_{ms:011x}{self.counter:05x}{os.urandom(2).hex()}{self.suffix}"
+
+
+def queue_of(job_id: str) -> str:
+    """The queue a job id belongs to (ids of non-default queues end in '.<queue>')."""
+    if not isinstance(job_id, str) or not re.fullmatch(r"j_[0-9a-f]{20}(\.[a-z0-9][a-z0-9_-]{0,39})?", job_id):
+        raise InvalidInput(f"malformed job id {job_id!r}; job ids look like 'j_0192ab34cd5600001a2b'")
+    return job_id.split(".", 1)[1] if "." in job_id else "default"
+
+
+def _number(spec: dict, key: str, kind=float, minimum=None, default=None):
+    value = spec.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise InvalidInput(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidInput(f"{key} must be >= {minimum}, got {value!r}")
+    return kind(value)
+
+
+def _key(spec: dict, key: str) -> str | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > KEY_MAX:
+        raise InvalidInput(f"{key} must be a non-empty string of at most {KEY_MAX} characters")
+    return value
+
+
+class JobQueue:
+    """All the state of one queue. Single-threaded: the actor serializes calls."""
+
+    def __init__(self, name: str, store: Store, limits: Limits = Limits(), rng: random.Random | None = None):
+        if not QUEUE_NAME.match(name):
+            raise InvalidInput(f"queue name {name!r} must match {QUEUE_NAME.pattern}")
+        self.name = name
+        self.store = store
+        self.limits = limits
+        self.rng = rng or random.Random()
+        self.ids = JobIds(name)
+        self.jobs: dict[str, dict] = {}  # unfinished jobs
+        self._ready: dict[str, list] = defaultdict(list)  # type -> heap of (-priority, ready_at, id, ver)
+        self._delayed: list = []  # heap of (run_at, id, ver)
+        self._ver: dict[str, int] = {}
+        self._unique: dict[str, str] = {}
+        self._key_running: dict[str, int] = defaultdict(int)
+        self._blocked: dict[str, deque] = defaultdict(deque)
+        self._running: dict[int, str] = {}  # token -> job id
+        self._runner_tokens: dict[str, set[int]] = defaultdict(set)
+        self._expiry: list = []  # heap of (expires, token)
+        self._deadlines: list = []  # heap of (deadline, token)
+        self._stream_seq: dict[str, int] = {}
+        self._events: list[dict] = []
+        self.next_token = store.get_meta("next_token", 1)
+        self.next_gseq = store.max_gseq() + 1
+        self._load()
+
+    # -- loading -----------------------------------------------------------
+    def _load(self) -> None:
+        """Rebuild the in-memory indexes from the store (after a restart)."""
+        for record in self.store.active_jobs():
+            self.jobs[record["id"]] = record
+            if record.get("unique_key"):
+                self._unique[record["unique_key"]] = record["id"]
+            status = record["status"]
+            if status == "queued":
+                self._push_ready(record)
+            elif status in ("scheduled", "retrying"):
+                self._push_delayed(record)
+            elif status == "running":
+                lease = record["lease"]
+                self._running[lease["token"]] = record["id"]
+                self._runner_tokens[lease["runner"]].add(lease["token"])
+                heapq.heappush(self._expiry, (lease["expires"], lease["token"]))
+                if lease.get("deadline"):
+                    heapq.heappush(self._deadlines, (lease["deadline"], lease["token"]))
+                if record.get("concurrency_key"):
+                    self._key_running[record["concurrency_key"]] += 1
+        if self.jobs:
+            log.info("queue %s reloaded %d unfinished jobs (%d running)", self.name, len(self.jobs),
+                     len(self._running), extra={"queue": self.name})
+
+    # -- events ------------------------------------------------------------
+    def _emit(self, stream: str, kind: str, data: dict, now: float) -> dict:
+        seq = self._stream_seq.get(stream)
+        if seq is None:
+            seq = self.store.last_seq(stream)
+        seq += 1
+        self._stream_seq[stream] = seq
+        event = {"gseq": self.next_gseq, "stream": stream, "seq": seq, "at": now, "kind": kind, "data": data}
+        self.next_gseq += 1
+        self.store.add_event(event)
+        self._events.append(event)
+        return event
+
+    def _job_event(self, job: dict, kind: str, now: float, **data) -> None:
+        self._emit("job:" + job["id"], kind, {"job_id": job["id"], "type": job["type"], **data}, now)
+
+    def _status(self, job: dict, status: str, now: float, **data) -> None:
+        job["status"] = status
+        job["updated_at"] = now
+        self._job_event(job, "status", now, status=status, attempt=job["attempts"], **data)
+        self._save(job)
+
+    def take_events(self) -> list[dict]:
+        """Events staged since the last call; publish them only after the commit."""
+        events, self._events = self._events, []
+        return events
+
+    def publish(self, channel: str, message: Any, now: float) -> dict:
+        """Append a message to a channel's stream (the pub/sub of the seed's Durable Object)."""
+        if not isinstance(channel, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", channel):
+            raise InvalidInput("channel names are 1-100 characters of letters, digits, '_', '.', ':' or '-'")
+        self._check_size(message, self.limits.max_payload_bytes, "message")
+        return self._emit("channel:" + channel, "message", {"channel": channel, "message": message}, now)
+
+    # -- enqueue -----------------------------------------------------------
+    def validate(self, spec: Any, now: float) -> dict:
+        """Turn an enqueue spec into a new job record, or raise InvalidInput; changes nothing."""
+        if not isinstance(spec, dict):
+            raise InvalidInput(f"a job spec must be an object with at least 'type', got {type(spec).__name__}")
+        unknown = set(spec) - SPEC_KEYS
+        if unknown:
+            raise InvalidInput(f"unknown job fields {sorted(unknown)}; allowed: {sorted(SPEC_KEYS)}")
+        type_name = spec.get("type")
+        if not isinstance(type_name, str) or not type_name:
+            raise InvalidInput("'type' is required: the name of a registered job type")
+        job_type: JobType = get_type(type_name)
+        queue = spec.get("queue", self.name)
+        if queue != self.name:
+            raise InvalidInput(f"spec is for queue {queue!r} but was sent to queue {self.name!r}")
+        payload = spec.get("payload")
+        self._check_size(payload, self.limits.max_payload_bytes, "payload")
+        if job_type.validate is not None:
+            job_type.validate(payload)
+        if "delay" in spec and "run_at" in spec:
+            raise InvalidInput("give either 'delay' (seconds) or 'run_at' (epoch seconds), not both")
+        delay = _number(spec, "delay", float, 0, 0.0)
+        run_at = _number(spec, "run_at", float, 0, None)
+        run_at = now + delay if run_at is None else run_at
+        backoff = job_type.backoff
+        if spec.get("backoff") is not None:
+            if not isinstance(spec["backoff"], dict):
+                raise InvalidInput("backoff must be an object like {'strategy': 'exponential', 'delay': 1, 'cap': 60}")
+            try:
+                backoff = Backoff(**{**backoff.to_dict(), **spec["backoff"]})
+            except TypeError:
+                raise InvalidInput("backoff keys are strategy, delay, cap and jitter") from None
+        resources = Resources.from_dict(spec["resources"]) if spec.get("resources") else job_type.resources
+        concurrency_key = _key(spec, "concurrency_key")
+        limit = _number(spec, "concurrency_limit", int, 1, 1 if concurrency_key else None)
+        if limit is not None and not concurrency_key:
+            raise InvalidInput("concurrency_limit needs a concurrency_key")
+        timeout = _number(spec, "timeout", float, 0.001, job_type.timeout)
+        max_attempts = _number(spec, "max_attempts", int, 1, job_type.max_attempts)
+        return {
+            "id": None, "queue": self.name, "type": type_name, "payload": payload, "status": None,
+            "priority": _number(spec, "priority", int, None, 0),
+            "run_at": run_at, "created_at": now, "updated_at": now, "started_at": None, "finished_at": None,
+            "attempts": 0, "max_attempts": max_attempts, "budget": max_attempts,
+            "backoff": backoff.to_dict(), "timeout": timeout,
+            "unique_key": _key(spec, "unique_key"), "concurrency_key": concurrency_key,
+            "concurrency_limit": limit, "resources": resources.to_dict(),
+            "result": None, "result_key": None, "error": None, "progress": None,
+            "parent_id": spec.get("parent_id"), "lease": None, "history": [], "cancel_requested": False,
+        }
+
+    def enqueue_many(self, specs: list, now: float) -> list[tuple[dict, bool]]:
+        """Validate every spec, then add them all; returns (job, created) pairs.
+
+        A spec whose unique_key matches an unfinished job returns that job
+        (created=False) instead of adding a second one.
+        """
+        if not isinstance(specs, list) or not specs:
+            raise InvalidInput("send one job spec or a non-empty list of them")
+        if len(specs) > self.limits.max_batch:
+            raise InvalidInput(f"at most {self.limits.max_batch} jobs per call, got {len(specs)}; split the batch")
+        records = []
+        for index, spec in enumerate(specs):
+            try:
+                records.append(self.validate(spec, now))
+            except InvalidInput as exc:
+                if len(specs) > 1:
+                    exc.message = f"job {index}: {exc.message}"
+                    exc.context["index"] = index
+                raise
+        out = []
+        for record in records:
+            key = record["unique_key"]
+            if key and key in self._unique:
+                out.append((self.jobs[self._unique[key]], False))
+                continue
+            record["id"] = self.ids.next(now)
+            self.jobs[record["id"]] = record
+            if key:
+                self._unique[key] = record["id"]
+            if record["run_at"] > now:
+                self._status(record, "scheduled", now, run_at=record["run_at"])
+                self._push_delayed(record)
+            else:
+                self._status(record, "queued", now)
+                self._push_ready(record)
+            out.append((record, True))
+        return out
+
+    def _check_size(self, value: Any, limit: int, what: str) -> int:
+        try:
+            size = len(json.dumps(value, separators=(",", ":")))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{what} must be JSON-serializable: {exc}") from None
+        if size > limit:
+            raise PayloadTooLarge(f"{what} is {size} bytes, over the limit of {limit} bytes; "
+                                  "put large inputs in object storage and pass their keys", size=size, limit=limit)
+        return size
+
+    # -- indexes -----------------------------------------------------------
+    def _bump(self, job: dict) -> int:
+        ver = self._ver.get(job["id"], 0) + 1
+        self._ver[job["id"]] = ver
+        return ver
+
+    def _push_ready(self, job: dict) -> None:
+        heapq.heappush(self._ready[job["type"]], (-job["priority"], job["run_at"], job["id"], self._bump(job)))
+
+    def _push_delayed(self, job: dict) -> None:
+        heapq.heappush(self._delayed, (job["run_at"], job["id"], self._bump(job)))
+
+    def _save(self, job: dict) -> None:
+        self.store.put_job(job)
+
+    def ready_counts(self) -> dict[str, int]:
+        """Types with jobs ready to lease (an upper bound: heaps hold stale entries)."""
+        return {t: len(h) for t, h in self._ready.items() if h}
+
+    def next_due(self) -> float | None:
+        return self._delayed[0][0] if self._delayed else None
+
+    # -- leasing -----------------------------------------------------------
+    def lease(self, runner: str, types: Iterable[str] | None, n: int, now: float, *, ttl: float | None = None,
+              node: str | None = None, pid: int | None = None) -> list[dict]:
+        """Start up to ``n`` ready jobs (highest priority, then oldest) for a runner."""
+        ttl = ttl or self.limits.lease_ttl
+        self.promote_due(now)
+        leases = []
+        for type_name in list(types) if types is not None else list(self._ready):
+            heap = self._ready.get(type_name)
+            while heap and len(leases) < n:
+                _, _, job_id, ver = heapq.heappop(heap)
+                job = self.jobs.get(job_id)
+                if job is None or job["status"] != "queued" or self._ver.get(job_id) != ver:
+                    continue
+                key = job["concurrency_key"]
+                if key and self._key_running[key] >= job["concurrency_limit"]:
+                    self._blocked[key].append(job_id)
+                    continue
+                leases.append(self._start(job, runner, ttl, now, node, pid))
+            if len(leases) >= n:
+                break
+        return leases
+
+    def _start(self, job: dict, runner: str, ttl: float, now: float, node, pid) -> dict:
+        token = self.next_token
+        self.next_token += 1
+        self.store.set_meta("next_token", self.next_token)
+        job["attempts"] += 1
+        deadline = now + job["timeout"] if job["timeout"] else None
+        job["lease"] = {"token": token, "runner": runner, "expires": now + ttl, "ttl": ttl, "deadline": deadline,
+                        "node": node, "pid": pid, "started_at": now}
+        job["started_at"] = job["started_at"] or now
+        if job["concurrency_key"]:
+            self._key_running[job["concurrency_key"]] += 1
+        self._running[token] = job["id"]
+        self._runner_tokens[runner].add(token)
+        heapq.heappush(self._expiry, (now + ttl, token))
+        if deadline:
+            heapq.heappush(self._deadlines, (deadline, token))
+        self._status(job, "running", now, token=token, runner=runner)
+        return {"token": token, "job_id": job["id"], "type": job["type"], "payload": job["payload"],
+                "attempt": job["attempts"], "max_attempts": job["max_attempts"], "timeout": job["timeout"],
+                "queue": self.name, "ttl": ttl}
+
+    def _lease_of(self, token: int, job_id: str | None = None) -> dict:
+        current = self._running.get(token)
+        if current is None or (job_id is not None and current != job_id):
+            raise StaleLease(f"lease {token} is not current (expired, finished or superseded by a newer attempt); "
+                             "stop working on this job", token=token)
+        return self.jobs[current]
+
+    def heartbeat(self, tokens: Iterable[int], now: float, node: str | None = None,
+                  pid: int | None = None) -> dict[int, str]:
+        """Extend leases; answers per token 'ok', 'cancel' (stop now) or 'stale' (lease gone)."""
+        out = {}
+        for token in tokens:
+            job_id = self._running.get(token)
+            if job_id is None:
+                out[token] = "stale"
+                continue
+            job = self.jobs[job_id]
+            lease = job["lease"]
+            lease["expires"] = now + lease["ttl"]
+            if node:
+                lease["node"], lease["pid"] = node, pid
+            heapq.heappush(self._expiry, (lease["expires"], token))
+            out[token] = "cancel" if job["cancel_requested"] else "ok"
+        return out
+
+    def progress(self, token: int, report: dict, now: float, job_id: str | None = None) -> None:
+        job = self._lease_of(token, job_id)
+        if not isinstance(report, dict):
+            raise InvalidInput("progress must be an object like {'fraction': 0.5, 'stage': 'encode'}")
+        fraction = report.get("fraction")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                     or not 0 <= fraction <= 1):
+            raise InvalidInput(f"progress fraction must be a number within 0..1, got {fraction!r}")
+        self._check_size(report, 16 * 1024, "progress")
+        job["progress"] = report
+        job["lease"]["expires"] = now + job["lease"]["ttl"]
+        heapq.heappush(self._expiry, (job["lease"]["expires"], token))
+        job["updated_at"] = now
+        self._job_event(job, "progress", now, attempt=job["attempts"], **report)
+        self._save(job)
+
+    def log_lines(self, token: int, lines: list[str], now: float) -> None:
+        job = self._lease_of(token)
+        self._job_event(job, "log", now, attempt=job["attempts"], lines=[str(x)[:4000] for x in lines[:200]])
+
+    # -- ending attempts ---------------------------------------------------
+    def complete(self, token: int, result: Any, now: float, job_id: str | None = None,
+                 result_key: str | None = None, duration: float | None = None) -> dict:
+        """Record success. A repeated report of the same finished attempt is accepted once, silently."""
+        if token not in self._running and job_id and self._already(job_id, token, "succeeded"):
+            return self.get(job_id)
+        job = self._lease_of(token, job_id)
+        try:
+            self._check_size(result, self.limits.max_result_bytes, "result")
+        except InvalidInput as exc:
+            return self._end(job, token, "failed", now, error={"type": type(exc).__name__, "message": exc.message,
+                                                                "traceback": None}, retry=False)
+        job["result"], job["result_key"] = result, result_key
+        return self._end(job, token, "succeeded", now, duration=duration)
+
+    def fail(self, token: int, error: dict | str, now: float, job_id: str | None = None, retry: bool = True,
+             duration: float | None = None) -> dict:
+        if token not in self._running and job_id and self._already(job_id, token, "failed"):
+            return self.get(job_id)
+        job = self._lease_of(token, job_id)
+        if isinstance(error, str):
+            error = {"type": "Error", "message": error, "traceback": None}
+        return self._end(job, token, "failed", now, error=error, retry=retry, duration=duration)
+
+    def _already(self, job_id: str, token: int, outcome: str) -> bool:
+        record = self.jobs.get(job_id) or self.store.get_job(job_id)
+        return bool(record) and any(h["token"] == token and h["outcome"] == outcome for h in record["history"])
+
+    def _end(self, job: dict, token: int, outcome: str, now: float, *, error: dict | None = None,
+             retry: bool = True, duration: float | None = None) -> dict:
+        lease = job["lease"]
+        started = lease["started_at"]
+        job["history"].append({
+            "attempt": job["attempts"], "token": token, "runner": lease["runner"], "node": lease.get("node"),
+            "pid": lease.get("pid"), "started_at": started, "ended_at": now,
+            "duration": round(duration if duration is not None else now - started, 6), "outcome": outcome,
+            "error": error,
+        })
+        self._release_slot(job, token)
+        job["lease"] = None
+        if error is not None:
+            job["error"] = error
+        if outcome == "succeeded":
+            job["finished_at"] = now
+            self._finish(job, "succeeded", now)
+        elif outcome == "cancelled":
+            job["finished_at"] = now
+            self._finish(job, "cancelled", now)
+        elif retry and job["attempts"] < job["max_attempts"] and not job["cancel_requested"]:
+            delay = Backoff(**job["backoff"]).delay_for(job["attempts"], self.rng)
+            job["run_at"] = now + delay
+            self._status(job, "retrying", now, error=error and error.get("message"), run_at=job["run_at"],
+                         outcome=outcome)
+            self._push_delayed(job)
+        else:
+            job["finished_at"] = now
+            self._finish(job, "cancelled" if job["cancel_requested"] else "failed", now,
+                         error=error and error.get("message"))
+        return job
+
+    def _release_slot(self, job: dict, token: int) -> None:
+        self._running.pop(token, None)
+        runner = job["lease"]["runner"]
+        tokens = self._runner_tokens.get(runner)
+        if tokens is not None:
+            tokens.discard(token)
+            if not tokens:
+                del self._runner_tokens[runner]
+        key = job["concurrency_key"]
+        if key:
+            self._key_running[key] -= 1
+            blocked = self._blocked.get(key)
+            while blocked:
+                waiting = self.jobs.get(blocked.popleft())
+                if waiting and waiting["status"] == "queued":
+                    self._push_ready(waiting)
+                    break
+
+    def _finish(self, job: dict, status: str, now: float, **data) -> None:
+        self._status(job, status, now, **data)
+        self.jobs.pop(job["id"], None)
+        self._ver.pop(job["id"], None)
+        self._stream_seq.pop("job:" + job["id"], None)
+        key = job["unique_key"]
+        if key and self._unique.get(key) == job["id"]:
+            del self._unique[key]
+        if job["concurrency_key"]:
+            # A queued job blocked on this key may be waiting for any slot.
+            blocked = self._blocked.get(job["concurrency_key"])
+            if blocked is not None and not blocked:
+                del self._blocked[job["concurrency_key"]]
+
+    def release(self, tokens: Iterable[int], now: float) -> None:
+        """Give back leases a runner never started: the attempt does not count."""
+        for token in tokens:
+            job_id = self._running.get(token)
+            if job_id is None:
+                continue
+            job = self.jobs[job_id]
+            self._release_slot(job, token)
+            job["lease"] = None
+            job["attempts"] -= 1
+            self._status(job, "queued", now, released=True)
+            self._push_ready(job)
+
+    def lose(self, tokens: Iterable[int], now: float, reason: str) -> list[dict]:
+        """The attempts holding these leases are gone (worker died, lease expired)."""
+        lost = []
+        for token in list(tokens):
+            job_id = self._running.get(token)
+            if job_id is None:
+                continue
+            job = self.jobs[job_id]
+            if job["cancel_requested"]:
+                lost.append(self._end(job, token, "cancelled", now, error={
+                    "type": "Cancelled", "message": "cancelled while running", "traceback": None}))
+                continue
+            log.warning("job %s attempt %d lost: %s", job_id, job["attempts"], reason,
+                        extra={"job_id": job_id, "attempt": job["attempts"], "queue": self.name})
+            lost.append(self._end(job, token, "lost", now, error={"type": "AttemptLost", "message": reason,
+                                                                  "traceback": None}))
+        return lost
+
+    def runner_tokens(self, runner: str) -> set[int]:
+        return set(self._runner_tokens.get(runner, ()))
+
+    def runners(self) -> set[str]:
+        return set(self._runner_tokens)
+
+    # -- time --------------------------------------------------------------
+    def promote_due(self, now: float) -> int:
+        moved = 0
+        while self._delayed and self._delayed[0][0] <= now:
+            _, job_id, ver = heapq.heappop(self._delayed)
+            job = self.jobs.get(job_id)
+            if job is None or self._ver.get(job_id) != ver or job["status"] not in ("scheduled", "retrying"):
+                continue
+            self._status(job, "queued", now)
+            self._push_ready(job)
+            moved += 1
+        return moved
+
+    def expire(self, now: float) -> tuple[list[dict], list[tuple[int, str]]]:
+        """Lose attempts whose lease ran out; time out those past their deadline.
+
+        Returns (jobs whose attempt was lost, [(token, runner)] to stop).
+        """
+        lost, to_stop = [], []
+        while self._expiry and self._expiry[0][0] <= now:
+            expires, token = heapq.heappop(self._expiry)
+            job_id = self._running.get(token)
+            if job_id is None or self.jobs[job_id]["lease"]["expires"] > now:
+                continue
+            runner = self.jobs[job_id]["lease"]["runner"]
+            to_stop.append((token, runner))
+            lost += self.lose([token], now, f"lease expired: no heartbeat for {self.jobs[job_id]['lease']['ttl']:g}s "
+                                            "(worker lost or stalled)")
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, token = heapq.heappop(self._deadlines)
+            job_id = self._running.get(token)
+            if job_id is None:
+                continue
+            job = self.jobs[job_id]
+            runner = job["lease"]["runner"]
+            to_stop.append((token, runner))
+            self._end(job, token, "timed_out", now, error={
+                "type": "Timeout", "message": f"timed out after {job['timeout']:g}s; the attempt was stopped",
+                "traceback": None})
+            lost.append(job)
+        return lost, to_stop
+
+    # -- user actions ------------------------------------------------------
+    def get(self, job_id: str) -> dict:
+        job = self.jobs.get(job_id) or self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}", job_id=job_id)
+        return job
+
+    def cancel(self, job_id: str, now: float) -> tuple[dict, tuple[int, str] | None]:
+        """Cancel an unfinished job; returns the job and the (token, runner) to stop if it was running."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            existing = self.get(job_id)
+            raise InvalidTransition(f"job {job_id} is already {existing['status']}; only unfinished jobs can be "
+                                    "cancelled", status=existing["status"])
+        if job["status"] == "running":
+            token, runner = job["lease"]["token"], job["lease"]["runner"]
+            job["cancel_requested"] = True
+            self._end(job, token, "cancelled", now, error={"type": "Cancelled", "message": "cancelled while running",
+                                                           "traceback": None})
+            return job, (token, runner)
+        job["cancel_requested"] = True
+        job["finished_at"] = now
+        self._finish(job, "cancelled", now)
+        return job, None
+
+    def retry(self, job_id: str, now: float) -> dict:
+        """Run a failed or cancelled job again, keeping its history."""
+        if job_id in self.jobs:
+            raise InvalidTransition(f"job {job_id} is {self.jobs[job_id]['status']}; only failed or cancelled jobs "
+                                    "can be retried")
+        job = self.get(job_id)
+        if job["status"] not in ("failed", "cancelled"):
+            raise InvalidTransition(f"job {job_id} is {job['status']}; only failed or cancelled jobs can be retried",
+                                    status=job["status"])
+        key = job["unique_key"]
+        if key and key in self._unique:
+            raise InvalidTransition(f"job {self._unique[key]} with the same unique_key is unfinished; "
+                                    "wait for it or cancel it first")
+        job = json.loads(json.dumps(job))
+        # A manual retry grants the job its original attempt budget again.
+        job["max_attempts"] = job["attempts"] + job.get("budget", job["max_attempts"])
+        job.update(cancel_requested=False, finished_at=None, run_at=now, error=None, result=None)
+        self.jobs[job_id] = job
+        if key:
+            self._unique[key] = job_id
+        self._status(job, "queued", now, retried=True)
+        self._push_ready(job)
+        return job
+
+    def delete(self, job_id: str) -> None:
+        if job_id in self.jobs:
+            raise InvalidTransition(f"job {job_id} is {self.jobs[job_id]['status']}; cancel it before deleting")
+        self.get(job_id)
+        self.store.delete_job(job_id)
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict]:
+        self.get(job_id)
+        return self.store.events_after("job:" + job_id, after, limit)
+
+    def stats(self) -> dict:
+        counts = {s: 0 for s in STATUSES}
+        counts.update(self.store.count_by_status())
+        oldest = min((j["run_at"] for j in self.jobs.values() if j["status"] == "queued"), default=None)
+        return {"queue": self.name, "counts": counts, "running": len(self._running),
+                "oldest_queued_at": oldest, "now": time.time()}

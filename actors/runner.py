@@ -1,0 +1,208 @@
+"""The Ray task that runs jobs: leases a batch, runs it, reports, leases more.
+
+The queue actor launches one ``run_jobs`` task per free slot of a job type,
+with that type's resources; it never starts one Ray task per queued job. The
+task pulls work from the actor, so one actor call both reports the finished
+batch and leases the next one, and batches grow when jobs are quick (a no-op
+batch carries hundreds of jobs; a render carries one). An idle runner lingers
+briefly for new work, then exits, freeing its worker for the autoscaler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+
+import ray
+
+from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
+from .settings import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+#: Aim for batches that take about this long, so reports stay prompt.
+BATCH_TARGET_S = 0.02
+MAX_BATCH = 256
+LINGER_S = 0.5
+GRACE_S = 2.0
+
+
+def actor_name(queue: str) -> str:
+    return f"queue:{queue}"
+
+
+class _Reporter:
+    """Sends one attempt's progress, logs and heartbeats to the queue actor."""
+
+    def __init__(self, actor, lease: dict):
+        self.actor = actor
+        self.lease = lease
+        self.token = lease["token"]
+
+    def progress(self, event: dict) -> None:
+        # Fire and forget: calls from one caller reach the actor in order.
+        self.actor.progress.remote(self.token, self.lease["job_id"], event)
+
+    def heartbeat(self) -> None:
+        ray.get(self.actor.heartbeat.remote([self.token]))
+
+    def log(self, line: str) -> None:
+        self.actor.log_lines.remote(self.token, [line])
+
+    def enqueue(self, specs: list[dict]) -> list[dict]:
+        specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in specs]
+        return ray.get(self.actor.enqueue.remote(specs))
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the leases in hand; stops the process if the queue says the attempt is over."""
+
+    def __init__(self, actor, runner_id: str, interval: float):
+        super().__init__(daemon=True, name="dojo-heartbeat")
+        self.actor = actor
+        self.runner_id = runner_id
+        self.interval = interval
+        self.current: dict[int, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+        while not self.stopped.wait(self.interval):
+            with self.lock:
+                tokens = list(self.current)
+            if not tokens:
+                continue
+            try:
+                answers = ray.get(self.actor.heartbeat.remote(tokens, node, pid), timeout=self.interval * 2)
+            except Exception as exc:  # the actor may be restarting; the lease outlives a short gap
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for token, answer in answers.items():
+                if answer != "ok":
+                    self._stop(int(token), answer)
+
+    def _stop(self, token: int, answer: str) -> None:
+        with self.lock:
+            event = self.current.get(token)
+        if event is None:
+            return
+        event.set()
+        # Cooperative first; if the job ignores ctx.cancelled, end the process (and its children).
+        if not self.stopped.wait(GRACE_S):
+            with self.lock:
+                still = token in self.current
+            if still:
+                log.warning("attempt %s is %s; stopping the worker process", token, answer)
+                _kill_children()
+                os._exit(1)
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's child processes (ffmpeg, sleep, ...)."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            if fields[1] == me:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, IndexError):
+            continue
+
+
+def _set_child_subreaper() -> None:
+    """Make orphaned grandchildren re-parent to this worker, so a kill finds them."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
+    """Run one leased attempt; return its report (never raises)."""
+    job_type = registry.get(lease["type"])
+    cancelled = threading.Event()
+    ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
+                     max_attempts=lease["max_attempts"], reporter=_Reporter(actor, lease), cancelled=cancelled)
+    report = {"token": lease["token"], "job_id": lease["job_id"]}
+    if heartbeat is not None:
+        with heartbeat.lock:
+            heartbeat.current[lease["token"]] = cancelled
+    started = time.perf_counter()
+    try:
+        if job_type is None or job_type.perform is None:
+            raise PermanentFailure(f"job type {lease['type']!r} is not registered in this worker; "
+                                   "add its module to DOJO_JOB_MODULES")
+        report["result"] = job_type.perform(ctx, lease["payload"])
+        report["outcome"] = "succeeded"
+    except BaseException as exc:  # noqa: BLE001  (a job's failure is data)
+        report["outcome"] = "failed"
+        report["retry"] = not isinstance(exc, (PermanentFailure, JobCancelled))
+        report["error"] = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
+                           "traceback": traceback.format_exc(limit=20)[-8000:]}
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+    finally:
+        report["duration"] = time.perf_counter() - started
+        if heartbeat is not None:
+            with heartbeat.lock:
+                heartbeat.current.pop(lease["token"], None)
+    return report
+
+
+_registry = None
+
+
+def _load_registry():
+    global _registry
+    if _registry is None:
+        modules = [m for m in os.environ.get("DOJO_JOB_MODULES", "pipelines.sample").split(",") if m]
+        _registry = load_modules(modules)
+    return _registry
+
+
+@ray.remote(max_retries=0)
+def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float) -> int:
+    """Lease and run jobs of one type until none are left; returns how many ran."""
+    _set_child_subreaper()
+    registry = _load_registry()
+    actor = ray.get_actor(actor_name(queue), namespace=NAMESPACE)
+    heartbeat = _Heartbeat(actor, runner_id, max(0.2, lease_ttl / 3))
+    heartbeat.start()
+    node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+    reports: list[dict] = []
+    want, ran = 1, 0
+    try:
+        while True:
+            leases = _call(actor.runner_lease, runner_id, type_name, reports, want, LINGER_S, node, pid)
+            if not leases:
+                return ran
+            reports = []
+            started = time.perf_counter()
+            for lease in leases:
+                reports.append(execute(actor, lease, registry, heartbeat))
+            ran += len(leases)
+            per_job = (time.perf_counter() - started) / len(leases)
+            want = max(1, min(MAX_BATCH, int(BATCH_TARGET_S / max(per_job, 1e-6))))
+    finally:
+        heartbeat.stopped.set()
+
+
+def _call(method, *args, attempts: int = 60):
+    """Call the actor, riding out a restart (the calls are idempotent by lease token)."""
+    for attempt in range(attempts):
+        try:
+            return ray.get(method.remote(*args))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("queue actor unavailable (%s); retrying", type(exc).__name__)
+            time.sleep(min(2.0, 0.1 * (attempt + 1)))

@@ -1,0 +1,269 @@
+"""The queue's rules, without Ray: each promise of the design, in microseconds."""
+
+import random
+
+import pytest
+
+import pipelines.sample  # noqa: F401  (registers the sample job types)
+from actors.exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease, UnknownJobType
+from actors.queue import JobQueue, Limits, queue_of
+from actors.store import Store
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "q.sqlite3"
+
+
+@pytest.fixture
+def q(path):
+    return JobQueue("default", Store(path), Limits(max_payload_bytes=1000, lease_ttl=10), rng=random.Random(1))
+
+
+def committed(q):
+    q.store.commit()
+    return q
+
+
+def reopen(q, path):
+    q.store.commit()
+    q.store.close()
+    return JobQueue("default", Store(path), q.limits, rng=random.Random(1))
+
+
+def enqueue(q, now=T0, **spec):
+    spec.setdefault("type", "echo")
+    [(job, created)] = q.enqueue_many([spec], now)
+    return job
+
+
+def statuses(q, job_id):
+    return [e["data"]["status"] for e in q.store.events_after("job:" + job_id, 0) if e["kind"] == "status"]
+
+
+def test_enqueue_lease_complete_is_recorded_with_history_and_events(q):
+    job = enqueue(q, payload={"x": 1})
+    [lease] = q.lease("r1", None, 10, T0 + 1)
+    assert lease["job_id"] == job["id"] and lease["attempt"] == 1 and lease["payload"] == {"x": 1}
+    q.complete(lease["token"], {"ok": True}, T0 + 2)
+    committed(q)
+    stored = q.get(job["id"])
+    assert stored["status"] == "succeeded" and stored["result"] == {"ok": True}
+    assert [h["outcome"] for h in stored["history"]] == ["succeeded"]
+    assert stored["history"][0]["duration"] == pytest.approx(1.0)
+    assert statuses(q, job["id"]) == ["queued", "running", "succeeded"]
+    seqs = [e["seq"] for e in q.store.events_after("job:" + job["id"], 0)]
+    assert seqs == [1, 2, 3]
+
+
+def test_ids_sort_by_creation_and_name_their_queue(q, tmp_path):
+    ids = [enqueue(q, now=T0 + i * 0.0001)["id"] for i in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    other = JobQueue("video", Store(tmp_path / "v.sqlite3"))
+    vid = enqueue(other)["id"]
+    assert queue_of(vid) == "video" and queue_of(ids[0]) == "default"
+    with pytest.raises(InvalidInput):
+        queue_of("../etc/passwd")
+
+
+def test_stale_token_is_refused_after_lease_expires_and_job_retries(q):
+    job = enqueue(q, type="flaky", payload={})
+    [first] = q.lease("r1", None, 1, T0)
+    lost, to_stop = q.expire(T0 + 11)
+    assert [j["id"] for j in lost] == [job["id"]] and to_stop == [(first["token"], "r1")]
+    assert q.get(job["id"])["status"] == "retrying"
+    q.promote_due(T0 + 20)
+    [second] = q.lease("r2", None, 1, T0 + 20)
+    assert second["attempt"] == 2 and second["token"] > first["token"]
+    with pytest.raises(StaleLease):
+        q.complete(first["token"], "late", T0 + 21, job_id=job["id"])
+    with pytest.raises(StaleLease):
+        q.progress(first["token"], {"fraction": 0.5}, T0 + 21)
+    assert q.heartbeat([first["token"], second["token"]], T0 + 21) == {first["token"]: "stale", second["token"]: "ok"}
+    q.complete(second["token"], "ok", T0 + 22, job_id=job["id"])
+    outcomes = [h["outcome"] for h in q.get(job["id"])["history"]]
+    assert outcomes == ["lost", "succeeded"]
+
+
+def test_heartbeat_keeps_the_lease(q):
+    enqueue(q)
+    [lease] = q.lease("r1", None, 1, T0)
+    for t in range(5, 60, 5):
+        assert q.heartbeat([lease["token"]], T0 + t) == {lease["token"]: "ok"}
+        assert q.expire(T0 + t + 1) == ([], [])
+
+
+def test_duplicate_completion_report_is_accepted_once(q):
+    job = enqueue(q)
+    [lease] = q.lease("r1", None, 1, T0)
+    q.complete(lease["token"], 1, T0 + 1, job_id=job["id"])
+    q.complete(lease["token"], 1, T0 + 2, job_id=job["id"])  # a retried report after an actor restart
+    assert statuses(committed(q), job["id"]).count("succeeded") == 1
+
+
+def test_unique_key_returns_the_unfinished_job(q):
+    a = enqueue(q, unique_key="user-7")
+    [(b, created)] = q.enqueue_many([{"type": "echo", "unique_key": "user-7"}], T0)
+    assert b["id"] == a["id"] and not created
+    [lease] = q.lease("r", None, 1, T0)
+    q.complete(lease["token"], None, T0)
+    c = enqueue(q, unique_key="user-7")
+    assert c["id"] != a["id"]
+
+
+def test_concurrency_key_limit_holds(q):
+    jobs = [enqueue(q, concurrency_key="host-a", concurrency_limit=2) for _ in range(5)]
+    other = enqueue(q)
+    leases = q.lease("r", None, 10, T0)
+    assert {lease["job_id"] for lease in leases} == {jobs[0]["id"], jobs[1]["id"], other["id"]}
+    assert q.lease("r", None, 10, T0) == []
+    q.complete(leases[0]["token"], None, T0)
+    [nxt] = q.lease("r", None, 10, T0)
+    assert nxt["job_id"] == jobs[2]["id"]
+
+
+def test_delay_and_priority_order(q):
+    late = enqueue(q, delay=30)
+    low = enqueue(q, priority=-1)
+    normal = enqueue(q)
+    high = enqueue(q, priority=5)
+    assert q.get(late["id"])["status"] == "scheduled"
+    order = [lease["job_id"] for lease in q.lease("r", None, 10, T0 + 1)]
+    assert order == [high["id"], normal["id"], low["id"]]
+    [lease] = q.lease("r", None, 10, T0 + 30)
+    assert lease["job_id"] == late["id"]
+
+
+def test_exponential_backoff_with_cap(q):
+    job = enqueue(q, type="flaky", payload={"succeed_on": 99}, max_attempts=6,
+                  backoff={"strategy": "exponential", "delay": 2, "cap": 10, "jitter": 0})
+    now, delays = T0, []
+    for _ in range(5):
+        [lease] = q.lease("r", None, 1, now)
+        q.fail(lease["token"], "boom", now)
+        record = q.get(job["id"])
+        delays.append(record["run_at"] - now)
+        now = record["run_at"]
+        assert q.lease("r", None, 1, now - 0.01) == []
+    assert delays == [2, 4, 8, 10, 10]
+    [lease] = q.lease("r", None, 1, now)
+    q.fail(lease["token"], "boom", now)
+    assert q.get(job["id"])["status"] == "failed" and len(q.get(job["id"])["history"]) == 6
+
+
+def test_permanent_failure_skips_retries(q):
+    job = enqueue(q, type="flaky")
+    [lease] = q.lease("r", None, 1, T0)
+    q.fail(lease["token"], "no", T0, retry=False)
+    assert q.get(job["id"])["status"] == "failed"
+
+
+def test_timeout_stops_the_attempt(q):
+    job = enqueue(q, type="sleep", payload={"seconds": 100}, timeout=5, max_attempts=2)
+    [lease] = q.lease("r", None, 1, T0)
+    q.heartbeat([lease["token"]], T0 + 4)
+    lost, to_stop = q.expire(T0 + 5)
+    assert to_stop == [(lease["token"], "r")]
+    record = q.get(job["id"])
+    assert record["status"] == "retrying" and record["history"][0]["outcome"] == "timed_out"
+    assert "timed out after 5s" in record["error"]["message"]
+
+
+def test_cancel_running_and_queued_and_retry_keeps_history(q):
+    running = enqueue(q)
+    queued = enqueue(q, delay=100)
+    [lease] = q.lease("r", None, 1, T0)
+    _, stop = q.cancel(running["id"], T0 + 1)
+    assert stop == (lease["token"], "r")
+    _, stop = q.cancel(queued["id"], T0 + 1)
+    assert stop is None
+    with pytest.raises(InvalidTransition):
+        q.cancel(queued["id"], T0 + 2)
+    with pytest.raises(StaleLease):
+        q.complete(lease["token"], None, T0 + 2, job_id=running["id"])
+    q.retry(running["id"], T0 + 3)
+    [again] = q.lease("r", None, 5, T0 + 3)
+    assert again["job_id"] == running["id"] and again["attempt"] == 2
+    q.complete(again["token"], "ok", T0 + 4)
+    record = q.get(running["id"])
+    assert [h["outcome"] for h in record["history"]] == ["cancelled", "succeeded"]
+    with pytest.raises(InvalidTransition):
+        q.retry(running["id"], T0 + 5)
+
+
+def test_delete_only_finished(q):
+    job = enqueue(q)
+    with pytest.raises(InvalidTransition):
+        q.delete(job["id"])
+    [lease] = q.lease("r", None, 1, T0)
+    q.complete(lease["token"], None, T0)
+    committed(q)
+    q.delete(job["id"])
+    committed(q)
+    with pytest.raises(JobNotFound):
+        q.get(job["id"])
+
+
+@pytest.mark.parametrize("spec, error", [
+    ({"type": "nope"}, UnknownJobType),
+    ({"type": "echo", "payload": "x" * 2000}, PayloadTooLarge),
+    ({"type": "echo", "delay": -1}, InvalidInput),
+    ({"type": "echo", "priority": "high"}, InvalidInput),
+    ({"type": "echo", "max_attempts": 0}, InvalidInput),
+    ({"type": "echo", "bogus": 1}, InvalidInput),
+    ({"type": "echo", "concurrency_limit": 2}, InvalidInput),
+    ({"type": "sleep", "payload": {"seconds": -3}}, InvalidInput),
+    ({"type": "echo", "backoff": {"strategy": "random"}}, InvalidInput),
+    ("echo", InvalidInput),
+])
+def test_bad_input_changes_nothing(q, spec, error):
+    good = {"type": "echo"}
+    with pytest.raises(error) as info:
+        q.enqueue_many([good, spec], T0)
+    assert info.value.message
+    committed(q)
+    assert q.jobs == {} and q.store.count_by_status() == {} and q.take_events() == []
+
+
+def test_unknown_type_lists_known_types(q):
+    with pytest.raises(UnknownJobType, match="known types: .*echo"):
+        enqueue(q, type="nope")
+
+
+def test_restart_reloads_and_expired_running_attempts_retry(q, path):
+    running = enqueue(q, type="flaky")
+    delayed = enqueue(q, delay=50)
+    waiting = enqueue(q, priority=1)
+    [lease] = q.lease("r", ["flaky"], 1, T0)
+    q = reopen(q, path)
+    assert q.get(running["id"])["status"] == "running"
+    lost, _ = q.expire(T0 + 11)
+    assert [j["id"] for j in lost] == [running["id"]]
+    with pytest.raises(StaleLease):
+        q.complete(lease["token"], None, T0 + 12, job_id=running["id"])
+    ids = [x["job_id"] for x in q.lease("r2", None, 10, T0 + 60)]
+    assert ids[0] == waiting["id"] and set(ids) == {running["id"], delayed["id"], waiting["id"]}
+    assert min(x["token"] for x in q.lease("r3", None, 1, T0 + 60) or [{"token": 99}]) > lease["token"]
+    # sequences continue where they were
+    seqs = [e["seq"] for e in committed(q).store.events_after("job:" + running["id"], 0)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_release_does_not_count_an_attempt(q):
+    job = enqueue(q, max_attempts=1)
+    [lease] = q.lease("r", None, 1, T0)
+    q.release([lease["token"]], T0)
+    [again] = q.lease("r", None, 1, T0)
+    assert again["attempt"] == 1 and q.get(job["id"])["attempts"] == 1
+
+
+def test_channels_number_messages(q):
+    a = q.publish("room-1", {"hi": 1}, T0)
+    b = q.publish("room-1", "two", T0)
+    assert (a["seq"], b["seq"]) == (1, 2)
+    with pytest.raises(InvalidInput):
+        q.publish("bad name!", 1, T0)
+    committed(q)
+    assert [e["data"]["message"] for e in q.store.events_after("channel:room-1", 1)] == ["two"]
