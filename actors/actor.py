@@ -56,6 +56,7 @@ class QueueService:
         self._recent: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
         self._new_events = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
+        self._committed_gseq = self.store.max_gseq()
         self.started_at = time.time()
         log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
 
@@ -97,6 +98,7 @@ class QueueService:
             raise SystemExit("queue state could not be committed; restarting from the last commit") from exc
         events = self.q.take_events()
         if events:
+            self._committed_gseq = events[-1]["gseq"]
             self._recent.extend(events)
             self._new_events.set()
             self._new_events = asyncio.Event()
@@ -125,7 +127,7 @@ class QueueService:
         runner_id = f"{self.name}:{self._incarnation}:{next(self._runner_ids)}"
         options = job_type.resources.ray_options()
         ref = runner_mod.run_jobs.options(name=f"dojo:{job_type.name}", **options).remote(
-            self.name, runner_id, job_type.name, self.settings.lease_ttl)
+            self.name, runner_id, job_type.name, self.settings.lease_ttl, self.settings.job_modules)
         self._runners[runner_id] = {"type": job_type.name, "ref": ref, "leased": False}
         asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
 
@@ -280,8 +282,9 @@ class QueueService:
         await self._commit()
         return event
 
-    async def events(self, stream: str, after: int, limit: int = 1000) -> list[dict]:
-        if stream.startswith("job:"):
+    async def events(self, stream: str | None, after: int, limit: int = 1000) -> list[dict]:
+        """Committed events of one stream after seq ``after``, or of the whole queue (stream None) after gseq."""
+        if stream and stream.startswith("job:"):
             self.q.get(stream[4:])
         if self.store.dirty:
             await self._commit()
@@ -291,14 +294,14 @@ class QueueService:
         if self.store.dirty:
             await self._commit()
         stats = self.q.stats()
-        stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self.q.next_gseq - 1,
+        stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self._committed_gseq,
                      started_at=self.started_at)
         return stats
 
     async def ping(self) -> dict:
         self._ensure_loop()
         return {"queue": self.name, "incarnation": self._incarnation, "pid": os.getpid(),
-                "last_gseq": self.q.next_gseq - 1}
+                "last_gseq": self._committed_gseq}
 
     async def subscribe(self, after: int):
         """Every committed event with gseq > after, in order, as batches; then live batches, forever.

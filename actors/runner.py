@@ -158,22 +158,11 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
     return report
 
 
-_registry = None
-
-
-def _load_registry():
-    global _registry
-    if _registry is None:
-        modules = [m for m in os.environ.get("DOJO_JOB_MODULES", "pipelines.sample").split(",") if m]
-        _registry = load_modules(modules)
-    return _registry
-
-
 @ray.remote(max_retries=0)
-def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float) -> int:
+def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modules: tuple[str, ...]) -> int:
     """Lease and run jobs of one type until none are left; returns how many ran."""
     _set_child_subreaper()
-    registry = _load_registry()
+    registry = load_modules(modules)
     actor = ray.get_actor(actor_name(queue), namespace=NAMESPACE)
     heartbeat = _Heartbeat(actor, runner_id, max(0.2, lease_ttl / 3))
     heartbeat.start()

@@ -68,6 +68,8 @@ class Settings:
     max_payload_bytes: int = 256 * 1024
     #: DOJO_MAX_RESULT_BYTES: largest JSON result kept inline (bigger ones must go to storage).
     max_result_bytes: int = 256 * 1024
+    #: DOJO_MAX_UPLOAD_BYTES: largest upload accepted (render decks).
+    max_upload_bytes: int = 200 * 1024 * 1024
     #: DOJO_SQLITE_SYNC: SQLite `synchronous` pragma (FULL survives power loss, NORMAL only crashes).
     sqlite_sync: str = "FULL"
     #: DOJO_SERVE_REPLICAS: number of API replicas.
@@ -88,6 +90,7 @@ class Settings:
             lease_ttl=_env_float("DOJO_LEASE_TTL", 30.0),
             max_payload_bytes=_env_int("DOJO_MAX_PAYLOAD_BYTES", 256 * 1024),
             max_result_bytes=_env_int("DOJO_MAX_RESULT_BYTES", 256 * 1024),
+            max_upload_bytes=_env_int("DOJO_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
             sqlite_sync=env.get("DOJO_SQLITE_SYNC", "FULL").upper(),
             serve_replicas=_env_int("DOJO_SERVE_REPLICAS", 1),
         )
@@ -131,6 +134,7 @@ class Settings:
             "DOJO_LEASE_TTL": str(self.lease_ttl),
             "DOJO_MAX_PAYLOAD_BYTES": str(self.max_payload_bytes),
             "DOJO_MAX_RESULT_BYTES": str(self.max_result_bytes),
+            "DOJO_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             "DOJO_SQLITE_SYNC": self.sqlite_sync,
             "DOJO_SERVE_REPLICAS": str(self.serve_replicas),
         }

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from actors.exceptions import InvalidInput
-from actors.jobs import PermanentFailure, job
+from actors.jobs import PermanentFailure, external_job, job
 
 
 @job("noop", max_attempts=1, num_cpus=1)
@@ -31,6 +31,7 @@ def _check_sleep(payload):
 def sleep(ctx, payload):
     """Sleeps, in-process or in a child process (``{"seconds": 5, "subprocess": true}``)."""
     seconds = float(payload["seconds"])
+    ctx.progress(0.0, stage="started", pid=os.getpid())
     if payload.get("subprocess"):
         child = subprocess.Popen(["sleep", str(seconds)])
         ctx.log(f"child pid {child.pid}")
@@ -80,3 +81,7 @@ def progress(ctx, payload):
         if pause:
             time.sleep(pause)
     return {"count": count}
+
+
+#: Run by workers outside Ray through the pull API (POST /v1/queues/default/lease).
+outside = external_job("outside", max_attempts=3)

@@ -147,7 +147,8 @@ class LocalLimiter:
             raise ValueError(f"acquire needs n >= 1, got {n}")
         if self.burst is not None and n > self.burst:
             raise ValueError(f"cannot take {n} tokens at once from a bucket of {self.burst}")
-        if self._try_take(n) == 0.0:
+        # Skip the line only when nobody stands in it, so the head of the line is never starved.
+        if self._line.in_use == 0 and self._try_take(n) == 0.0:
             return
         async with self._line:
             while True:

@@ -72,9 +72,10 @@ class Engine:
     def synthesize(self, text: str, speed: float = 1.0) -> np.ndarray:
         raise NotImplementedError
 
-    def cache_id(self) -> str:
+    @classmethod
+    def cache_id(cls, voice: str) -> str:
         """Everything that changes the audio for the same text (the cache key's engine part)."""
-        return f"{self.name}/{self.voice}/v{self.version}/{self.sample_rate}"
+        return f"{cls.name}/{voice or cls.voices[0]}/v{cls.version}"
 
     @classmethod
     def check(cls, voice: str) -> None:
@@ -188,6 +189,10 @@ class VoicevoxEngine(Engine):
             raise EngineUnavailable("the voicevox engine needs DOJO_VOICEVOX_URL, e.g. http://127.0.0.1:50021")
         self.voice = voice or "1"
         self.sample_rate = 24000
+
+    @classmethod
+    def cache_id(cls, voice: str) -> str:
+        return f"{cls.name}/{voice or '1'}/v{cls.version}/{voicevox_url()}"
 
     @classmethod
     def check(cls, voice: str) -> None:

@@ -1,0 +1,74 @@
+"""Per-slide work cached by content hash, in object storage.
+
+Keys are hashes of everything that changes the result, so a cache entry never
+needs invalidating:
+
+- audio: engine, voice, engine version, speed and the narration text;
+- stills: the slide's picture source (file bytes / PDF page / Markdown), the
+  output size and the burned-in caption, if any.
+
+Re-rendering a deck where one slide's narration changed synthesizes only that
+slide; its still and every other slide's audio and still come from here.
+An audio entry is two objects, written WAV first: the JSON (sentence timings)
+is the commit mark, so a half-written entry reads as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from actors.exceptions import NotFound
+
+from .audio import SlideAudio
+
+PREFIX = "cache/render/v1"
+
+
+def digest(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class RenderCache:
+    """Get/put per-slide audio and stills by hash; ``store`` is any ``actors.storage`` store."""
+
+    def __init__(self, store, prefix: str = PREFIX):
+        self.store = store
+        self.prefix = prefix
+
+    @staticmethod
+    def audio_key(engine_id: str, speed: float, text: str) -> str:
+        return digest("audio", engine_id, f"{speed:.4f}", text)
+
+    @staticmethod
+    def still_key(content_hash: str, size: tuple[int, int], caption: str = "") -> str:
+        return digest("still", content_hash, f"{size[0]}x{size[1]}", caption)
+
+    def get_audio(self, key: str) -> SlideAudio | None:
+        try:
+            meta = json.loads(self.store.get_bytes(f"{self.prefix}/audio/{key}.json"))
+            wav = self.store.get_bytes(f"{self.prefix}/audio/{key}.wav")
+        except (NotFound, ValueError):
+            return None
+        try:
+            return SlideAudio.from_cache(wav, meta)
+        except (ValueError, KeyError, EOFError):
+            return None
+
+    def put_audio(self, key: str, clip: SlideAudio) -> None:
+        self.store.put_bytes(f"{self.prefix}/audio/{key}.wav", clip.to_wav(), content_type="audio/wav")
+        self.store.put_bytes(f"{self.prefix}/audio/{key}.json", json.dumps(clip.meta()).encode(),
+                             content_type="application/json")
+
+    def get_still(self, key: str) -> bytes | None:
+        try:
+            return self.store.get_bytes(f"{self.prefix}/stills/{key}.png")
+        except NotFound:
+            return None
+
+    def put_still(self, key: str, png: bytes) -> None:
+        self.store.put_bytes(f"{self.prefix}/stills/{key}.png", png, content_type="image/png")

@@ -1,0 +1,334 @@
+"""The ``render`` job type: stored deck + script → narrated MP4, subtitles, thumbnail, manifest.
+
+Payload (inputs are object keys, stored by ``routes`` after validation)::
+
+    {"deck": ["inputs/u_1/deck-000.pdf"], "script": "inputs/u_1/script.yaml" or null,
+     "names": ["talk.pdf"], "options": {"engine": "openjtalk", "speed": 1.0, ...}}
+
+Steps and their progress stages: ``slides`` (rasterize/normalize, cached per
+slide), ``voice`` ("synthesizing voice 3/10"; Ray tasks with the engine's
+resources when running inside Ray, in-process otherwise), ``encoding`` (one
+ffmpeg call, killed on cancel), ``uploading`` (manifest last; on failure the
+outputs of this attempt are deleted, and each object is all-or-nothing).
+
+Result: ``{"video", "subtitles_vtt", "subtitles_srt", "thumbnail", "manifest"}``
+keys plus ``duration_s``, slide count, cache hits and per-step timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from PIL import Image
+
+from actors.exceptions import InvalidInput
+from actors.jobs import JobCancelled, JobContext, job
+from actors.storage import UploadAborted, validate_key
+
+from . import encode, slides, subtitles, timeline
+from .audio import SlideAudio, synthesize_narration, wav_bytes
+from .cache import RenderCache
+from .deck import Deck, Limits, load_deck
+from .tts import Voice, check_voice, engine_class, get_engine, resources_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What the user may choose; ``from_dict`` says exactly what is wrong with a bad value."""
+
+    engine: str = "openjtalk"
+    voice: str = ""
+    speed: float = 1.0
+    width: int = 1920
+    height: int = 1080
+    pad_before: float = 0.3
+    pad_after: float = 0.5
+    subtitles: bool = True
+    burn_in: bool = False
+    fps: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "RenderOptions":
+        data = dict(data or {})
+        if "resolution" in data:
+            raw = str(data.pop("resolution")).lower()
+            try:
+                data["width"], data["height"] = (int(part) for part in raw.split("x"))
+            except ValueError:
+                raise InvalidInput(f"resolution must look like 1920x1080, got {raw!r}") from None
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise InvalidInput(f"unknown render options {sorted(unknown)}; known: {sorted(known)}")
+        values = {}
+        for name, value in data.items():
+            kind = known[name].type
+            try:
+                if kind == "bool":
+                    if isinstance(value, str):
+                        if value.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                            raise ValueError
+                        value = value.lower() in ("true", "1", "yes", "on")
+                    values[name] = bool(value)
+                elif kind == "int":
+                    number = float(value)
+                    if number != int(number):
+                        raise ValueError
+                    values[name] = int(number)
+                elif kind == "float":
+                    values[name] = float(value)
+                else:
+                    values[name] = "" if value is None else str(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"render option {name!r} must be {kind}, got {value!r}") from None
+        options = cls(**values)
+        options.check()
+        return options
+
+    def check(self) -> None:
+        if not (320 <= self.width <= 3840 and 180 <= self.height <= 2160) or self.width % 2 or self.height % 2:
+            raise InvalidInput(f"resolution {self.width}x{self.height} must be even numbers within "
+                               f"320x180..3840x2160 (H.264 yuv420p needs even sizes)")
+        if not 0.5 <= self.speed <= 2.0:
+            raise InvalidInput(f"speed must be within 0.5..2.0, got {self.speed}")
+        for name in ("pad_before", "pad_after"):
+            if not 0.0 <= getattr(self, name) <= 10.0:
+                raise InvalidInput(f"{name} must be within 0..10 seconds, got {getattr(self, name)}")
+        if not 1 <= self.fps <= 30:
+            raise InvalidInput(f"fps must be within 1..30, got {self.fps}")
+        check_voice(Voice(self.engine, self.voice))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_payload(payload) -> None:
+    """Refuse a malformed payload at enqueue time (the queue calls this)."""
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"render payload must be an object, got {type(payload).__name__}")
+    deck = payload.get("deck")
+    if not isinstance(deck, list) or not deck:
+        raise InvalidInput("render payload needs 'deck': a non-empty list of object keys")
+    for key in deck:
+        validate_key(key)
+    if payload.get("script") is not None:
+        validate_key(payload["script"])
+    names = payload.get("names")
+    if names is not None and (not isinstance(names, list) or len(names) != len(deck)):
+        raise InvalidInput("render payload 'names' must list one file name per deck key")
+    unknown = set(payload) - {"deck", "script", "names", "options", "script_name"}
+    if unknown:
+        raise InvalidInput(f"unknown render payload fields {sorted(unknown)}")
+    RenderOptions.from_dict(payload.get("options"))
+
+
+def _synthesize_task(voice: Voice, text: str, speed: float) -> SlideAudio:
+    """One slide's narration; runs as a Ray task or in-process."""
+    return synthesize_narration(get_engine(voice), text, speed)
+
+
+_remote_synthesize = None
+
+
+def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOptions, cache: RenderCache,
+                    report) -> tuple[list[SlideAudio], list[bool]]:
+    engine_id = engine_class(voice.engine).cache_id(voice.voice)
+    keys = [cache.audio_key(engine_id, options.speed, slide.narration) for slide in deck.slides]
+    clips: list[SlideAudio | None] = [cache.get_audio(key) for key in keys]
+    hits = [clip is not None for clip in clips]
+    todo = [index for index, clip in enumerate(clips) if clip is None]
+    done = len(deck) - len(todo)
+    report(done)
+
+    import ray
+
+    if ray.is_initialized() and todo:
+        global _remote_synthesize
+        if _remote_synthesize is None:
+            _remote_synthesize = ray.remote(_synthesize_task)
+        resources = resources_for(voice, ray.cluster_resources())
+        task = _remote_synthesize.options(**resources.ray_options(), max_retries=2)
+        refs = {task.remote(voice, deck.slides[i].narration, options.speed): i for i in todo}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+                ctx.check_cancelled()
+                for ref, clip in zip(ready, ray.get(ready)):
+                    clips[refs[ref]] = clip
+                    cache.put_audio(keys[refs[ref]], clip)
+                    done += 1
+                    report(done)
+        except BaseException:
+            for ref in pending:  # force=True kills the worker process, and TTS with it
+                ray.cancel(ref, force=True)
+            raise
+    else:
+        for index in todo:
+            ctx.check_cancelled()
+            clip = _synthesize_task(voice, deck.slides[index].narration, options.speed)
+            clips[index] = clip
+            cache.put_audio(keys[index], clip)
+            done += 1
+            report(done)
+    return clips, hits
+
+
+def _stills(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: RenderCache, workdir: Path,
+            ctx: JobContext) -> tuple[list[encode.Still], bytes]:
+    """Normalized stills on disk (one per slide, or per caption with burn-in) and the thumbnail."""
+    def still(slide, caption: str = "") -> str:
+        key = cache.still_key(slide.content_hash(), options.size, caption)
+        path = workdir / f"still-{key[:24]}.png"
+        if path.exists():
+            return str(path)
+        png = cache.get_still(key)
+        if png is None:
+            image = slides.render_slide(slide, options.size)
+            if caption:
+                image = slides.draw_caption(image, caption)
+            png = slides.png_bytes(image)
+            cache.put_still(key, png)
+        path.write_bytes(png)
+        return str(path)
+
+    stills: list[encode.Still] = []
+    frame = 1.0 / tl.fps
+    for slide, span in zip(deck.slides, tl.spans):
+        ctx.check_cancelled()
+        ctx.progress(0.65 + 0.05 * slide.number / len(deck), stage="slides",
+                     message=f"preparing slide {slide.number}/{len(deck)}")
+        plain = still(slide)
+        cues = [cue for cue in tl.cues if cue.slide == slide.number] if options.burn_in else []
+        if not cues:
+            stills.append(encode.Still(plain, span.frames * frame, keyframe=True))
+            continue
+        # Captions change on whole frames inside the slide, like the slides themselves.
+        marks = [(0, "")]
+        for cue in cues:
+            marks.append((round((cue.start - span.start) * tl.fps), cue.text))
+            marks.append((round((cue.end - span.start) * tl.fps), ""))
+        marks.append((span.frames, None))
+        first = True
+        for (at, text), (until, _) in zip(marks, marks[1:]):
+            until = min(until, span.frames)
+            if until > at:
+                path = still(slide, text) if text else plain
+                stills.append(encode.Still(path, (until - at) * frame, keyframe=first))
+                first = False
+    with Image.open(stills[0].path) as first:
+        thumbnail = slides.thumbnail_jpeg(first.convert("RGB"))
+    return stills, thumbnail
+
+
+def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits()) -> dict:
+    """The whole render against ``store``; ``render`` (the job) builds the store from settings."""
+    validate_payload(payload)
+    options = RenderOptions.from_dict(payload.get("options"))
+    voice = Voice(options.engine, options.voice)
+    cache = RenderCache(store)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    ctx.progress(0.0, stage="loading", message="reading the deck")
+    names = payload.get("names") or [key.rsplit("/", 1)[-1] for key in payload["deck"]]
+    files = [(name, store.get_bytes(key)) for name, key in zip(names, payload["deck"])]
+    script = None
+    if payload.get("script"):
+        script = (payload.get("script_name") or payload["script"].rsplit("/", 1)[-1], store.get_bytes(payload["script"]))
+    deck = load_deck(files, script, limits)
+    ctx.log(f"render: {len(deck)} slides, engine {voice.engine}")
+
+    with tempfile.TemporaryDirectory(prefix="dojo-render-") as tmp:
+        workdir = Path(tmp)
+        mark = time.perf_counter()
+
+        def report(done: int) -> None:
+            ctx.progress(0.1 + 0.55 * done / len(deck), stage="voice",
+                         message=f"synthesizing voice {done}/{len(deck)}", done=done, total=len(deck))
+
+        clips, hits = _synthesize_all(ctx, deck, voice, options, cache, report)
+        timings["tts_s"] = time.perf_counter() - mark
+        tl, track = timeline.build(clips, fps=options.fps, pad_before=options.pad_before,
+                                   pad_after=options.pad_after)
+
+        mark = time.perf_counter()
+        stills, thumbnail = _stills(deck, tl, options, cache, workdir, ctx)
+        timings["slides_s"] = time.perf_counter() - mark
+
+        ctx.check_cancelled()
+        ctx.progress(0.7, stage="encoding", message="encoding")
+        mark = time.perf_counter()
+        audio_path = workdir / "narration.wav"
+        audio_path.write_bytes(wav_bytes(track, tl.sample_rate))
+        video_path = workdir / "video.mp4"
+        args = encode.fast_command(stills, str(audio_path), str(video_path), workdir, fps=tl.fps)
+        last = [0.0]
+
+        def on_progress(fraction: float) -> None:
+            if fraction - last[0] >= 0.25:
+                last[0] = fraction
+                ctx.progress(0.7 + 0.2 * fraction, stage="encoding", message=f"encoding {fraction:.0%}")
+
+        encode.encode(args, tl.duration, cancelled=ctx.cancelled, on_progress=on_progress)
+        timings["encode_s"] = time.perf_counter() - mark
+
+        prefix = f"renders/{ctx.job_id}"
+        keys = {"video": f"{prefix}/video.mp4", "thumbnail": f"{prefix}/thumbnail.jpg",
+                "manifest": f"{prefix}/manifest.json",
+                "subtitles_vtt": f"{prefix}/subtitles.vtt" if options.subtitles else None,
+                "subtitles_srt": f"{prefix}/subtitles.srt" if options.subtitles else None}
+        document = timeline.manifest(tl, engine=voice.engine, voice=voice.voice or engine_class(voice.engine).voices[0],
+                                     clips=clips, options=options.to_dict(), keys=keys, cached=hits)
+
+        ctx.check_cancelled()
+        ctx.progress(0.9, stage="uploading", message="uploading")
+        mark = time.perf_counter()
+        written: list[str] = []
+        try:
+            store.put_file(keys["video"], video_path, content_type="video/mp4", cancelled=ctx.cancelled)
+            written.append(keys["video"])
+            if options.subtitles:
+                for key, text, kind in ((keys["subtitles_vtt"], subtitles.to_vtt(tl.cues), "text/vtt"),
+                                        (keys["subtitles_srt"], subtitles.to_srt(tl.cues), "application/x-subrip")):
+                    store.put_bytes(key, text.encode("utf-8"), content_type=kind)
+                    written.append(key)
+            store.put_bytes(keys["thumbnail"], thumbnail, content_type="image/jpeg")
+            written.append(keys["thumbnail"])
+            ctx.check_cancelled()
+            store.put_bytes(keys["manifest"], json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8"),
+                            content_type="application/json")
+        except BaseException as exc:
+            for key in written:  # a failed attempt leaves no half set of outputs
+                try:
+                    store.delete(key)
+                except Exception:
+                    log.warning("could not delete %s after a failed upload", key)
+            if isinstance(exc, UploadAborted):
+                raise JobCancelled(str(exc)) from None
+            raise
+        timings["upload_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+    ctx.progress(1.0, stage="done", message="done")
+    return {**keys, "duration_s": round(tl.duration, 3), "slides": len(deck), "engine": voice.engine,
+            "cached_audio": sum(hits), "timings": {k: round(v, 3) for k, v in timings.items()}}
+
+
+@job("render", max_attempts=3, timeout=3600, num_cpus=1, validate=validate_payload)
+def render(ctx: JobContext, payload: dict) -> dict:
+    """Render a stored deck into a narrated video (see the module docstring)."""
+    from actors.settings import Settings
+    from actors.storage import store_from_settings
+
+    return run_render(ctx, payload, store_from_settings(Settings.from_env()))

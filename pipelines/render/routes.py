@@ -1,0 +1,148 @@
+"""``POST /v1/renders``: upload a deck (+ script), validate it all, store it, enqueue a render.
+
+Multipart fields: ``deck`` (one or more files: PDF, Markdown, ZIP of images,
+or PNG/JPEG images in slide order), ``script`` (optional YAML/JSON, one
+narration per slide) and the options of ``RenderOptions`` as form fields
+(``engine``, ``voice``, ``speed``, ``resolution`` or ``width``/``height``,
+``pad_before``, ``pad_after``, ``subtitles``, ``burn_in``).
+
+Bad input changes nothing: every check (sizes, types by content, image
+headers, ZIP bombs, file names, counts, text lengths, options) runs before the
+first byte is stored; if storing or enqueueing fails, what was stored is
+deleted. Errors answer with the status of the dojo error and its
+``{"error", "message"}`` body.
+
+The app provides ``app.state.dojo`` (the queue facade with ``async enqueue``)
+and optionally ``app.state.store`` (an object store; else built from settings).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from actors.exceptions import DojoError, InvalidInput, PayloadTooLarge
+
+from .deck import Deck, Limits, check_name, load_deck, sniff
+from .job import RenderOptions
+
+router = APIRouter()
+
+_OPTION_FIELDS = ("engine", "voice", "speed", "resolution", "width", "height", "pad_before", "pad_after",
+                  "subtitles", "burn_in", "fps")
+_EXTENSIONS = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "zip": "zip", "markdown": "md"}
+
+
+def validate_render(files: list[tuple[str, bytes]], script: tuple[str, bytes] | None, options: dict,
+                    limits: Limits = Limits()) -> tuple[Deck, RenderOptions]:
+    """Every check of a render request; raises InvalidInput and touches no storage."""
+    render_options = RenderOptions.from_dict(options)
+    deck = load_deck(files, script, limits)
+    return deck, render_options
+
+
+def store_inputs(store, files: list[tuple[str, bytes]], script: tuple[str, bytes] | None,
+                 options: RenderOptions) -> dict:
+    """Store validated inputs under fresh keys (never the user's file names); return the job payload."""
+    prefix = f"inputs/u_{secrets.token_hex(8)}"
+    deck_keys = [f"{prefix}/deck-{i:03d}.{_EXTENSIONS.get(sniff(data), 'bin')}" for i, (_, data) in enumerate(files)]
+    script_key = f"{prefix}/script.txt" if script else None
+    written: list[str] = []
+    try:
+        for key, (_, data) in zip(deck_keys, files):
+            store.put_bytes(key, data)
+            written.append(key)
+        if script:
+            store.put_bytes(script_key, script[1])
+            written.append(script_key)
+    except BaseException:
+        delete_inputs(store, written)
+        raise
+    payload = {"deck": deck_keys, "names": [name for name, _ in files], "options": options.to_dict()}
+    if script:
+        payload["script"] = script_key
+        payload["script_name"] = script[0]
+    return payload
+
+
+def delete_inputs(store, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception:  # best effort: the original error is what the caller needs
+            pass
+
+
+def _store(request: Request):
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        from actors.settings import Settings
+        from actors.storage import store_from_settings
+
+        store = request.app.state.store = store_from_settings(Settings.from_env())
+    return store
+
+
+async def _read(upload, budget: int) -> tuple[str, bytes]:
+    name = check_name(upload.filename or "")
+    chunks, size = [], 0
+    while True:
+        chunk = await upload.read(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > budget:
+            raise PayloadTooLarge(f"the upload is larger than {Limits().max_total_bytes} bytes; "
+                                  f"split the deck or lower the image resolution")
+        chunks.append(chunk)
+    return name, b"".join(chunks)
+
+
+def _error(exc: DojoError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status, content=exc.to_dict())
+
+
+@router.post("/v1/renders", status_code=202)
+async def create_render(request: Request):
+    """Validate, store and enqueue a render; answer with the queued job."""
+    limits = Limits()
+    try:
+        form = await request.form(max_files=limits.max_slides + 1, max_fields=64)
+    except Exception as exc:  # starlette raises its own errors for malformed multipart
+        return _error(InvalidInput(f"the request must be multipart/form-data with 'deck' files: {exc}"))
+    try:
+        budget = limits.max_total_bytes
+        files = []
+        for item in form.getlist("deck"):
+            if not isinstance(item, StarletteUpload):
+                raise InvalidInput("'deck' must be a file upload, not a text field")
+            name, data = await _read(item, budget)
+            budget -= len(data)
+            files.append((name, data))
+        script = None
+        script_item = form.get("script")
+        if script_item is not None and not isinstance(script_item, str):
+            script = await _read(script_item, budget)
+        elif isinstance(script_item, str) and script_item.strip():
+            script = ("script.yaml", script_item.encode("utf-8"))
+        unknown = {key for key in form.keys() if key not in ("deck", "script", *_OPTION_FIELDS)}
+        if unknown:
+            raise InvalidInput(f"unknown form fields {sorted(unknown)}; options are {list(_OPTION_FIELDS)}")
+        options = {key: form.get(key) for key in _OPTION_FIELDS if form.get(key) not in (None, "")}
+        _, render_options = await run_in_threadpool(validate_render, files, script, options, limits)
+        store = _store(request)
+        payload = await run_in_threadpool(store_inputs, store, files, script, render_options)
+        try:
+            jobs = await request.app.state.dojo.enqueue([{"type": "render", "payload": payload}])
+        except BaseException:
+            await run_in_threadpool(delete_inputs, store, [*payload["deck"], *filter(None, [payload.get("script")])])
+            raise
+        return jobs[0]
+    except DojoError as exc:
+        return _error(exc)
+    finally:
+        await form.close()

@@ -1,0 +1,372 @@
+"""The HTTP and WebSocket API (FastAPI), served by Ray Serve.
+
+Every route but ``/healthz`` needs a token (see ``serve.auth``). Every error
+is a JSON body ``{"error": <kind>, "message": <what was wrong and how to fix
+it>, ...}`` with a 4xx status, and a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
+from actors.facade import Queues
+from actors.queue import QUEUE_NAME, STATUSES, queue_of
+from actors.settings import Settings
+
+from .auth import Authenticator, Principal, mint
+from .hub import ALL, Hub
+
+log = logging.getLogger(__name__)
+
+READ_TOKEN_TTL = 24 * 3600
+MAX_BODY_BYTES = 16 * 1024 * 1024
+PUBLIC_JOB_FIELDS = ("id", "queue", "type", "status", "payload", "priority", "attempts", "max_attempts", "run_at",
+                     "created_at", "updated_at", "started_at", "finished_at", "timeout", "unique_key",
+                     "concurrency_key", "concurrency_limit", "resources", "backoff", "result", "result_key", "error",
+                     "progress", "parent_id", "history")
+
+
+def public(job: dict) -> dict:
+    out = {k: job.get(k) for k in PUBLIC_JOB_FIELDS}
+    if job.get("lease"):
+        out["lease"] = {k: job["lease"].get(k) for k in ("node", "pid", "started_at", "expires", "deadline")}
+    if "created" in job:
+        out["created"] = job["created"]
+    return out
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps an actor's exception; the API answers with the original one."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def error_response(exc: DojoError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
+def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
+    app = FastAPI(title="dojo", version="0.1.0",
+                  description="Durable jobs on Ray: enqueue, watch live progress, fetch results.")
+    queues = queues or Queues(settings)
+    hub = Hub(queues)
+    auth = Authenticator(settings.api_token, settings.worker_token, settings.secret)
+    app.state.settings = settings
+    app.state.queues = queues
+    app.state.hub = hub
+    app.state.auth = auth
+    app.state.dojo = queues  # what job modules' routers use to enqueue
+
+    @app.exception_handler(DojoError)
+    async def dojo_error(request: Request, exc: DojoError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(InvalidInput(f"invalid request: {problems}"))
+
+    @app.middleware("http")
+    async def limits_and_ray_errors(request: Request, call_next):
+        length = request.headers.get("content-length")
+        limit = settings.max_upload_bytes if request.url.path.startswith("/v1/renders") else MAX_BODY_BYTES
+        if length and length.isdigit() and int(length) > limit:
+            return error_response(_TooLarge(f"request body is {length} bytes, over the limit of {limit} bytes; "
+                                            "put large inputs in object storage", limit=limit))
+        try:
+            return await call_next(request)
+        except Exception as exc:  # noqa: BLE001
+            cause = _unwrap(exc)
+            if isinstance(cause, DojoError):
+                return error_response(cause)
+            raise
+
+    def principal(request: Request) -> Principal:
+        return auth.principal(request.headers.get("authorization"), request.query_params.get("token"))
+
+    def admin(request: Request) -> Principal:
+        who = principal(request)
+        who.require_admin()
+        return who
+
+    def worker(request: Request) -> Principal:
+        who = principal(request)
+        who.require_worker()
+        return who
+
+    async def call(coro):
+        try:
+            return await coro
+        except Exception as exc:  # noqa: BLE001
+            cause = _unwrap(exc)
+            if isinstance(cause, DojoError):
+                raise cause from None
+            raise
+
+    async def json_body(request: Request) -> Any:
+        raw = await request.body()
+        if not raw:
+            raise InvalidInput("the request body is empty; send JSON")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+
+    def read_token(job_id: str) -> str:
+        return mint(settings.secret, "job", job_id, READ_TOKEN_TTL)
+
+    # -- health ----------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"])
+    async def healthz():
+        return {"status": "ok", "time": time.time()}
+
+    # -- jobs --------------------------------------------------------------------
+    @app.post("/v1/jobs", status_code=201, tags=["jobs"], dependencies=[Depends(admin)],
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "description": "One job spec or a list of them (same queue).",
+                  "example": {"type": "countdown", "payload": {"steps": 5}, "priority": 0, "delay": 0,
+                              "max_attempts": 3, "timeout": 60, "unique_key": None}}}}}})
+    async def enqueue(request: Request):
+        body = await json_body(request)
+        specs = body if isinstance(body, list) else [body]
+        jobs = await call(queues.enqueue(specs))
+        out = [{**public(j), "read_token": read_token(j["id"])} for j in jobs]
+        status = 201 if any(j["created"] for j in jobs) else 200
+        return JSONResponse(out if isinstance(body, list) else out[0], status_code=status)
+
+    @app.get("/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)])
+    async def list_jobs(queue: str = "default", type: str | None = None, status: str | None = None,
+                        since: float | None = None, until: float | None = None, cursor: str | None = None,
+                        q: str | None = None, limit: int = 50):
+        if not QUEUE_NAME.match(queue):
+            raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+        statuses = status.split(",") if status else None
+        if statuses and set(statuses) - set(STATUSES):
+            raise InvalidInput(f"unknown status {sorted(set(statuses) - set(STATUSES))}; use {list(STATUSES)}")
+        if not 1 <= limit <= 500:
+            raise InvalidInput(f"limit must be within 1..500, got {limit}")
+        if cursor:
+            queue_of(cursor)
+        jobs = await call(queues.list(queue, status=statuses, type=type.split(",") if type else None,
+                                      created_after=since, created_before=until, before_id=cursor, limit=limit + 1,
+                                      text=q))
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return {"jobs": [public(j) for j in jobs], "next_cursor": jobs[-1]["id"] if more else None}
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"])
+    async def get_job(job_id: str, request: Request):
+        queue_of(job_id)
+        principal(request).require_read("job", job_id)
+        return public(await call(queues.get(job_id)))
+
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], dependencies=[Depends(admin)])
+    async def cancel(job_id: str):
+        return public(await call(queues.cancel(job_id)))
+
+    @app.post("/v1/jobs/{job_id}/retry", tags=["jobs"], dependencies=[Depends(admin)])
+    async def retry(job_id: str):
+        return public(await call(queues.retry(job_id)))
+
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], dependencies=[Depends(admin)])
+    async def delete(job_id: str):
+        await call(queues.delete(job_id))
+        return {"deleted": job_id}
+
+    @app.get("/v1/jobs/{job_id}/events", tags=["events"])
+    async def job_events(job_id: str, request: Request, after: int = 0, limit: int = 1000):
+        queue_of(job_id)
+        principal(request).require_read("job", job_id)
+        await call(queues.get(job_id))
+        if "text/event-stream" in request.headers.get("accept", ""):
+            after = _last_event_id(request, after)
+            return _sse(hub.follow(queue_of(job_id), "job:" + job_id, after), "seq")
+        return {"events": await call(queues.events(queue_of(job_id), "job:" + job_id, after, min(limit, 1000)))}
+
+    @app.websocket("/v1/jobs/{job_id}/events")
+    async def job_events_ws(websocket: WebSocket, job_id: str, after: int = 0):
+        async def check():
+            queue_of(job_id)
+            principal_ws(websocket).require_read("job", job_id)
+            await call(queues.get(job_id))
+        await _ws_stream(websocket, check, lambda: hub.follow(queue_of(job_id), "job:" + job_id, after))
+
+    @app.get("/v1/queues/{queue}/events", tags=["events"], dependencies=[Depends(admin)])
+    async def queue_events(queue: str, request: Request, after: int = 0, limit: int = 1000):
+        _check_queue(queue)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _sse(hub.follow(queue, ALL, _last_event_id(request, after)), "gseq")
+        return {"events": await call(queues.events(queue, None, after, min(limit, 1000)))}
+
+    @app.websocket("/v1/queues/{queue}/events")
+    async def queue_events_ws(websocket: WebSocket, queue: str, after: int = 0):
+        async def check():
+            _check_queue(queue)
+            principal_ws(websocket).require_admin()
+        await _ws_stream(websocket, check, lambda: hub.follow(queue, ALL, after))
+
+    @app.get("/v1/queues/{queue}", tags=["queues"], dependencies=[Depends(admin)])
+    async def queue_stats(queue: str):
+        _check_queue(queue)
+        return await call(queues.stats(queue))
+
+    # -- channels (pub/sub; the same event log as jobs) ------------------------------
+    @app.post("/v1/channels/{name}/messages", status_code=201, tags=["channels"], dependencies=[Depends(admin)])
+    async def publish(name: str, request: Request, queue: str = "default"):
+        _check_queue(queue)
+        body = await json_body(request)
+        return await call(queues.publish(queue, name, body))
+
+    @app.get("/v1/channels/{name}/messages", tags=["channels"])
+    async def channel_backlog(name: str, request: Request, after: int = 0, queue: str = "default"):
+        _check_queue(queue)
+        principal(request).require_read("channel", name)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _sse(hub.follow(queue, "channel:" + name, _last_event_id(request, after)), "seq")
+        return {"events": await call(queues.events(queue, "channel:" + name, after, 1000))}
+
+    @app.websocket("/v1/channels/{name}")
+    async def channel_ws(websocket: WebSocket, name: str, after: int = 0, queue: str = "default"):
+        async def check():
+            _check_queue(queue)
+            principal_ws(websocket).require_read("channel", name)
+        await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
+
+    # -- tokens ------------------------------------------------------------------------
+    @app.post("/v1/tokens", status_code=201, tags=["auth"], dependencies=[Depends(admin)])
+    async def create_token(request: Request):
+        body = await json_body(request)
+        if not isinstance(body, dict) or "scope" not in body or "name" not in body:
+            raise InvalidInput("send {'scope': 'job' | 'channel', 'name': <job id or channel>, 'ttl': seconds}")
+        if body["scope"] == "job":
+            await call(queues.get(body["name"]))
+        ttl = body.get("ttl", READ_TOKEN_TTL)
+        return {"token": mint(settings.secret, body["scope"], str(body["name"]), ttl), "ttl": ttl}
+
+    # -- pull API for workers outside Ray ------------------------------------------------
+    @app.post("/v1/queues/{queue}/lease", tags=["workers"], dependencies=[Depends(worker)])
+    async def pull_lease(queue: str, request: Request):
+        _check_queue(queue)
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidInput("send {'worker': name, 'types': [...], 'n': 1, 'visibility_timeout': 60}")
+        worker_name = body.get("worker", "anonymous")
+        n, ttl, types = body.get("n", 1), body.get("visibility_timeout", 60), body.get("types")
+        if not isinstance(worker_name, str) or not 0 < len(worker_name) <= 100:
+            raise InvalidInput("worker must be a name of 1-100 characters")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100:
+            raise InvalidInput(f"n must be a whole number within 1..100, got {n!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 1 <= ttl <= 3600:
+            raise InvalidInput(f"visibility_timeout must be 1..3600 seconds, got {ttl!r}")
+        if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
+            raise InvalidInput("types must be a list of job type names")
+        leases = await call(queues.pull_lease(queue, worker_name, types, n, float(ttl)))
+        return {"leases": [{**lease, "lease_id": f"{lease['job_id']}:{lease['token']}"} for lease in leases]}
+
+    @app.post("/v1/leases/{lease_id}/{action}", tags=["workers"], dependencies=[Depends(worker)])
+    async def pull_report(lease_id: str, action: str, request: Request):
+        if action not in ("heartbeat", "progress", "complete", "fail"):
+            raise NotFound(f"no lease action {action!r}; use heartbeat, progress, complete or fail")
+        job_id, _, token = lease_id.rpartition(":")
+        if not token.isdigit():
+            raise InvalidInput(f"malformed lease id {lease_id!r}; use the lease_id returned by the lease call")
+        queue = queue_of(job_id)
+        raw = await request.body()
+        body = {}
+        if raw:
+            body = await json_body(request)
+            if not isinstance(body, dict):
+                raise InvalidInput("the body must be a JSON object")
+        result = await call(queues.pull_report(queue, int(token), job_id, action, body))
+        return public(result) if "id" in result else result
+
+    # -- job modules' own routes (e.g. POST /v1/renders) ---------------------------------
+    for module_name in settings.job_modules:
+        module = importlib.import_module(module_name)
+        router = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router, dependencies=[Depends(admin)])
+
+    def principal_ws(websocket: WebSocket) -> Principal:
+        return auth.principal(websocket.headers.get("authorization"), websocket.query_params.get("token"))
+
+    def _check_queue(queue: str) -> None:
+        if not QUEUE_NAME.match(queue):
+            raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+
+    return app
+
+
+class _TooLarge(DojoError):
+    """The request body is over the size limit; send less (large inputs go to object storage)."""
+
+    status = 413
+
+
+def _last_event_id(request: Request, after: int) -> int:
+    last = request.headers.get("last-event-id")
+    return int(last) if last and last.isdigit() else after
+
+
+def _sse(events, key: str) -> StreamingResponse:
+    async def body():
+        yield ": dojo event stream\n\n"
+        stream = events.__aiter__()
+        while True:
+            try:
+                event = await asyncio.wait_for(stream.__anext__(), 15)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            except StopAsyncIteration:
+                return
+            yield f"id: {event[key]}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _ws_stream(websocket: WebSocket, check, follow) -> None:
+    """Accept, authorize, then send events as JSON text frames until the client leaves.
+
+    Close codes: 4401 no or bad token, 4403 token does not grant this stream,
+    4404 no such job, 4400 bad request.
+    """
+    try:
+        await check()
+    except DojoError as exc:
+        await websocket.accept()
+        await websocket.send_json(exc.to_dict())
+        await websocket.close(code=4000 + exc.status if exc.status < 1000 else 4500, reason=exc.message[:120])
+        return
+    await websocket.accept()
+
+    async def pump():
+        async for event in follow():
+            await websocket.send_text(json.dumps(event))
+
+    async def listen():
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(listen())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

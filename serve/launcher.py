@@ -1,0 +1,94 @@
+"""``dojo up`` / ``dojo down``: a local Ray head with the queue actors and the API.
+
+``up`` is idempotent: it starts a Ray head (``ray start --head``, token auth
+kept on) only if none is running, deploys or updates the Serve app, makes sure
+the default queue's actor exists and waits until ``/healthz`` answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import ray
+
+from actors.facade import queue_actor
+from actors.settings import NAMESPACE, Settings
+
+log = logging.getLogger(__name__)
+
+
+def _ray_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    return subprocess.run([ray_bin, *args], env=env, check=check, capture_output=True, text=True)
+
+
+def cluster_running() -> bool:
+    return _ray_cli("status", check=False).returncode == 0
+
+
+def start_head(num_cpus: int | None = None) -> None:
+    args = ["start", "--head", "--include-dashboard=false", "--disable-usage-stats"]
+    if num_cpus:
+        args.append(f"--num-cpus={num_cpus}")
+    result = _ray_cli(*args, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"could not start a Ray head:\n{result.stdout}\n{result.stderr}")
+
+
+def connect() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if not ray.is_initialized():
+        ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def wait_healthy(settings: Settings, timeout: float = 60) -> None:
+    url = f"http://{settings.host}:{settings.port}/healthz"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise SystemExit(f"the API did not answer at {url} within {timeout:.0f}s")
+        time.sleep(0.3)
+
+
+def up(settings: Settings, num_cpus: int | None = None) -> dict:
+    from .deployment import deploy
+
+    started = False
+    if not cluster_running():
+        start_head(num_cpus)
+        started = True
+    connect()
+    deploy(settings)
+    ray.get(queue_actor("default", settings).ping.remote())
+    wait_healthy(settings)
+    return {"url": f"http://{settings.host}:{settings.port}", "started_ray": started,
+            "tokens": str(settings.tokens_path), "state_dir": settings.state_dir}
+
+
+def down() -> None:
+    if cluster_running():
+        try:
+            connect()
+            from ray import serve as ray_serve
+
+            ray_serve.shutdown()
+        except Exception as exc:  # noqa: BLE001  (stopping anyway)
+            log.warning("serve shutdown: %s", exc)
+        _ray_cli("stop", "--force", check=False)
+
+
+def describe(info: dict) -> str:
+    return json.dumps(info, indent=2)
