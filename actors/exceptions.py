@@ -42,6 +42,12 @@ class InvalidInput(DojoError):
     status = 422
 
 
+class MalformedRequest(InvalidInput):
+    """The request body could not be parsed; send valid JSON."""
+
+    status = 400
+
+
 class PayloadTooLarge(InvalidInput):
     """The payload is larger than the configured limit; store big inputs as objects and pass their keys."""
 

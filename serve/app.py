@@ -14,11 +14,13 @@ import logging
 import time
 from typing import Any
 
+import ray
 from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
+from actors.exceptions import DojoError, InvalidInput, MalformedRequest, NotFound
 from actors.facade import Queues
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.settings import Settings
@@ -56,8 +58,9 @@ def error_response(exc: DojoError) -> JSONResponse:
 
 
 def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
-    app = FastAPI(title="dojo", version="0.1.0",
-                  description="Durable jobs on Ray: enqueue, watch live progress, fetch results.")
+    app = FastAPI(title="dojo", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
+                  description="Durable jobs on Ray: enqueue, watch live progress, fetch results. "
+                              "Send 'Authorization: Bearer <token>' (or ?token= for browsers).")
     queues = queues or Queues(settings)
     hub = Hub(queues)
     auth = Authenticator(settings.api_token, settings.worker_token, settings.secret)
@@ -70,6 +73,16 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.exception_handler(DojoError)
     async def dojo_error(request: Request, exc: DojoError):
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            return JSONResponse({"error": "NotFound", "message": f"no route {request.method} {request.url.path}; "
+                                 "see /docs for the API"}, status_code=404)
+        if exc.status_code == 405:
+            return JSONResponse({"error": "MethodNotAllowed", "message": f"{request.method} is not allowed on "
+                                 f"{request.url.path}; see /docs"}, status_code=405)
+        return JSONResponse({"error": "HTTPError", "message": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -107,6 +120,9 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     async def call(coro):
         try:
             return await coro
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            raise QueueUnavailable(f"the queue's actor is restarting ({type(exc).__name__}); retry in a second",
+                                   retry_after=1) from None
         except Exception as exc:  # noqa: BLE001
             cause = _unwrap(exc)
             if isinstance(cause, DojoError):
@@ -116,11 +132,11 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     async def json_body(request: Request) -> Any:
         raw = await request.body()
         if not raw:
-            raise InvalidInput("the request body is empty; send JSON")
+            raise MalformedRequest("the request body is empty; send JSON")
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+            raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
 
     def read_token(job_id: str) -> str:
         return mint(settings.secret, "job", job_id, READ_TOKEN_TTL)
@@ -129,6 +145,17 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.get("/healthz", tags=["ops"])
     async def healthz():
         return {"status": "ok", "time": time.time()}
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(admin)])
+    async def openapi():
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(admin)])
+    async def docs(request: Request):
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        token = request.query_params.get("token", "")
+        return get_swagger_ui_html(openapi_url=f"/openapi.json?token={token}", title="dojo API")
 
     # -- jobs --------------------------------------------------------------------
     @app.post("/v1/jobs", status_code=201, tags=["jobs"], dependencies=[Depends(admin)],
@@ -166,8 +193,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     async def get_job(job_id: str, request: Request):
-        queue_of(job_id)
         principal(request).require_read("job", job_id)
+        queue_of(job_id)
         return public(await call(queues.get(job_id)))
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], dependencies=[Depends(admin)])
@@ -185,8 +212,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/events", tags=["events"])
     async def job_events(job_id: str, request: Request, after: int = 0, limit: int = 1000):
-        queue_of(job_id)
         principal(request).require_read("job", job_id)
+        queue_of(job_id)
         await call(queues.get(job_id))
         if "text/event-stream" in request.headers.get("accept", ""):
             after = _last_event_id(request, after)
@@ -196,8 +223,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.websocket("/v1/jobs/{job_id}/events")
     async def job_events_ws(websocket: WebSocket, job_id: str, after: int = 0):
         async def check():
-            queue_of(job_id)
             principal_ws(websocket).require_read("job", job_id)
+            queue_of(job_id)
             await call(queues.get(job_id))
         await _ws_stream(websocket, check, lambda: hub.follow(queue_of(job_id), "job:" + job_id, after))
 
@@ -211,8 +238,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.websocket("/v1/queues/{queue}/events")
     async def queue_events_ws(websocket: WebSocket, queue: str, after: int = 0):
         async def check():
-            _check_queue(queue)
             principal_ws(websocket).require_admin()
+            _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, ALL, after))
 
     @app.get("/v1/queues/{queue}", tags=["queues"], dependencies=[Depends(admin)])
@@ -229,8 +256,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     @app.get("/v1/channels/{name}/messages", tags=["channels"])
     async def channel_backlog(name: str, request: Request, after: int = 0, queue: str = "default"):
-        _check_queue(queue)
         principal(request).require_read("channel", name)
+        _check_queue(queue)
         if "text/event-stream" in request.headers.get("accept", ""):
             return _sse(hub.follow(queue, "channel:" + name, _last_event_id(request, after)), "seq")
         return {"events": await call(queues.events(queue, "channel:" + name, after, 1000))}
@@ -238,8 +265,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.websocket("/v1/channels/{name}")
     async def channel_ws(websocket: WebSocket, name: str, after: int = 0, queue: str = "default"):
         async def check():
-            _check_queue(queue)
             principal_ws(websocket).require_read("channel", name)
+            _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
 
     # -- tokens ------------------------------------------------------------------------
@@ -305,6 +332,12 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
 
     return app
+
+
+class QueueUnavailable(DojoError):
+    """The queue's actor is restarting; retry the request shortly (nothing was changed)."""
+
+    status = 503
 
 
 class _TooLarge(DojoError):

@@ -47,15 +47,23 @@ def _sign(secret: str, message: str) -> str:
     return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
 
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unb64(text: str) -> str:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+
+
 def mint(secret: str, scope: str, name: str, ttl: float, now: float | None = None) -> str:
     if scope not in SCOPES:
         raise InvalidInput(f"token scope must be one of {list(SCOPES)}, got {scope!r}")
     if not isinstance(ttl, (int, float)) or not 1 <= ttl <= 30 * 86400:
         raise InvalidInput("ttl must be between 1 second and 30 days")
-    if "." in name or not name:
-        raise InvalidInput("the name of a token's scope must be non-empty and without '.'")
+    if not name or len(name) > 200:
+        raise InvalidInput("the name of a token's scope must be 1-200 characters")
     expiry = int((now or time.time()) + ttl)
-    body = f"{scope}.{name}.{expiry}"
+    body = f"{scope}.{_b64(name)}.{expiry}"
     return f"dojo.{body}.{_sign(secret, body)}"
 
 
@@ -89,5 +97,5 @@ class Authenticator:
                 if hmac.compare_digest(signature, _sign(self.secret, body)):
                     if not expiry.isdigit() or int(expiry) < time.time():
                         raise Unauthorized("this scoped token has expired; mint a new one with POST /v1/tokens")
-                    return Principal("scoped", scope, name)
+                    return Principal("scoped", scope, _unb64(name))
         raise Unauthorized("the token is not valid for this server (check `dojo token` or DOJO_API_TOKEN)")

@@ -195,7 +195,7 @@ class ClipDB:
             ("broadcaster_id", pa.string()), ("broadcaster_name", pa.string()),
             ("creator_id", pa.string()), ("creator_name", pa.string()), ("video_id", pa.string()),
             ("game_id", pa.string()), ("language", pa.string()), ("title", pa.string()),
-            ("view_count", pa.int64()), ("created_at", pa.timestamp("s", tz="UTC")),
+            ("view_count", pa.int64()), ("created_at", pa.timestamp("ms", tz="UTC")),
             ("thumbnail_url", pa.string()), ("duration", pa.float64()), ("vod_offset", pa.int64()),
             ("is_featured", pa.bool_()), ("first_seen_at", pa.timestamp("ms", tz="UTC")),
             ("updated_at", pa.timestamp("ms", tz="UTC")),

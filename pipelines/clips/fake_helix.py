@@ -165,7 +165,7 @@ class FakeHelix:
         self.views_version = 0
         self.title_version = 0
         self._throttle_left = 0
-        self._throttle_reset_after = 1.0
+        self._throttle_reset = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
         self.reset_stats()
@@ -212,9 +212,13 @@ class FakeHelix:
             self.title_version += 1
 
     def throttle_next(self, count: int, reset_after: float = 1.0) -> None:
-        """Answer the next ``count`` requests with 429, as if another client had drained the bucket."""
+        """Answer the next ``count`` requests with 429, as if another client had drained the bucket.
+
+        The whole burst reports one ``Ratelimit-Reset``: ``reset_after`` seconds from now, rounded up to
+        a whole epoch second like Helix's header.
+        """
         self._throttle_left = count
-        self._throttle_reset_after = reset_after
+        self._throttle_reset = math.ceil(time.time() + reset_after)
 
     def broadcaster_name(self, broadcaster_id: str) -> str | None:
         known = self.config.broadcasters
@@ -311,7 +315,7 @@ class FakeHelix:
         if self._throttle_left > 0:
             self._throttle_left -= 1
             self.throttled += 1
-            reset = math.ceil(time.time() + self._throttle_reset_after)
+            reset = self._throttle_reset
             limit = str(self.bucket.burst if self.bucket else 800)
             return _error(429, "Too Many Requests", "Request limit exceeded",
                           {"Ratelimit-Limit": limit, "Ratelimit-Remaining": "0", "Ratelimit-Reset": str(reset)})

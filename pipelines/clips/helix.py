@@ -138,6 +138,11 @@ class HelixClient:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                                   headers=self._headers)
+            # aiohttp silently resends an idempotent request once when a kept-alive connection drops;
+            # that resend would take no token from the limiter. We retry ourselves, through it.
+            # (No public switch; aiohttp's own test client sets the same attribute.)
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def close(self) -> None:

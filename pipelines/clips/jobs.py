@@ -39,7 +39,7 @@ from .crawl import crawl_streamer, time_range
 from .db import ClipDB, read_streamers
 from .exceptions import ClipsConfigError, HelixRequestError
 from .helix import HelixClient, parse_time, rfc3339
-from .limits import Limiter, LocalLimiter
+from .limits import Limiter, local_limiter
 from .settings import ClipsSettings
 
 CRAWL = "clips.crawl"
@@ -62,7 +62,7 @@ def limiter_for(settings: ClipsSettings) -> Limiter:
 
 def _make_limiter(settings: ClipsSettings) -> Limiter:
     if settings.limiter == "local":
-        return LocalLimiter.under(settings.rate, settings.burst, settings.max_in_flight)
+        return local_limiter(settings)
     module_name, _, attr = settings.limiter.partition(":")
     if not module_name or not attr:
         raise ClipsConfigError(f"DOJO_HELIX_LIMITER must be 'local' or 'module:callable', got {settings.limiter!r}")

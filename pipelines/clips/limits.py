@@ -196,3 +196,8 @@ class LocalLimiter:
 
     def __repr__(self) -> str:
         return f"LocalLimiter(rate={self.rate}, burst={self.burst}, max_in_flight={self.max_in_flight})"
+
+
+def local_limiter(settings) -> LocalLimiter:
+    """The ``DOJO_HELIX_LIMITER=local`` factory: a LocalLimiter just under the settings' rate and burst."""
+    return LocalLimiter.under(settings.rate, settings.burst, settings.max_in_flight)

@@ -22,6 +22,7 @@ import unicodedata
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import yaml
 from PIL import Image
@@ -115,6 +116,9 @@ def check_name(name: str, *, allow_dirs: bool = False, limits: Limits = Limits()
         raise InvalidInput(f"file name {shown!r} contains control characters; rename the file")
     if "\\" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         raise InvalidInput(f"file name {shown!r} is a path; upload files by their plain name")
+    decoded = unquote(name)  # some clients percent-encode names ("..%2Fx.png"); judge what they mean
+    if decoded != name:
+        check_name(decoded, allow_dirs=allow_dirs, limits=limits)
     parts = name.split("/")
     if not allow_dirs and len(parts) > 1:
         raise InvalidInput(f"file name {shown!r} contains '/'; upload files by their plain name")

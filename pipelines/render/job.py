@@ -207,7 +207,7 @@ def _stills(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: Re
     frame = 1.0 / tl.fps
     for slide, span in zip(deck.slides, tl.spans):
         ctx.check_cancelled()
-        ctx.progress(0.65 + 0.05 * slide.number / len(deck), stage="slides",
+        ctx.progress(round(0.65 + 0.05 * slide.number / len(deck), 4), stage="slides",
                      message=f"preparing slide {slide.number}/{len(deck)}")
         plain = still(slide)
         cues = [cue for cue in tl.cues if cue.slide == slide.number] if options.burn_in else []
@@ -255,7 +255,7 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         mark = time.perf_counter()
 
         def report(done: int) -> None:
-            ctx.progress(0.1 + 0.55 * done / len(deck), stage="voice",
+            ctx.progress(round(0.1 + 0.55 * done / len(deck), 4), stage="voice",
                          message=f"synthesizing voice {done}/{len(deck)}", done=done, total=len(deck))
 
         clips, hits = _synthesize_all(ctx, deck, voice, options, cache, report)
@@ -279,7 +279,7 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         def on_progress(fraction: float) -> None:
             if fraction - last[0] >= 0.25:
                 last[0] = fraction
-                ctx.progress(0.7 + 0.2 * fraction, stage="encoding", message=f"encoding {fraction:.0%}")
+                ctx.progress(round(0.7 + 0.2 * fraction, 4), stage="encoding", message=f"encoding {fraction:.0%}")
 
         encode.encode(args, tl.duration, cancelled=ctx.cancelled, on_progress=on_progress)
         timings["encode_s"] = time.perf_counter() - mark

@@ -241,7 +241,7 @@ class VoicevoxEngine(Engine):
 ENGINES: dict[str, type[Engine]] = {
     engine.name: engine for engine in (OpenJTalkEngine, PiperEngine, KokoroEngine, VoicevoxEngine)
 }
-_cache: dict[Voice, Engine] = {}
+_cache: dict[tuple[Voice, str], Engine] = {}
 _lock = threading.Lock()
 
 
@@ -259,15 +259,16 @@ def check_voice(voice: Voice) -> None:
 
 def get_engine(voice: Voice) -> Engine:
     """This process's engine for ``voice``, loading the model on first use."""
+    cls = engine_class(voice.engine)
+    key = (voice, cls.cache_id(voice.voice))  # the id carries the VOICEVOX URL, which may change
     with _lock:
-        engine = _cache.get(voice)
+        engine = _cache.get(key)
         if engine is None:
-            cls = engine_class(voice.engine)
             try:
                 engine = cls(voice.voice)
             except ImportError as exc:
                 raise EngineUnavailable(f"TTS engine {voice.engine!r} is not installed here ({exc})") from None
-            _cache[voice] = engine
+            _cache[key] = engine
         return engine
 
 

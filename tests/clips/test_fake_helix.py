@@ -117,7 +117,7 @@ async def test_counts_max_in_flight_and_injects_faults(start_fake):
     dropping = await start_fake(drop_rate=1.0)
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await get(dropping, {"broadcaster_id": "100001"})
-    assert dropping.dropped == 1
+    assert dropping.dropped == dropping.requests >= 1  # aiohttp may resend a GET once on its own
 
     throttling = await start_fake()
     throttling.throttle_next(2)

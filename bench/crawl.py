@@ -1,0 +1,146 @@
+"""Benchmark of the clip crawl (issue 4): rate-limited, unlimited and sequential, one JSON line at the end.
+
+200 streamers x 30 clips fetched with ``first=20`` (2 pages each, 400 requests)
+against the local fake Helix with 100 ms latency:
+
+- limited: the server's bucket is 20 requests/s, burst 20, so the least
+  possible time is ``rate_limit_bound_s = (requests - burst) / rate``;
+- unlimited: no bucket, at most 32 requests in flight:
+  ``latency_bound_s = requests * latency / 32``;
+- sequential: the seed system (one worker, one request at a time).
+
+Each scenario gets a fresh server and database. ``duplicates`` counts clips
+inserted more than once and streamers reported more than once; ``missing``
+counts clips the server has that the database lacks; ``bucket_exceeded`` is
+counted by the server. Aims: those three 0, ``limited_over_bound <= 1.10``,
+``speedup_vs_sequential >= 10``.
+
+The crawl step is a function of the streamer list (:data:`Crawler`), so the
+in-process fan-out used here can be swapped for dispatch through dojo's queue.
+
+    .venv/bin/python bench/crawl.py                # the full run (~65 s)
+    .venv/bin/python bench/crawl.py --streamers 40 # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Awaitable, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.clips.crawl import crawl_all  # noqa: E402
+from pipelines.clips.db import ClipDB  # noqa: E402
+from pipelines.clips.fake_helix import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, FakeHelix, fake_streamers  # noqa: E402
+from pipelines.clips.helix import HelixClient  # noqa: E402
+from pipelines.clips.limits import LocalLimiter  # noqa: E402
+
+#: The crawl step: given the streamers, crawl them all and return one summary per streamer.
+Crawler = Callable[[list[dict]], Awaitable[list[dict]]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    server: dict  # FakeHelix options on top of the data options
+    limiter: Callable[[], LocalLimiter]
+    concurrency: int | None  # streamers at once; None: all
+
+
+def in_process_crawler(server: FakeHelix, db: ClipDB, limiter: LocalLimiter, *, first: int,
+                       concurrency: int | None) -> tuple[Crawler, Callable[[], Awaitable[None]]]:
+    """Crawl with ``crawl_streamer`` in this process's event loop; returns (crawl, close)."""
+    helix = HelixClient(server.helix_url, DEFAULT_CLIENT_ID, DEFAULT_TOKEN, limiter=limiter, max_attempts=8)
+    start = server.config.anchor
+    end = start + timedelta(hours=server.config.span_hours)
+
+    async def crawl(streamers: list[dict]) -> list[dict]:
+        return await crawl_all(streamers, helix=helix, db=db, started_at=start, ended_at=end,
+                               window=end - start, first=first, concurrency=concurrency)
+
+    return crawl, helix.close
+
+
+async def run(scenario: Scenario, streamers: list[dict], data: dict, first: int, workdir: Path) -> dict:
+    server = FakeHelix(**data, **scenario.server)
+    await server.start()
+    try:
+        db = ClipDB(workdir / f"{scenario.name}.sqlite3")
+        crawl, close = in_process_crawler(server, db, scenario.limiter(), first=first,
+                                          concurrency=scenario.concurrency)
+        try:
+            t0 = time.perf_counter()
+            summaries = await crawl(streamers)
+            wall = time.perf_counter() - t0
+        finally:
+            await close()
+        expected = {c["id"] for s in streamers for c in server.clips(s["broadcaster_id"])}
+        stored = set(db.clip_ids())
+        reported = [s["broadcaster_id"] for s in summaries]
+        duplicates = (sum(s["new"] for s in summaries) - len(stored)) + (len(reported) - len(set(reported)))
+        result = {"wall_s": round(wall, 3), "requests": server.requests, "clips": len(stored),
+                  "duplicates": duplicates, "missing": len(expected - stored),
+                  "bucket_exceeded": server.bucket_exceeded, "throttled": server.throttled,
+                  "max_in_flight": server.max_in_flight}
+        print(f"{scenario.name:>10}: {json.dumps(result)}", flush=True)
+        return result
+    finally:
+        await server.stop()
+
+
+async def main(args: argparse.Namespace) -> dict:
+    streamers = fake_streamers(args.streamers)
+    data = {"seed": args.seed, "clips_per_broadcaster": args.clips, "latency": args.latency,
+            "broadcasters": {s["broadcaster_id"]: s["login"] for s in streamers}}
+    scenarios = {
+        "limited": Scenario("limited", {"rate": args.rate, "burst": args.burst},
+                            lambda: LocalLimiter.under(args.rate, args.burst, args.max_in_flight), None),
+        "unlimited": Scenario("unlimited", {}, lambda: LocalLimiter(max_in_flight=args.max_in_flight), None),
+        "sequential": Scenario("sequential", {}, lambda: LocalLimiter(max_in_flight=1), 1),
+    }
+    with tempfile.TemporaryDirectory(prefix="dojo-bench-crawl-") as tmp:
+        results = {name: await run(s, streamers, data, args.first, Path(tmp)) for name, s in scenarios.items()}
+    requests = results["limited"]["requests"]
+    rate_bound = (requests - args.burst) / args.rate
+    latency_bound = results["unlimited"]["requests"] * args.latency / args.max_in_flight
+    return {
+        "streamers": args.streamers,
+        "requests": requests,
+        "limited_wall_s": results["limited"]["wall_s"],
+        "rate_limit_bound_s": round(rate_bound, 3),
+        "limited_over_bound": round(results["limited"]["wall_s"] / rate_bound, 3),
+        "unlimited_wall_s": results["unlimited"]["wall_s"],
+        "latency_bound_s": round(latency_bound, 3),
+        "sequential_wall_s": results["sequential"]["wall_s"],
+        "speedup_vs_sequential": round(results["sequential"]["wall_s"] / results["unlimited"]["wall_s"], 2),
+        "duplicates": sum(r["duplicates"] for r in results.values()),
+        "missing": sum(r["missing"] for r in results.values()),
+        "bucket_exceeded": sum(r["bucket_exceeded"] for r in results.values()),
+        "unlimited_max_in_flight": results["unlimited"]["max_in_flight"],
+        "mode": "in-process asyncio, LocalLimiter",
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--streamers", type=int, default=200)
+    p.add_argument("--clips", type=int, default=30)
+    p.add_argument("--first", type=int, default=20)
+    p.add_argument("--latency", type=float, default=0.1)
+    p.add_argument("--rate", type=float, default=20.0)
+    p.add_argument("--burst", type=int, default=20)
+    p.add_argument("--max-in-flight", type=int, default=32)
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(parser().parse_args()))), flush=True)

@@ -1,0 +1,250 @@
+"""Python clients for the dojo API: ``Client`` (sync) and ``AsyncClient``.
+
+Both find the server and token the way the CLI does: arguments first, then
+``DOJO_URL`` / ``DOJO_API_TOKEN``, then the tokens file ``dojo up`` wrote.
+
+    from serve.client import Client
+    job = Client().submit("countdown", {"steps": 5})
+    Client().wait(job["id"])          # progress bar (tqdm; works in notebooks)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, AsyncIterator, Iterator
+
+import requests
+
+from actors.settings import Settings
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class ApiError(Exception):
+    """The API refused a request; ``status`` and ``body`` say why."""
+
+    def __init__(self, status: int, body: Any):
+        self.status = status
+        self.body = body
+        message = body.get("message") if isinstance(body, dict) else str(body)
+        super().__init__(f"{status}: {message}")
+
+
+def _defaults(url: str | None, token: str | None) -> tuple[str, str]:
+    if url is None:
+        url = os.environ.get("DOJO_URL")
+    if url is None or token is None:
+        settings = Settings.from_env()
+        url = url or f"http://{settings.host}:{settings.port}"
+        token = token or settings.api_token
+    return url.rstrip("/"), token
+
+
+def _spec(type: str, payload: Any, options: dict) -> dict:
+    return {"type": type, "payload": payload, **{k: v for k, v in options.items() if v is not None}}
+
+
+class _Bar:
+    """A tqdm bar driven by a job's events."""
+
+    def __init__(self, job_id: str, show: bool):
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=1000, desc=job_id, unit="‰", bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(self, event: dict) -> None:
+        if self.bar is None:
+            return
+        data = event["data"]
+        if event["kind"] == "progress" and data.get("fraction") is not None:
+            self.bar.n = int(data["fraction"] * 1000)
+            self.bar.set_postfix_str(data.get("message") or data.get("stage") or "", refresh=False)
+            self.bar.refresh()
+        elif event["kind"] == "status":
+            if data["status"] == "succeeded":
+                self.bar.n = 1000
+            self.bar.set_postfix_str(data["status"], refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
+        self.url, token = _defaults(url, token)
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: Any = None, **params) -> Any:
+        response = self.session.request(method, self.url + path, params={k: v for k, v in params.items()
+                                                                         if v is not None},
+                                        data=None if body is None else json.dumps(body),
+                                        headers={"Content-Type": "application/json"}, timeout=self.timeout)
+        try:
+            data = response.json()
+        except ValueError:
+            data = response.text
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, data)
+        return data
+
+    def submit(self, type: str, payload: Any = None, **options) -> dict:
+        """Enqueue one job; options: queue, priority, delay, run_at, max_attempts, timeout, unique_key, ..."""
+        return self._call("POST", "/v1/jobs", _spec(type, payload, options))
+
+    def submit_many(self, specs: list[dict]) -> list[dict]:
+        return self._call("POST", "/v1/jobs", specs)
+
+    def get(self, job_id: str) -> dict:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def list(self, queue: str = "default", **filters) -> dict:
+        return self._call("GET", "/v1/jobs", queue=queue, **filters)
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def retry(self, job_id: str) -> dict:
+        return self._call("POST", f"/v1/jobs/{job_id}/retry")
+
+    def delete(self, job_id: str) -> dict:
+        return self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    def stats(self, queue: str = "default") -> dict:
+        return self._call("GET", f"/v1/queues/{queue}")
+
+    def events(self, job_id: str, after: int = 0, follow: bool = True) -> Iterator[dict]:
+        """The job's events after ``after``; with follow, live until the job is final (SSE, resumes on drops)."""
+        if not follow:
+            yield from self._call("GET", f"/v1/jobs/{job_id}/events", after=after)["events"]
+            return
+        last = after
+        while True:
+            job = self.get(job_id)
+            if job["status"] in FINAL:
+                # Nothing live will come: drain what is stored and stop.
+                backlog = self._call("GET", f"/v1/jobs/{job_id}/events", after=last)["events"]
+                yield from backlog
+                if len(backlog) < 1000:
+                    return
+                last = backlog[-1]["seq"]
+                continue
+            try:
+                with self.session.get(f"{self.url}/v1/jobs/{job_id}/events", stream=True, timeout=(10, 60),
+                                      headers={"Accept": "text/event-stream", "Last-Event-ID": str(last)}) as resp:
+                    if resp.status_code >= 400:
+                        raise ApiError(resp.status_code, resp.json())
+                    for line in resp.iter_lines(decode_unicode=True):
+                        if not line or not line.startswith("data: "):
+                            continue
+                        event = json.loads(line[6:])
+                        last = event["seq"]
+                        yield event
+                        if event["kind"] == "status" and event["data"]["status"] in FINAL:
+                            return
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+                time.sleep(0.5)  # the server went away for a moment: resume from the last sequence
+
+    def wait(self, job_id: str, timeout: float | None = None, progress: bool = True) -> dict:
+        """Block until the job is final, showing a progress bar; returns the job."""
+        bar = _Bar(job_id, progress)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for event in self.events(job_id):
+                bar.update(event)
+                if deadline and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} not final after {timeout}s")
+        finally:
+            bar.close()
+        return self.get(job_id)
+
+
+class AsyncClient:
+    def __init__(self, url: str | None = None, token: str | None = None):
+        self.url, self.token = _defaults(url, token)
+        self._session = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    @property
+    def session(self):
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, body: Any = None, **params) -> Any:
+        async with self.session.request(method, self.url + path, params={k: str(v) for k, v in params.items()
+                                                                         if v is not None},
+                                        data=None if body is None else json.dumps(body),
+                                        headers={"Content-Type": "application/json"}) as response:
+            data = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiError(response.status, data)
+            return data
+
+    async def submit(self, type: str, payload: Any = None, **options) -> dict:
+        return await self._call("POST", "/v1/jobs", _spec(type, payload, options))
+
+    async def submit_many(self, specs: list[dict]) -> list[dict]:
+        return await self._call("POST", "/v1/jobs", specs)
+
+    async def get(self, job_id: str) -> dict:
+        return await self._call("GET", f"/v1/jobs/{job_id}")
+
+    async def list(self, queue: str = "default", **filters) -> dict:
+        return await self._call("GET", "/v1/jobs", queue=queue, **filters)
+
+    async def cancel(self, job_id: str) -> dict:
+        return await self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    async def retry(self, job_id: str) -> dict:
+        return await self._call("POST", f"/v1/jobs/{job_id}/retry")
+
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[dict]:
+        """Live events over WebSocket until the job is final; reconnects with the last sequence."""
+        import aiohttp
+
+        last = after
+        while True:
+            try:
+                async with self.session.ws_connect(f"{self.url}/v1/jobs/{job_id}/events?after={last}") as ws:
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        event = json.loads(message.data)
+                        if "error" in event:
+                            raise ApiError(ws.close_code or 400, event)
+                        last = event["seq"]
+                        yield event
+                        if event["kind"] == "status" and event["data"]["status"] in FINAL:
+                            return
+            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError):
+                import asyncio
+
+                await asyncio.sleep(0.5)
+
+    async def wait(self, job_id: str, progress: bool = True) -> dict:
+        bar = _Bar(job_id, progress)
+        try:
+            async for event in self.events(job_id):
+                bar.update(event)
+        finally:
+            bar.close()
+        return await self.get(job_id)
