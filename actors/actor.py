@@ -80,13 +80,16 @@ class QueueService:
                 log.exception("queue %s tick failed", self.name)
             await asyncio.sleep(TICK_S)
 
-    async def _commit(self) -> None:
-        """Group commit: every change staged before the commit runs shares its fsync."""
+    def _schedule_commit(self) -> asyncio.Future:
         if self._commit_future is None:
             loop = asyncio.get_running_loop()
             self._commit_future = loop.create_future()
             loop.call_soon(self._do_commit)
-        await asyncio.shield(self._commit_future)
+        return self._commit_future
+
+    async def _commit(self) -> None:
+        """Group commit: every change staged before the commit runs shares its fsync."""
+        await asyncio.shield(self._schedule_commit())
 
     def _do_commit(self) -> None:
         future, self._commit_future = self._commit_future, None
@@ -181,8 +184,12 @@ class QueueService:
             leases = self.q.lease(runner_id, [type_name], want, time.time(), node=node, pid=pid)
         if not leases and info.get("ref") is None:
             self._runners.pop(runner_id, None)
-        if self.store.dirty:
-            await self._commit()
+        if reports:
+            await self._commit()  # the runner forgets its reports once this call returns
+        elif self.store.dirty:
+            # A lease needs no commit before it is handed out: if the actor dies first, the job is simply
+            # queued again on restart and the orphaned attempt's token (an older epoch) is refused.
+            self._schedule_commit()
         return leases
 
     def _apply_reports(self, reports: list[dict], now: float) -> None:

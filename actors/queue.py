@@ -30,11 +30,17 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import orjson
+
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
 from .jobs import Backoff, JobType, Resources, get_type
 from .store import FINAL, Store
 
 log = logging.getLogger(__name__)
+
+
+def _compact(value) -> bytes:
+    return orjson.dumps(value)
 
 STATUSES = ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
 QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -120,7 +126,12 @@ class JobQueue:
         self._deadlines: list = []  # heap of (deadline, token)
         self._stream_seq: dict[str, int] = {}
         self._events: list[dict] = []
-        self.next_token = store.get_meta("next_token", 1)
+        # Fencing tokens are <epoch><counter>: a new epoch per start, committed before any lease, so a
+        # lease handed out but never committed can't share its token with a later one.
+        self.epoch = store.get_meta("epoch", 0) + 1
+        store.set_meta("epoch", self.epoch)
+        store.commit()
+        self.next_token = self.epoch << 32 | 1
         self.next_gseq = store.max_gseq() + 1
         self._load()
 
@@ -261,6 +272,7 @@ class JobQueue:
                 continue
             record["id"] = self.ids.next(now)
             self.jobs[record["id"]] = record
+            self._stream_seq["job:" + record["id"]] = 0  # a new stream: no need to ask the store
             if key:
                 self._unique[key] = record["id"]
             if record["run_at"] > now:
@@ -274,8 +286,8 @@ class JobQueue:
 
     def _check_size(self, value: Any, limit: int, what: str) -> int:
         try:
-            size = len(json.dumps(value, separators=(",", ":")))
-        except (TypeError, ValueError) as exc:
+            size = 4 if value is None else len(_compact(value))
+        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
             raise InvalidInput(f"{what} must be JSON-serializable: {exc}") from None
         if size > limit:
             raise PayloadTooLarge(f"{what} is {size} bytes, over the limit of {limit} bytes; "
@@ -330,7 +342,6 @@ class JobQueue:
     def _start(self, job: dict, runner: str, ttl: float, now: float, node, pid) -> dict:
         token = self.next_token
         self.next_token += 1
-        self.store.set_meta("next_token", self.next_token)
         job["attempts"] += 1
         deadline = now + job["timeout"] if job["timeout"] else None
         job["lease"] = {"token": token, "runner": runner, "expires": now + ttl, "ttl": ttl, "deadline": deadline,

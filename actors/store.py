@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+
+import orjson
 from pathlib import Path
 from typing import Iterable
 
@@ -41,6 +43,13 @@ CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
 FINAL = ("succeeded", "failed", "cancelled")
+
+def _compact(value) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _loads(text: str):
+    return orjson.loads(text)
 
 
 class Store:
@@ -77,7 +86,7 @@ class Store:
         self._events.append(event)
 
     def set_meta(self, key: str, value) -> None:
-        self._meta[key] = json.dumps(value)
+        self._meta[key] = value
 
     def put_schedule(self, name: str, data: dict | None) -> None:
         self._schedules[name] = None if data is None else json.dumps(data)
@@ -105,7 +114,7 @@ class Store:
             if jobs:
                 db.executemany(
                     "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?)",
-                    [row[:6] + (json.dumps(row[6], separators=(",", ":")),) for row in jobs.values()],
+                    [(*row[:6], _compact(row[6])) for row in jobs.values()],
                 )
             if deleted:
                 db.executemany("DELETE FROM jobs WHERE id=?", [(i,) for i in deleted])
@@ -114,10 +123,11 @@ class Store:
                 db.executemany(
                     "INSERT INTO events VALUES (?,?,?,?,?,?)",
                     [(e["gseq"], e["stream"], e["seq"], e["at"], e["kind"],
-                      json.dumps(e["data"], separators=(",", ":"))) for e in events],
+                      _compact(e["data"])) for e in events],
                 )
             if meta:
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",
+                               [(k, json.dumps(v)) for k, v in meta.items()])
             for name, data in schedules.items():
                 if data is None:
                     db.execute("DELETE FROM schedules WHERE name=?", (name,))
@@ -138,12 +148,12 @@ class Store:
         if job_id in self._deleted:
             return None
         row = self.db.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return _loads(row[0]) if row else None
 
     def active_jobs(self) -> Iterable[dict]:
         placeholders = ",".join("?" * len(FINAL))
         for (data,) in self.db.execute(f"SELECT data FROM jobs WHERE status NOT IN ({placeholders})", FINAL):
-            yield json.loads(data)
+            yield _loads(data)
 
     def list_jobs(self, *, status=None, type=None, parent_id=None, created_after=None, created_before=None,
                   before_id=None, limit=100, text=None) -> list[dict]:
@@ -173,7 +183,7 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        return [json.loads(d) for (d,) in self.db.execute(sql, args)]
+        return [_loads(d) for (d,) in self.db.execute(sql, args)]
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
@@ -188,7 +198,7 @@ class Store:
             rows = self.db.execute(
                 "SELECT gseq, stream, seq, at, kind, data FROM events WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
                 (stream, after, limit))
-        return [{"gseq": g, "stream": s, "seq": q, "at": a, "kind": k, "data": json.loads(d)}
+        return [{"gseq": g, "stream": s, "seq": q, "at": a, "kind": k, "data": _loads(d)}
                 for g, s, q, a, k, d in rows]
 
     def last_seq(self, stream: str) -> int:
@@ -200,13 +210,13 @@ class Store:
 
     def get_meta(self, key: str, default=None):
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        return _loads(row[0]) if row else default
 
     def schedules(self) -> dict[str, dict]:
-        return {n: json.loads(d) for n, d in self.db.execute("SELECT name, data FROM schedules")}
+        return {n: _loads(d) for n, d in self.db.execute("SELECT name, data FROM schedules")}
 
     def buckets(self) -> dict[str, dict]:
-        return {n: json.loads(d) for n, d in self.db.execute("SELECT name, data FROM buckets")}
+        return {n: _loads(d) for n, d in self.db.execute("SELECT name, data FROM buckets")}
 
     def close(self) -> None:
         self.db.close()

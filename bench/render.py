@@ -22,7 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, Python puts bench/ first on the path, where a sibling (bench/queue.py)
+# would shadow the standard library; the repository root is what we want there.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from actors.jobs import local_context  # noqa: E402
 from actors.storage import LocalStore  # noqa: E402
@@ -65,7 +68,7 @@ def same_inputs(store, deck_bytes: bytes, options: RenderOptions, workdir: Path)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slides", type=int, default=10)
-    parser.add_argument("--sentences", type=int, default=5, help="sentences of narration per slide")
+    parser.add_argument("--sentences", type=int, default=2, help="sentences of narration per slide")
     parser.add_argument("--skip-naive", action="store_true", help="skip the slow naive encode")
     args = parser.parse_args(argv)
 

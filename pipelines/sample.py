@@ -85,3 +85,9 @@ def progress(ctx, payload):
 
 #: Run by workers outside Ray through the pull API (POST /v1/queues/default/lease).
 outside = external_job("outside", max_attempts=3)
+
+
+@job("stamp", max_attempts=1, num_cpus=0.5)
+def stamp(ctx, payload):
+    """Returns when it started (dispatch latency bench)."""
+    return {"started": time.time()}
