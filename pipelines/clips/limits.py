@@ -131,6 +131,121 @@ class LocalLimiter:
 
     @classmethod
     def under(cls, rate: float | None, burst: int | None, max_in_flight: int | None = None, *,
+              rate_margin: float = 0.02, jitter_s: float = 0.1) -> "LocalLimiter":
+        """A limiter that stays just under a remote bucket of ``rate``/``burst``.
+
+        The server counts a request when it *arrives*. If one request takes
+        ``d`` seconds longer to arrive than the next (a new connection, a busy
+        event loop), the server sees them up to ``rate * d`` tokens closer
+        together than they were sent. So the local bucket is
+        ``ceil(rate * jitter_s)`` tokens shallower (at least 1) and refills
+        ``rate_margin`` slower, which also builds slack over a long run.
+        """
+        if rate is None:
+            return cls(None, None, max_in_flight)
+        burst = burst if burst is not None else max(1, math.ceil(rate))
+        margin = max(1, math.ceil(rate * jitter_s))
+        return cls(rate * (1 - rate_margin), max(1, burst - margin), max_in_flight)
+
+    async def acquire(self, n: int = 1) -> None: ...
+
+    def pause_until(self, epoch_s: float) -> None: ...
+
+    def slot(self) -> AsyncContextManager[None]: ...
+
+
+class Gate:
+    """A FIFO counting semaphore usable from any thread and any event loop.
+
+    ``asyncio.Semaphore`` binds to one loop; a process-wide limiter outlives
+    the loops of the job attempts that use it, hence this.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"a gate needs at least one place, got {size}")
+        self.size = size
+        self._free = size
+        self._lock = threading.Lock()
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            waiter = (loop, loop.create_future())
+            self._waiters.append(waiter)
+        try:
+            await waiter[1]
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            # The place was handed to us just as we were cancelled: pass it on.
+            if waiter[1].done() and not waiter[1].cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                loop, future = self._waiters.popleft()
+                if loop.is_closed():
+                    continue
+                loop.call_soon_threadsafe(self._hand_over, future)
+                return
+            self._free += 1
+
+    def _hand_over(self, future: asyncio.Future) -> None:
+        if future.done():  # cancelled between the hand-over and now
+            self.release()
+        else:
+            future.set_result(None)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc) -> None:
+        self.release()
+
+
+class LocalLimiter:
+    """An in-process token bucket (``rate`` tokens/s, ``burst`` deep) and an in-flight limit.
+
+    ``rate=None`` means no bucket (only pauses and the in-flight limit apply);
+    ``max_in_flight=None`` means no in-flight limit. Waiters are served first
+    come, first served; only the head of the line sleeps on a timer.
+
+    The bucket starts full. To stay under a remote bucket of the same size,
+    use :meth:`under` which leaves a little headroom: a request is counted by
+    the server when it *arrives*, and arrival delays vary.
+    """
+
+    def __init__(self, rate: float | None = None, burst: int | None = None, max_in_flight: int | None = None):
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be > 0 tokens/s or None, got {rate}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self.rate = rate
+        self.burst = burst if burst is not None else (max(1, math.ceil(rate)) if rate else None)
+        self._tokens = float(self.burst or 0)
+        self._stamp = time.monotonic()
+        self._resume_at = 0.0  # monotonic
+        self._lock = threading.Lock()
+        self._line = Gate(1)
+        self._slots = Gate(max_in_flight) if max_in_flight else None
+        self.max_in_flight = max_in_flight
+        self.granted = 0
+
+    @classmethod
+    def under(cls, rate: float | None, burst: int | None, max_in_flight: int | None = None, *,
               rate_margin: float = 0.02, burst_margin: int = 1) -> "LocalLimiter":
         """A limiter that stays just under a remote bucket of ``rate``/``burst``.
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.clips.db import ClipDB, read_streamers
+from pipelines.clips.db import read_streamers
 from pipelines.clips.exceptions import StreamerSourceError
 from pipelines.clips.fake_helix import FakeHelix
 

@@ -132,10 +132,10 @@ def test_limiter_factory_from_settings(monkeypatch):
 
     local = ClipsSettings.from_env({"DOJO_HELIX_RATE": "20", "DOJO_HELIX_BURST": "20"})
     limiter = jobs.limiter_for(local)
-    assert isinstance(limiter, LocalLimiter) and limiter.burst == 19 and jobs.limiter_for(local) is limiter
+    assert isinstance(limiter, LocalLimiter) and limiter.burst == 18 and jobs.limiter_for(local) is limiter
     custom = ClipsSettings.from_env({"DOJO_HELIX_LIMITER": "pipelines.clips.limits:local_limiter",
                                      "DOJO_HELIX_RATE": "10", "DOJO_HELIX_BURST": "4"})
     made = jobs._make_limiter(custom)  # the factory is called with the settings
-    assert isinstance(made, LocalLimiter) and made.burst == 3
+    assert isinstance(made, LocalLimiter) and made.burst == 3  # 4 - ceil(10 * 0.1)
     with pytest.raises(ClipsConfigError, match="'local' or 'module:callable'"):
         jobs._make_limiter(ClipsSettings.from_env({"DOJO_HELIX_LIMITER": "shared"}))
