@@ -35,7 +35,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Awaitable, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, sys.path[0] is bench/, whose queue.py would shadow the standard library's queue;
+# put the repository root there instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+else:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.clips.crawl import crawl_all  # noqa: E402
 from pipelines.clips.db import ClipDB  # noqa: E402

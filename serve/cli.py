@@ -12,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from .client import ApiError, Client
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # before anything imports ray (see serve.launcher)
+
+from .client import ApiError, Client  # noqa: E402
 
 
 def _payload(text: str | None):

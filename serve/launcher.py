@@ -15,10 +15,13 @@ import sys
 import time
 import urllib.request
 
-import ray
+# Ray 2.60 turns token auth on; its config is read at import, so say so before importing it.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from actors.facade import queue_actor
-from actors.settings import NAMESPACE, Settings
+import ray  # noqa: E402
+
+from actors.facade import queue_actor  # noqa: E402
+from actors.settings import NAMESPACE, Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,20 @@ def _ray_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([ray_bin, *args], env=env, check=check, capture_output=True, text=True)
 
 
+def ray_address() -> str:
+    """The local head's address (RAY_ADDRESS overrides); never 'auto', which may find another cluster."""
+    return os.environ.get("RAY_ADDRESS") or "127.0.0.1:6379"
+
+
 def cluster_running() -> bool:
-    return _ray_cli("status", check=False).returncode == 0
+    return _ray_cli("status", f"--address={ray_address()}", check=False).returncode == 0
 
 
 def start_head(num_cpus: int | None = None) -> None:
-    args = ["start", "--head", "--include-dashboard=false", "--disable-usage-stats"]
+    # Loopback only: nothing listens beyond 127.0.0.1 unless configured (cluster.yaml does).
+    port = ray_address().rsplit(":", 1)[1]
+    args = ["start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+            "--disable-usage-stats"]
     if num_cpus:
         args.append(f"--num-cpus={num_cpus}")
     result = _ray_cli(*args, check=False)
@@ -45,7 +56,8 @@ def start_head(num_cpus: int | None = None) -> None:
 def connect() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     if not ray.is_initialized():
-        ray.init(address="auto", namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=ray_address(), namespace=NAMESPACE,
+                 logging_level=logging.WARNING, log_to_driver=False)
 
 
 def wait_healthy(settings: Settings, timeout: float = 60) -> None:
