@@ -269,11 +269,24 @@ class QueueService:
         return self.store.list_jobs(**filters)
 
     async def cancel(self, job_id: str) -> dict:
-        job, stop = self.q.cancel(job_id, time.time())
+        job, stops = self.q.cancel_tree(job_id, time.time())
         await self._commit()
-        if stop:
-            self._stop_runner(stop[1], f"job {job_id} cancelled")
+        for token, runner in stops:
+            self._stop_runner(runner, f"job {job_id} cancelled (attempt {token})")
         return job
+
+    async def children(self, job_id: str) -> list[dict]:
+        """Outcomes of a job's children, for its on_children_done callback."""
+        if self.store.dirty:
+            await self._commit()
+        out, cursor = [], None
+        while True:
+            page = self.store.list_jobs(parent_id=job_id, before_id=cursor, limit=1000)
+            out += [{"id": j["id"], "type": j["type"], "status": j["status"], "result": j["result"],
+                     "error": j["error"]} for j in page]
+            if len(page) < 1000:
+                return out[::-1]
+            cursor = page[-1]["id"]
 
     async def retry(self, job_id: str) -> dict:
         job = self.q.retry(job_id, time.time())

@@ -126,8 +126,15 @@ def job(
     num_gpus: float = 0.0,
     resources: dict[str, float] | None = None,
     validate: Callable[[Any], None] | None = None,
+    on_children_done: Callable[["JobContext", Any, list], Any] | None = None,
 ):
-    """Register ``perform(ctx, payload)`` as a job type (the function's name by default)."""
+    """Register ``perform(ctx, payload)`` as a job type (the function's name by default).
+
+    ``on_children_done(ctx, payload, outcomes)`` runs once all children the job
+    enqueued (``ctx.enqueue_many``) are final; ``outcomes`` is a list of
+    ``{"id", "type", "status", "result", "error"}``; its return value becomes
+    the job's result.
+    """
 
     def register(perform):
         job_type = JobType(
@@ -138,6 +145,7 @@ def job(
             timeout=timeout,
             resources=Resources(num_cpus, num_gpus, tuple(sorted((resources or {}).items()))),
             validate=validate,
+            on_children_done=on_children_done,
         )
         register_type(job_type)
         perform.job_type = job_type

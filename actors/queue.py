@@ -15,6 +15,14 @@ Job life cycle::
                                             │  attempts left)
                                             ├──▶ failed (no attempts left)
     any unfinished ──cancel──▶ cancelled    │
+
+Flows: a running job may enqueue children (``parent_id``). When its own
+attempt succeeds while children are unfinished it is ``waiting``; when the
+last child is final it runs its type's ``on_children_done`` callback (as one
+more leased attempt, phase ``callback``) or, without one, succeeds. Its
+``children`` field keeps the run report: counts per child status, errors
+grouped by message, and the sum of each numeric field of the children's
+results. Cancelling a parent cancels its unfinished children.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ log = logging.getLogger(__name__)
 def _compact(value) -> bytes:
     return orjson.dumps(value)
 
-STATUSES = ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled")
 QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 KEY_MAX = 200
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
@@ -233,6 +241,9 @@ class JobQueue:
             raise InvalidInput("concurrency_limit needs a concurrency_key")
         timeout = _number(spec, "timeout", float, 0.001, job_type.timeout)
         max_attempts = _number(spec, "max_attempts", int, 1, job_type.max_attempts)
+        parent_id = spec.get("parent_id")
+        if parent_id is not None:
+            queue_of(parent_id)
         return {
             "id": None, "queue": self.name, "type": type_name, "payload": payload, "status": None,
             "priority": _number(spec, "priority", int, None, 0),
@@ -242,7 +253,7 @@ class JobQueue:
             "unique_key": _key(spec, "unique_key"), "concurrency_key": concurrency_key,
             "concurrency_limit": limit, "resources": resources.to_dict(),
             "result": None, "result_key": None, "error": None, "progress": None,
-            "parent_id": spec.get("parent_id"), "lease": None, "history": [], "cancel_requested": False,
+            "parent_id": parent_id, "phase": "perform", "children": None, "lease": None, "history": [], "cancel_requested": False,
         }
 
     def enqueue_many(self, specs: list, now: float) -> list[tuple[dict, bool]]:
@@ -264,6 +275,12 @@ class JobQueue:
                     exc.message = f"job {index}: {exc.message}"
                     exc.context["index"] = index
                 raise
+        parents = {r["parent_id"] for r in records if r["parent_id"]}
+        for parent_id in parents:
+            parent = self.jobs.get(parent_id)
+            if parent is None or parent["status"] != "running":
+                raise InvalidInput(f"parent job {parent_id!r} is not running in queue {self.name!r}; "
+                                   "children are enqueued by a running job (ctx.enqueue_many)")
         out = []
         for record in records:
             key = record["unique_key"]
@@ -272,6 +289,8 @@ class JobQueue:
                 continue
             record["id"] = self.ids.next(now)
             self.jobs[record["id"]] = record
+            if record["parent_id"]:
+                self._children_of(self.jobs[record["parent_id"]])["total"] += 1
             self._stream_seq["job:" + record["id"]] = 0  # a new stream: no need to ask the store
             if key:
                 self._unique[key] = record["id"]
@@ -357,7 +376,7 @@ class JobQueue:
         self._status(job, "running", now, token=token, runner=runner)
         return {"token": token, "job_id": job["id"], "type": job["type"], "payload": job["payload"],
                 "attempt": job["attempts"], "max_attempts": job["max_attempts"], "timeout": job["timeout"],
-                "queue": self.name, "ttl": ttl}
+                "queue": self.name, "ttl": ttl, "phase": job.get("phase", "perform")}
 
     def _lease_of(self, token: int, job_id: str | None = None) -> dict:
         current = self._running.get(token)
@@ -446,9 +465,15 @@ class JobQueue:
         job["lease"] = None
         if error is not None:
             job["error"] = error
-        if outcome == "succeeded":
+        if outcome == "succeeded" and job.get("phase") == "callback":
             job["finished_at"] = now
             self._finish(job, "succeeded", now)
+        elif outcome == "succeeded":
+            children = job.get("children")
+            if children and children["final"] < children["total"]:
+                self._status(job, "waiting", now, children=children["total"] - children["final"])
+            else:
+                self._children_done(job, now)
         elif outcome == "cancelled":
             job["finished_at"] = now
             self._finish(job, "cancelled", now)
@@ -482,7 +507,56 @@ class JobQueue:
                     self._push_ready(waiting)
                     break
 
+    def _children_of(self, parent: dict) -> dict:
+        if not parent.get("children"):
+            parent["children"] = {"total": 0, "final": 0, "counts": {}, "errors": {}, "sums": {}}
+        return parent["children"]
+
+    def _children_done(self, job: dict, now: float) -> None:
+        """The job's own attempt and all its children are done: run its callback, or succeed."""
+        job_type = self._type_or_none(job["type"])
+        if job.get("children") and job_type is not None and job_type.on_children_done is not None:
+            job["phase"] = "callback"
+            job["run_at"] = now
+            self._status(job, "queued", now, phase="callback")
+            self._push_ready(job)
+            return
+        job["finished_at"] = now
+        self._finish(job, "succeeded", now)
+
+    @staticmethod
+    def _type_or_none(name: str):
+        try:
+            return get_type(name)
+        except InvalidInput:
+            return None
+
+    def _child_final(self, child: dict, status: str, now: float) -> None:
+        parent = self.jobs.get(child["parent_id"])
+        if parent is None:
+            return
+        children = self._children_of(parent)
+        children["final"] += 1
+        children["counts"][status] = children["counts"].get(status, 0) + 1
+        if status != "succeeded" and child.get("error"):
+            message = str(child["error"].get("message"))[:200]
+            if message in children["errors"] or len(children["errors"]) < 50:
+                children["errors"][message] = children["errors"].get(message, 0) + 1
+        if isinstance(child.get("result"), dict):
+            for field, value in child["result"].items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    children["sums"][field] = children["sums"].get(field, 0) + value
+        fraction = children["final"] / max(children["total"], 1)
+        parent["progress"] = {"fraction": fraction, "stage": "children",
+                              "message": f"{children['final']}/{children['total']} children done"}
+        self._job_event(parent, "progress", now, attempt=parent["attempts"], **parent["progress"])
+        self._save(parent)
+        if parent["status"] == "waiting" and children["final"] >= children["total"]:
+            self._children_done(parent, now)
+
     def _finish(self, job: dict, status: str, now: float, **data) -> None:
+        if job.get("parent_id") and status in FINAL:
+            self._child_final(job, status, now)
         self._status(job, status, now, **data)
         self.jobs.pop(job["id"], None)
         self._ver.pop(job["id"], None)
@@ -582,6 +656,18 @@ class JobQueue:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}", job_id=job_id)
         return job
 
+    def cancel_tree(self, job_id: str, now: float) -> tuple[dict, list[tuple[int, str]]]:
+        """Cancel a job and its unfinished children; returns the job and every (token, runner) to stop."""
+        children = [j["id"] for j in self.jobs.values() if j.get("parent_id") == job_id]
+        job, stop = self.cancel(job_id, now)
+        stops = [stop] if stop else []
+        for child_id in children:
+            if child_id in self.jobs:
+                _, child_stop = self.cancel(child_id, now)
+                if child_stop:
+                    stops.append(child_stop)
+        return job, stops
+
     def cancel(self, job_id: str, now: float) -> tuple[dict, tuple[int, str] | None]:
         """Cancel an unfinished job; returns the job and the (token, runner) to stop if it was running."""
         job = self.jobs.get(job_id)
@@ -616,7 +702,8 @@ class JobQueue:
         job = json.loads(json.dumps(job))
         # A manual retry grants the job its original attempt budget again.
         job["max_attempts"] = job["attempts"] + job.get("budget", job["max_attempts"])
-        job.update(cancel_requested=False, finished_at=None, run_at=now, error=None, result=None)
+        job.update(cancel_requested=False, finished_at=None, run_at=now, error=None, result=None,
+                   phase="callback" if job.get("phase") == "callback" else "perform")
         self.jobs[job_id] = job
         if key:
             self._unique[key] = job_id

@@ -141,11 +141,15 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
         if job_type is None or job_type.perform is None:
             raise PermanentFailure(f"job type {lease['type']!r} is not registered in this worker; "
                                    "add its module to DOJO_JOB_MODULES")
-        report["result"] = job_type.perform(ctx, lease["payload"])
+        if lease.get("phase") == "callback":
+            outcomes = ray.get(actor.children.remote(lease["job_id"]))
+            report["result"] = job_type.on_children_done(ctx, lease["payload"], outcomes)
+        else:
+            report["result"] = job_type.perform(ctx, lease["payload"])
         report["outcome"] = "succeeded"
     except BaseException as exc:  # noqa: BLE001  (a job's failure is data)
         report["outcome"] = "failed"
-        report["retry"] = not isinstance(exc, (PermanentFailure, JobCancelled))
+        report["retry"] = not isinstance(exc, (PermanentFailure, JobCancelled)) and getattr(exc, "retryable", True)
         report["error"] = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
                            "traceback": traceback.format_exc(limit=20)[-8000:]}
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):

@@ -17,6 +17,8 @@ from .exceptions import ConfigError
 
 #: Ray namespace shared by every dojo process, so named actors are found.
 NAMESPACE = "dojo"
+#: The job types a new user gets: samples, presentation rendering, clip crawling.
+DEFAULT_JOB_MODULES = ("pipelines.sample", "pipelines.render.job", "pipelines.clips.jobs")
 
 
 def _default_state_dir() -> str:
@@ -59,7 +61,7 @@ class Settings:
     #: DOJO_SECRET: key that signs job-scoped tokens and object URLs.
     secret: str = ""
     #: DOJO_JOB_MODULES: comma-separated modules whose import registers job types.
-    job_modules: tuple[str, ...] = ("pipelines.sample",)
+    job_modules: tuple[str, ...] = DEFAULT_JOB_MODULES
     #: DOJO_CONCURRENCY: default number of jobs a queue runs at once.
     concurrency: int = 16
     #: DOJO_LEASE_TTL: seconds an attempt's lease lasts without a heartbeat.
@@ -85,7 +87,7 @@ class Settings:
             api_token=env.get("DOJO_API_TOKEN", ""),
             worker_token=env.get("DOJO_WORKER_TOKEN", ""),
             secret=env.get("DOJO_SECRET", ""),
-            job_modules=_env_list("DOJO_JOB_MODULES", "pipelines.sample"),
+            job_modules=_env_list("DOJO_JOB_MODULES", ",".join(DEFAULT_JOB_MODULES)),
             concurrency=_env_int("DOJO_CONCURRENCY", 16),
             lease_ttl=_env_float("DOJO_LEASE_TTL", 30.0),
             max_payload_bytes=_env_int("DOJO_MAX_PAYLOAD_BYTES", 256 * 1024),

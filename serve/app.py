@@ -20,10 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.exceptions import DojoError, InvalidInput, MalformedRequest, NotFound
+from actors.exceptions import DojoError, InvalidInput, MalformedRequest, NotFound, Unauthorized
 from actors.facade import Queues
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.settings import Settings
+from actors.storage import LocalStore, store_from_settings
 
 from .auth import Authenticator, Principal, mint
 from .hub import ALL, Hub
@@ -69,6 +70,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.auth = auth
     app.state.dojo = queues  # what job modules' routers use to enqueue
+    store = app.state.store = store_from_settings(settings)
 
     @app.exception_handler(DojoError)
     async def dojo_error(request: Request, exc: DojoError):
@@ -247,6 +249,34 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         _check_queue(queue)
         return await call(queues.stats(queue))
 
+    # -- objects (results in storage) ------------------------------------------------------
+    @app.get("/v1/jobs/{job_id}/outputs", tags=["jobs"])
+    async def outputs(job_id: str, request: Request, expires: int = 3600):
+        """Signed, expiring URLs for the objects a job's result names (e.g. a render's video)."""
+        principal(request).require_read("job", job_id)
+        job = await call(queues.get(job_id))
+        result = job.get("result") if isinstance(job.get("result"), dict) else {}
+        urls = {}
+        for name, key in result.items():
+            if isinstance(key, str) and "/" in key and await asyncio.to_thread(_exists, store, key):
+                urls[name] = store.signed_url(key, max(60, min(expires, 7 * 86400)))
+        return {"job_id": job_id, "status": job["status"], "urls": urls}
+
+    @app.get("/v1/objects/{key:path}", tags=["jobs"])
+    async def get_object(key: str, exp: str = "", sig: str = ""):
+        """A stored object, for a signed URL from /v1/jobs/{id}/outputs (the signature is the credential)."""
+        from fastapi.responses import FileResponse
+
+        if not isinstance(store, LocalStore):
+            raise NotFound("objects live in S3 here; use the presigned URLs from /v1/jobs/{id}/outputs")
+        if not exp or not sig or not store.verify(key, exp, sig):
+            raise Unauthorized("this object URL is unsigned, tampered with or expired; get a fresh one from "
+                               "GET /v1/jobs/{id}/outputs")
+        path = store.path(key)
+        if not path.is_file():
+            raise NotFound(f"no object with key {key!r}")
+        return FileResponse(path)
+
     # -- channels (pub/sub; the same event log as jobs) ------------------------------
     @app.post("/v1/channels/{name}/messages", status_code=201, tags=["channels"], dependencies=[Depends(admin)])
     async def publish(name: str, request: Request, queue: str = "default"):
@@ -344,6 +374,13 @@ class _TooLarge(DojoError):
     """The request body is over the size limit; send less (large inputs go to object storage)."""
 
     status = 413
+
+
+def _exists(store, key: str) -> bool:
+    try:
+        return store.exists(key)
+    except DojoError:
+        return False
 
 
 def _last_event_id(request: Request, after: int) -> int:

@@ -133,8 +133,17 @@ def validate_payload(payload) -> None:
     RenderOptions.from_dict(payload.get("options"))
 
 
-def _synthesize_task(voice: Voice, text: str, speed: float) -> SlideAudio:
-    """One slide's narration; runs as a Ray task or in-process."""
+def _synthesize_task(voice: Voice, text: str, speed: float, engine_env: dict | None = None) -> SlideAudio:
+    """One slide's narration; runs as a Ray task or in-process.
+
+    ``engine_env`` carries the engine settings of the job's process (e.g.
+    DOJO_VOICEVOX_URL) to a task on another worker, whose environment may differ.
+    """
+    import os
+
+    for name, value in (engine_env or {}).items():
+        if value:
+            os.environ[name] = value
     return synthesize_narration(get_engine(voice), text, speed)
 
 
@@ -159,7 +168,10 @@ def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOp
             _remote_synthesize = ray.remote(_synthesize_task)
         resources = resources_for(voice, ray.cluster_resources())
         task = _remote_synthesize.options(**resources.ray_options(), max_retries=2)
-        refs = {task.remote(voice, deck.slides[i].narration, options.speed): i for i in todo}
+        import os
+
+        engine_env = {"DOJO_VOICEVOX_URL": os.environ.get("DOJO_VOICEVOX_URL", "")}
+        refs = {task.remote(voice, deck.slides[i].narration, options.speed, engine_env): i for i in todo}
         pending = list(refs)
         try:
             while pending:
@@ -332,3 +344,7 @@ def render(ctx: JobContext, payload: dict) -> dict:
     from actors.storage import store_from_settings
 
     return run_render(ctx, payload, store_from_settings(Settings.from_env()))
+
+
+# The API mounts a job module's `router`: POST /v1/renders lives beside the job.
+from .routes import router  # noqa: E402,F401

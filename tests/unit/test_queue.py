@@ -268,3 +268,57 @@ def test_channels_number_messages(q):
         q.publish("bad name!", 1, T0)
     committed(q)
     assert [e["data"]["message"] for e in q.store.events_after("channel:room-1", 1)] == ["two"]
+
+
+def test_flow_parent_waits_for_children_then_succeeds_with_a_report(q):
+    parent = enqueue(q, type="echo")
+    [lease] = q.lease("r", None, 1, T0)
+    children = q.enqueue_many([{"type": "echo", "parent_id": parent["id"], "payload": i} for i in range(3)], T0)
+    q.complete(lease["token"], {"started": 3}, T0 + 1)
+    assert q.get(parent["id"])["status"] == "waiting"
+    leases = q.lease("r", None, 10, T0 + 2)
+    q.complete(leases[0]["token"], {"new": 5, "updated": 1}, T0 + 3)
+    q.complete(leases[1]["token"], {"new": 2, "updated": 0}, T0 + 3)
+    q.fail(leases[2]["token"], "HTTP 500", T0 + 3, retry=False)
+    record = q.get(parent["id"])
+    assert record["status"] == "succeeded"
+    report = record["children"]
+    assert report["counts"] == {"succeeded": 2, "failed": 1} and report["sums"] == {"new": 7, "updated": 1}
+    assert report["errors"] == {"HTTP 500": 1}
+    progress = [e["data"]["message"] for e in q.take_events() if e["kind"] == "progress"]
+    assert progress == ["1/3 children done", "2/3 children done", "3/3 children done"]
+    assert len(children) == 3
+
+
+def test_flow_callback_runs_once_as_a_leased_attempt(q):
+    from actors.jobs import REGISTRY, JobType
+
+    REGISTRY["with-callback"] = JobType(name="with-callback", perform=lambda c, p: None,
+                                        on_children_done=lambda c, p, o: len(o))
+    parent = enqueue(q, type="with-callback")
+    [lease] = q.lease("r", ["with-callback"], 1, T0)
+    q.enqueue_many([{"type": "echo", "parent_id": parent["id"]}], T0)
+    [child] = q.lease("r", ["echo"], 1, T0)
+    q.complete(child["token"], None, T0)
+    assert q.get(parent["id"])["status"] == "running"  # its own attempt is not done yet
+    q.complete(lease["token"], None, T0 + 1)
+    [callback] = q.lease("r", ["with-callback"], 1, T0 + 2)
+    assert callback["phase"] == "callback" and callback["attempt"] == 2
+    q.complete(callback["token"], 1, T0 + 3)
+    assert q.get(parent["id"])["status"] == "succeeded" and q.lease("r", None, 5, T0 + 4) == []
+
+
+def test_cancelling_a_parent_cancels_its_unfinished_children(q):
+    parent = enqueue(q)
+    [lease] = q.lease("r", None, 1, T0)
+    q.enqueue_many([{"type": "echo", "parent_id": parent["id"]} for _ in range(3)], T0)
+    [running_child] = q.lease("r", None, 1, T0)
+    job, stops = q.cancel_tree(parent["id"], T0 + 1)
+    assert job["status"] == "cancelled"
+    assert {t for t, _ in stops} == {lease["token"], running_child["token"]}
+    assert q.jobs == {}
+
+
+def test_children_need_a_running_parent(q):
+    with pytest.raises(InvalidInput, match="not running"):
+        q.enqueue_many([{"type": "echo", "parent_id": "j_00000000000000000000"}], T0)
