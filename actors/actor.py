@@ -23,6 +23,7 @@ import ray
 from . import runner as runner_mod
 from .exceptions import DojoError
 from .jobs import load_modules
+from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits
 from .settings import Settings
 from .store import Store
@@ -30,16 +31,101 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
+DEPTH_EVERY_S = 5.0
 RECENT_EVENTS = 20_000
 
 
 class QueueService:
-    """The body of the queue actor (``QueueActor = ray.remote(QueueService)``)."""
+    """The body of the queue actor (``    # -- schedules -----------------------------------------------------------
+    async def schedule_put(self, data: dict) -> dict:
+        self._ensure_loop()
+        schedule = self.q.add_schedule(data, time.time())
+        await self._commit()
+        return schedule
+
+    async def schedule_list(self) -> list[dict]:
+        self._ensure_loop()
+        return sorted(self.q.schedules.values(), key=lambda s: s["name"])
+
+    async def schedule_get(self, name: str) -> dict:
+        return self.q.schedule(name)
+
+    async def schedule_delete(self, name: str) -> None:
+        self.q.remove_schedule(name)
+        await self._commit()
+
+    async def schedule_pause(self, name: str, paused: bool) -> dict:
+        schedule = self.q.pause_schedule(name, paused, time.time())
+        await self._commit()
+        return schedule
+
+    async def schedule_run(self, name: str) -> dict:
+        job = self.q.run_schedule_now(name, time.time())
+        await self._commit()
+        return job
+
+    # -- rate limits (shared by every worker) ------------------------------------
+    async def bucket_put(self, name: str, rate: float, burst: float) -> dict:
+        bucket = self.q.define_bucket(name, rate, burst, time.time())
+        await self._commit()
+        return bucket
+
+    async def bucket_get(self, name: str) -> dict:
+        return self.q.buckets.get(name).to_dict()
+
+    async def take_tokens(self, name: str, want: int = 1, rate: float | None = None,
+                          burst: float | None = None) -> dict:
+        """Grant up to ``want`` tokens; committed before granted, so a restart never refills a bucket."""
+        answer = self.q.take_tokens(name, want, time.time(), rate, burst)
+        await self._commit()
+        return answer
+
+    async def pause_bucket(self, name: str, until: float) -> dict:
+        bucket = self.q.pause_bucket(name, until, time.time())
+        await self._commit()
+        return bucket
+
+    async def acquire_slot(self, name: str, limit: int, holder: str, ttl: float = 60.0, wait: float = 30.0) -> bool:
+        """Hold one of ``limit`` in-flight places of ``name`` (e.g. a host); waits up to ``wait`` seconds.
+
+        Slots live in memory and expire after ``ttl`` so a dead worker cannot hold one forever.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.monotonic()
+            holders = self._slots.setdefault(name, {})
+            for stale in [h for h, expires in holders.items() if expires < now]:
+                del holders[stale]
+            if len(holders) < limit:
+                holders[holder] = now + ttl
+                return True
+            if now >= deadline:
+                return False
+            waiter = asyncio.get_running_loop().create_future()
+            self._slot_waiters.setdefault(name, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, min(deadline - now, ttl))
+            except asyncio.TimeoutError:
+                pass
+
+    async def release_slot(self, name: str, holder: str) -> None:
+        self._slots.get(name, {}).pop(holder, None)
+        waiters = self._slot_waiters.get(name)
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(True)
+                break
+
+
+QueueActor = ray.remote(QueueService)``)."""
 
     def __init__(self, name: str, env: dict[str, str]):
         os.environ.update(env)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.settings = Settings.from_env()
+        # Jobs see the DOJO_* settings `dojo up` was given (e.g. DOJO_HELIX_URL), wherever they run.
+        self._job_env = {k: v for k, v in os.environ.items() if k.startswith("DOJO_")}
         self.registry = load_modules(self.settings.job_modules)
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)
@@ -57,7 +143,11 @@ class QueueService:
         self._new_events = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._committed_gseq = self.store.max_gseq()
+        self._slots: dict[str, dict[str, float]] = {}
+        self._slot_waiters: dict[str, list[asyncio.Future]] = {}
         self.started_at = time.time()
+        self.metrics = QueueMetrics(name)
+        self._depth_at = 0.0
         log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
 
     # -- plumbing ----------------------------------------------------------
@@ -69,6 +159,7 @@ class QueueService:
         while True:
             try:
                 now = time.time()
+                self.q.fire_schedules(now)
                 self.q.promote_due(now)
                 lost, to_stop = self.q.expire(now)
                 for token, runner in to_stop:
@@ -76,6 +167,9 @@ class QueueService:
                 if self.store.dirty:
                     await self._commit()
                 self._dispatch()
+                if now - self._depth_at >= DEPTH_EVERY_S:
+                    self._depth_at = now
+                    self.metrics.depth(self.store.count_by_status())
             except Exception:
                 log.exception("queue %s tick failed", self.name)
             await asyncio.sleep(TICK_S)
@@ -102,6 +196,7 @@ class QueueService:
         events = self.q.take_events()
         if events:
             self._committed_gseq = events[-1]["gseq"]
+            self.metrics.observe(events)
             self._recent.extend(events)
             self._new_events.set()
             self._new_events = asyncio.Event()
@@ -130,7 +225,7 @@ class QueueService:
         runner_id = f"{self.name}:{self._incarnation}:{next(self._runner_ids)}"
         options = job_type.resources.ray_options()
         ref = runner_mod.run_jobs.options(name=f"dojo:{job_type.name}", **options).remote(
-            self.name, runner_id, job_type.name, self.settings.lease_ttl, self.settings.job_modules)
+            self.name, runner_id, job_type.name, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
         self._runners[runner_id] = {"type": job_type.name, "ref": ref, "leased": False}
         asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
 
@@ -318,6 +413,34 @@ class QueueService:
                      started_at=self.started_at)
         return stats
 
+    # -- read-only views for the dashboard, logs and export ------------------------
+    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
+        """A job's log events (``ctx.log`` and captured output) with seq > after, and its status."""
+        job = self.q.get(job_id)
+        if self.store.dirty:
+            await self._commit()
+        rows = self.store.db.execute(
+            "SELECT seq, at, data FROM events WHERE stream=? AND kind='log' AND seq>? ORDER BY seq LIMIT ?",
+            ("job:" + job_id, after, limit)).fetchall()
+        import orjson
+
+        return {"job_id": job_id, "status": job["status"],
+                "events": [{"seq": seq, "at": at, **orjson.loads(data)} for seq, at, data in rows]}
+
+    async def insights(self, window: float = 3600.0, bucket: float = 60.0) -> dict:
+        """The queue's last ``window`` seconds: throughput, failure rate, run-time percentiles, a series."""
+        if self.store.dirty:
+            await self._commit()
+        now = time.time()
+        since = now - window
+        stats = self.q.stats()
+        running = [{"id": j["id"], "type": j["type"], "node": (j.get("lease") or {}).get("node"),
+                    "started_at": (j.get("lease") or {}).get("started_at")}
+                   for j in self.q.jobs.values() if j["status"] == "running"]
+        return {**stats, "window": window_stats(self.store.db, since, now), "series": series(self.store.db, since,
+                now, bucket), "running_jobs": running[:1000], "runners": len(self._runners),
+                "concurrency": self.concurrency, "last_gseq": self._committed_gseq}
+
     async def ping(self) -> dict:
         self._ensure_loop()
         return {"queue": self.name, "incarnation": self._incarnation, "pid": os.getpid(),
@@ -340,9 +463,92 @@ class QueueService:
                 batch = self.store.events_after(None, cursor, 2000)
             if batch:
                 cursor = batch[-1]["gseq"]
+                self.metrics.fanout_lag(time.time() - batch[-1]["at"])
                 yield batch
                 continue
             await self._new_events.wait()
+
+
+    # -- schedules -----------------------------------------------------------
+    async def schedule_put(self, data: dict) -> dict:
+        self._ensure_loop()
+        schedule = self.q.add_schedule(data, time.time())
+        await self._commit()
+        return schedule
+
+    async def schedule_list(self) -> list[dict]:
+        self._ensure_loop()
+        return sorted(self.q.schedules.values(), key=lambda s: s["name"])
+
+    async def schedule_get(self, name: str) -> dict:
+        return self.q.schedule(name)
+
+    async def schedule_delete(self, name: str) -> None:
+        self.q.remove_schedule(name)
+        await self._commit()
+
+    async def schedule_pause(self, name: str, paused: bool) -> dict:
+        schedule = self.q.pause_schedule(name, paused, time.time())
+        await self._commit()
+        return schedule
+
+    async def schedule_run(self, name: str) -> dict:
+        job = self.q.run_schedule_now(name, time.time())
+        await self._commit()
+        return job
+
+    # -- rate limits (shared by every worker) ------------------------------------
+    async def bucket_put(self, name: str, rate: float, burst: float) -> dict:
+        bucket = self.q.define_bucket(name, rate, burst, time.time())
+        await self._commit()
+        return bucket
+
+    async def bucket_get(self, name: str) -> dict:
+        return self.q.buckets.get(name).to_dict()
+
+    async def take_tokens(self, name: str, want: int = 1, rate: float | None = None,
+                          burst: float | None = None) -> dict:
+        """Grant up to ``want`` tokens; committed before granted, so a restart never refills a bucket."""
+        answer = self.q.take_tokens(name, want, time.time(), rate, burst)
+        await self._commit()
+        return answer
+
+    async def pause_bucket(self, name: str, until: float) -> dict:
+        bucket = self.q.pause_bucket(name, until, time.time())
+        await self._commit()
+        return bucket
+
+    async def acquire_slot(self, name: str, limit: int, holder: str, ttl: float = 60.0, wait: float = 30.0) -> bool:
+        """Hold one of ``limit`` in-flight places of ``name`` (e.g. a host); waits up to ``wait`` seconds.
+
+        Slots live in memory and expire after ``ttl`` so a dead worker cannot hold one forever.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.monotonic()
+            holders = self._slots.setdefault(name, {})
+            for stale in [h for h, expires in holders.items() if expires < now]:
+                del holders[stale]
+            if len(holders) < limit:
+                holders[holder] = now + ttl
+                return True
+            if now >= deadline:
+                return False
+            waiter = asyncio.get_running_loop().create_future()
+            self._slot_waiters.setdefault(name, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, min(deadline - now, ttl))
+            except asyncio.TimeoutError:
+                pass
+
+    async def release_slot(self, name: str, holder: str) -> None:
+        self._slots.get(name, {}).pop(holder, None)
+        waiters = self._slot_waiters.get(name)
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(True)
+                break
 
 
 QueueActor = ray.remote(QueueService)

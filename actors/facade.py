@@ -89,6 +89,14 @@ class Queues:
     async def stats(self, queue: str) -> dict:
         return await self.actor(queue).stats.remote()
 
+    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
+        """A job's log events after seq ``after`` and its current status."""
+        return await self.actor(queue_of(job_id)).logs.remote(job_id, after, limit)
+
+    async def insights(self, queue: str, window: float = 3600.0, bucket: float = 60.0) -> dict:
+        """Depth, running jobs and the last ``window`` seconds of a queue (for the dashboard)."""
+        return await self.actor(queue).insights.remote(window, bucket)
+
     async def ping(self, queue: str) -> dict:
         return await self.actor(queue).ping.remote()
 
@@ -97,6 +105,30 @@ class Queues:
 
     async def pull_report(self, queue: str, token: int, job_id: str, action: str, body: dict) -> dict:
         return await self.actor(queue).pull_report.remote(token, job_id, action, body)
+
+    async def schedule_put(self, queue: str, data: dict) -> dict:
+        return await self.actor(queue).schedule_put.remote(data)
+
+    async def schedule_list(self, queue: str) -> list[dict]:
+        return await self.actor(queue).schedule_list.remote()
+
+    async def schedule_get(self, queue: str, name: str) -> dict:
+        return await self.actor(queue).schedule_get.remote(name)
+
+    async def schedule_delete(self, queue: str, name: str) -> None:
+        return await self.actor(queue).schedule_delete.remote(name)
+
+    async def schedule_pause(self, queue: str, name: str, paused: bool) -> dict:
+        return await self.actor(queue).schedule_pause.remote(name, paused)
+
+    async def schedule_run(self, queue: str, name: str) -> dict:
+        return await self.actor(queue).schedule_run.remote(name)
+
+    async def bucket_put(self, queue: str, name: str, rate: float, burst: float) -> dict:
+        return await self.actor(queue).bucket_put.remote(name, rate, burst)
+
+    async def bucket_get(self, queue: str, name: str) -> dict:
+        return await self.actor(queue).bucket_get.remote(name)
 
     async def subscribe(self, queue: str, after: int) -> AsyncIterator[list[dict]]:
         """Committed events of a queue after ``after`` (a gseq), resuming across actor restarts."""

@@ -41,6 +41,9 @@ from typing import Any, Iterable
 import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
+from . import schedules as cron
+from .buckets import Buckets
+from .exceptions import NotFound
 from .jobs import Backoff, JobType, Resources, get_type
 from .store import FINAL, Store
 
@@ -141,6 +144,8 @@ class JobQueue:
         store.commit()
         self.next_token = self.epoch << 32 | 1
         self.next_gseq = store.max_gseq() + 1
+        self.schedules: dict[str, dict] = store.schedules()
+        self.buckets = Buckets(store.buckets())
         self._load()
 
     # -- loading -----------------------------------------------------------
@@ -727,3 +732,91 @@ class JobQueue:
         oldest = min((j["run_at"] for j in self.jobs.values() if j["status"] == "queued"), default=None)
         return {"queue": self.name, "counts": counts, "running": len(self._running),
                 "oldest_queued_at": oldest, "now": time.time()}
+
+    # -- schedules -----------------------------------------------------------
+    def add_schedule(self, data: dict, now: float) -> dict:
+        """Create or replace a schedule (its job spec is validated like an enqueue)."""
+        schedule = cron.validate(data, now)
+        self.validate({**schedule["job"], "queue": self.name}, now)
+        previous = self.schedules.get(schedule["name"])
+        if previous:
+            schedule.update(created_at=previous["created_at"], fired=previous["fired"],
+                            last_run=previous["last_run"], last_job_id=previous["last_job_id"])
+        self.schedules[schedule["name"]] = schedule
+        self.store.put_schedule(schedule["name"], schedule)
+        return schedule
+
+    def schedule(self, name: str) -> dict:
+        try:
+            return self.schedules[name]
+        except KeyError:
+            raise NotFound(f"no schedule {name!r} in queue {self.name!r}; `dojo schedule list` shows them") from None
+
+    def remove_schedule(self, name: str) -> None:
+        self.schedule(name)
+        del self.schedules[name]
+        self.store.put_schedule(name, None)
+
+    def pause_schedule(self, name: str, paused: bool, now: float) -> dict:
+        schedule = self.schedule(name)
+        schedule["paused"] = paused
+        if not paused:
+            schedule["next_run"] = cron.next_after(schedule["cron"], schedule["timezone"], now)
+        self.store.put_schedule(name, schedule)
+        return schedule
+
+    def run_schedule_now(self, name: str, now: float) -> dict:
+        schedule = self.schedule(name)
+        return self._fire(schedule, now, f"manual:{int(now * 1000)}")
+
+    def fire_schedules(self, now: float) -> list[dict]:
+        """Enqueue one job for each schedule whose tick has come; advance it in the same commit."""
+        fired = []
+        for schedule in self.schedules.values():
+            if schedule["paused"] or schedule["next_run"] > now:
+                continue
+            tick, following = cron.due_tick(schedule, now)
+            if tick is not None:
+                job = self._fire(schedule, now, str(int(tick)))
+                if job is not None:
+                    fired.append(job)
+            else:
+                log.info("schedule %s missed its tick while down; policy skip", schedule["name"],
+                         extra={"queue": self.name})
+            schedule["next_run"] = following
+            self.store.put_schedule(schedule["name"], schedule)
+        return fired
+
+    def _fire(self, schedule: dict, now: float, tick: str) -> dict | None:
+        spec = {**schedule["job"], "queue": self.name, "unique_key": f"schedule:{schedule['name']}:{tick}"}
+        try:
+            [(job, _)] = self.enqueue_many([spec], now)
+        except InvalidInput as exc:
+            schedule["last_error"] = exc.message
+            log.warning("schedule %s could not enqueue: %s", schedule["name"], exc.message)
+            self.store.put_schedule(schedule["name"], schedule)
+            return None
+        schedule.update(last_run=now, last_job_id=job["id"], fired=schedule["fired"] + 1, last_error=None)
+        self.store.put_schedule(schedule["name"], schedule)
+        return job
+
+    # -- rate limits -----------------------------------------------------------
+    def define_bucket(self, name: str, rate, burst, now: float) -> dict:
+        bucket = self.buckets.define(name, rate, burst, now)
+        self.store.put_bucket(name, bucket.to_dict())
+        return bucket.to_dict()
+
+    def take_tokens(self, name: str, want: int, now: float, rate=None, burst=None) -> dict:
+        """Grant tokens of a bucket (created with ``rate``/``burst`` on first use when given)."""
+        if name not in self.buckets.buckets and rate is not None:
+            self.define_bucket(name, rate, burst if burst is not None else rate, now)
+        bucket = self.buckets.get(name)
+        granted, wait = bucket.take(want, now)
+        self.store.put_bucket(name, bucket.to_dict())
+        return {"granted": granted, "retry_after": round(wait, 4)}
+
+    def pause_bucket(self, name: str, until: float, now: float) -> dict:
+        bucket = self.buckets.get(name)
+        bucket.pause(until, now)
+        self.store.put_bucket(name, bucket.to_dict())
+        return bucket.to_dict()

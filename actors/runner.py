@@ -14,6 +14,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -30,6 +31,10 @@ BATCH_TARGET_S = 0.02
 MAX_BATCH = 256
 LINGER_S = 0.5
 GRACE_S = 2.0
+#: Captured stdout/stderr per attempt: at most this many bytes reach the job's log, in batches of lines.
+LOG_CAPTURE_BYTES = 256 * 1024
+LOG_BATCH_LINES = 50
+LOG_FLUSH_S = 0.25
 
 
 def actor_name(queue: str) -> str:
@@ -57,6 +62,102 @@ class _Reporter:
     def enqueue(self, specs: list[dict]) -> list[dict]:
         specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in specs]
         return ray.get(self.actor.enqueue.remote(specs))
+
+
+class _OutputCapture:
+    """A file-like stream that forwards whole lines of one attempt's output to its log events.
+
+    Installed as ``sys.stdout`` / ``sys.stderr`` while the attempt runs (the
+    runner runs one attempt at a time per process). Lines are sent in batches
+    (every ``LOG_BATCH_LINES`` lines or ``LOG_FLUSH_S`` seconds, and at the end)
+    with one fire-and-forget actor call, and copied to the original stream so
+    Ray's worker logs keep them. After ``LOG_CAPTURE_BYTES`` one notice is sent
+    and the rest is only copied.
+    """
+
+    def __init__(self, send, original, prefix: str = "", shared: dict | None = None):
+        self.send = send
+        self.original = original
+        self.prefix = prefix
+        self.shared = shared if shared is not None else {"bytes": 0, "lock": threading.Lock(), "lines": [],
+                                                          "flushed": time.monotonic(), "capped": False}
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            text = str(text)
+        try:
+            self.original.write(text)
+        except Exception:  # noqa: BLE001  (a closed original must not fail the job)
+            pass
+        state = self.shared
+        with state["lock"]:
+            data = self.partial + text
+            *lines, self.partial = data.split("\n")
+            for line in lines:
+                self._add(line)
+            if len(self.partial) > 4000:
+                self._add(self.partial)
+                self.partial = ""
+            due = len(state["lines"]) >= LOG_BATCH_LINES or time.monotonic() - state["flushed"] >= LOG_FLUSH_S
+        if due:
+            self.flush()
+        return len(text)
+
+    def _add(self, line: str) -> None:
+        state = self.shared
+        if state["capped"]:
+            return
+        size = len(line.encode("utf-8", "replace")) + 1
+        if state["bytes"] + size > LOG_CAPTURE_BYTES:
+            state["capped"] = True
+            state["lines"].append(f"[dojo] output over {LOG_CAPTURE_BYTES} bytes; the rest is not captured")
+            return
+        state["bytes"] += size
+        state["lines"].append(self.prefix + line.rstrip("\r"))
+
+    def flush(self) -> None:
+        state = self.shared
+        with state["lock"]:
+            lines, state["lines"] = state["lines"], []
+            state["flushed"] = time.monotonic()
+        if lines:
+            try:
+                self.send(lines)
+            except Exception:  # noqa: BLE001  (logging must never fail the job)
+                pass
+        try:
+            self.original.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close_attempt(self) -> None:
+        """Send the unfinished last line and whatever is buffered."""
+        with self.shared["lock"]:
+            if self.partial:
+                self._add(self.partial)
+                self.partial = ""
+        self.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.original, "encoding", "utf-8")
+
+
+def _capture_output(actor, token: int):
+    """(stdout, stderr) capturing streams for one attempt; stderr lines are marked ``[stderr]``."""
+    def send(lines: list[str]) -> None:
+        actor.log_lines.remote(token, lines)
+
+    out = _OutputCapture(send, sys.stdout)
+    err = _OutputCapture(send, sys.stderr, "[stderr] ", out.shared)
+    return out, err
 
 
 class _Heartbeat(threading.Thread):
@@ -137,6 +238,8 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
         with heartbeat.lock:
             heartbeat.current[lease["token"]] = cancelled
     started = time.perf_counter()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = capture = _capture_output(actor, lease["token"])
     try:
         if job_type is None or job_type.perform is None:
             raise PermanentFailure(f"job type {lease['type']!r} is not registered in this worker; "
@@ -156,6 +259,9 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
             raise
     finally:
         report["duration"] = time.perf_counter() - started
+        sys.stdout, sys.stderr = saved
+        for stream in capture:
+            stream.close_attempt()
         if heartbeat is not None:
             with heartbeat.lock:
                 heartbeat.current.pop(lease["token"], None)
@@ -163,8 +269,10 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
 
 
 @ray.remote(max_retries=0)
-def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modules: tuple[str, ...]) -> int:
+def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modules: tuple[str, ...],
+             env: dict[str, str] | None = None) -> int:
     """Lease and run jobs of one type until none are left; returns how many ran."""
+    os.environ.update(env or {})
     _set_child_subreaper()
     registry = load_modules(modules)
     actor = ray.get_actor(actor_name(queue), namespace=NAMESPACE)

@@ -123,8 +123,13 @@ class Settings:
         return Path(self.state_dir) / "objects"
 
     def env(self) -> dict[str, str]:
-        """The environment that reproduces these settings in another process."""
+        """The environment that reproduces these settings in another process.
+
+        Other DOJO_* variables of this process (job types' own settings, such as
+        DOJO_HELIX_URL) travel along, so the queue actor and its jobs see them.
+        """
         return {
+            **{k: v for k, v in os.environ.items() if k.startswith("DOJO_")},
             "DOJO_STATE_DIR": self.state_dir,
             "DOJO_HOST": self.host,
             "DOJO_PORT": str(self.port),

@@ -299,6 +299,57 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
 
+    # -- schedules ----------------------------------------------------------------------
+    @app.post("/v1/schedules", status_code=201, tags=["schedules"], dependencies=[Depends(admin)],
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "example": {"name": "clips-hourly", "cron": "0 * * * *", "timezone": "UTC", "missed": "skip",
+                              "job": {"type": "clips.crawl", "payload": {}}}}}}}})
+    async def schedule_put(request: Request, queue: str = "default"):
+        """Create or replace a cron schedule (one job per tick, exactly once, across restarts)."""
+        _check_queue(queue)
+        return await call(queues.schedule_put(queue, await json_body(request)))
+
+    @app.get("/v1/schedules", tags=["schedules"], dependencies=[Depends(admin)])
+    async def schedule_list(queue: str = "default"):
+        _check_queue(queue)
+        return {"schedules": await call(queues.schedule_list(queue))}
+
+    @app.get("/v1/schedules/{name}", tags=["schedules"], dependencies=[Depends(admin)])
+    async def schedule_get(name: str, queue: str = "default"):
+        _check_queue(queue)
+        return await call(queues.schedule_get(queue, name))
+
+    @app.delete("/v1/schedules/{name}", tags=["schedules"], dependencies=[Depends(admin)])
+    async def schedule_delete(name: str, queue: str = "default"):
+        _check_queue(queue)
+        await call(queues.schedule_delete(queue, name))
+        return {"deleted": name}
+
+    @app.post("/v1/schedules/{name}/{action}", tags=["schedules"], dependencies=[Depends(admin)])
+    async def schedule_action(name: str, action: str, queue: str = "default"):
+        """``pause``, ``resume`` or ``run`` (enqueue one job now)."""
+        _check_queue(queue)
+        if action == "run":
+            return public(await call(queues.schedule_run(queue, name)))
+        if action not in ("pause", "resume"):
+            raise NotFound(f"no schedule action {action!r}; use pause, resume or run")
+        return await call(queues.schedule_pause(queue, name, action == "pause"))
+
+    # -- rate limits -----------------------------------------------------------------------
+    @app.put("/v1/ratelimits/{name}", tags=["ratelimits"], dependencies=[Depends(admin)])
+    async def bucket_put(name: str, request: Request, queue: str = "default"):
+        """Define a token bucket shared by every worker: {"rate": per second, "burst": tokens}."""
+        _check_queue(queue)
+        body = await json_body(request)
+        if not isinstance(body, dict) or "rate" not in body:
+            raise InvalidInput("send {'rate': tokens per second, 'burst': bucket size}")
+        return await call(queues.bucket_put(queue, name, body["rate"], body.get("burst", body["rate"])))
+
+    @app.get("/v1/ratelimits/{name}", tags=["ratelimits"], dependencies=[Depends(admin)])
+    async def bucket_get(name: str, queue: str = "default"):
+        _check_queue(queue)
+        return await call(queues.bucket_get(queue, name))
+
     # -- tokens ------------------------------------------------------------------------
     @app.post("/v1/tokens", status_code=201, tags=["auth"], dependencies=[Depends(admin)])
     async def create_token(request: Request):

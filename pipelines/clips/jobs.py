@@ -39,7 +39,7 @@ from .crawl import crawl_streamer, time_range
 from .db import ClipDB, read_streamers
 from .exceptions import ClipsConfigError, HelixRequestError
 from .helix import HelixClient, parse_time, rfc3339
-from .limits import Limiter, local_limiter
+from .limits import Limiter, local_limiter, shared_limiter
 from .settings import ClipsSettings
 
 CRAWL = "clips.crawl"
@@ -61,11 +61,19 @@ def limiter_for(settings: ClipsSettings) -> Limiter:
 
 
 def _make_limiter(settings: ClipsSettings) -> Limiter:
-    if settings.limiter == "local":
+    kind = settings.limiter
+    if kind == "auto":  # inside Ray the workers share the queue actor's bucket; alone, a local one
+        import ray
+
+        kind = "shared" if ray.is_initialized() else "local"
+    if kind == "local":
         return local_limiter(settings)
+    if kind == "shared":
+        return shared_limiter(settings)
     module_name, _, attr = settings.limiter.partition(":")
     if not module_name or not attr:
-        raise ClipsConfigError(f"DOJO_HELIX_LIMITER must be 'local' or 'module:callable', got {settings.limiter!r}")
+        raise ClipsConfigError("DOJO_HELIX_LIMITER must be 'auto', 'shared', 'local' or 'module:callable', "
+                               f"got {settings.limiter!r}")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

@@ -206,3 +206,20 @@ class LocalLimiter:
 def local_limiter(settings) -> LocalLimiter:
     """The ``DOJO_HELIX_LIMITER=local`` factory: a LocalLimiter just under the settings' rate and burst."""
     return LocalLimiter.under(settings.rate, settings.burst, settings.max_in_flight)
+
+
+def shared_limiter(settings):
+    """The ``DOJO_HELIX_LIMITER=shared`` factory: one bucket per Helix client id, held by the queue actor.
+
+    Every worker of the cluster takes its tokens from the same bucket (kept just
+    under the API's rate and burst, as ``LocalLimiter.under`` explains), a 429
+    pauses it for all of them, and at most ``max_in_flight`` requests are in
+    flight to the host across all workers.
+    """
+    from actors.limits import SharedLimiter
+
+    if settings.rate is None:
+        return SharedLimiter(f"helix:{settings.client_id or 'anonymous'}", max_in_flight=settings.max_in_flight)
+    margin = max(1, math.ceil(settings.rate * 0.1))
+    return SharedLimiter(f"helix:{settings.client_id or 'anonymous'}", rate=settings.rate * 0.98,
+                         burst=max(1, settings.burst - margin), max_in_flight=settings.max_in_flight)

@@ -64,9 +64,9 @@ class ClipsSettings:
     retries: int = 6
     #: DOJO_HELIX_TIMEOUT: seconds one HTTP request may take.
     timeout: float = 30.0
-    #: DOJO_HELIX_LIMITER: 'local' (a per-process LocalLimiter) or 'module:callable' returning a Limiter,
-    #: called with these settings (e.g. the queue actor's shared limiter).
-    limiter: str = "local"
+    #: DOJO_HELIX_LIMITER: 'auto' (shared inside Ray, else local), 'shared' (the queue actor's bucket, for
+    #: every worker), 'local' (one per process) or 'module:callable' returning a Limiter.
+    limiter: str = "auto"
 
     @classmethod
     def from_env(cls, env=None) -> "ClipsSettings":
@@ -86,7 +86,7 @@ class ClipsSettings:
             max_in_flight=_number(env, "DOJO_HELIX_MAX_IN_FLIGHT", cls.max_in_flight, minimum=1, integer=True),
             retries=_number(env, "DOJO_HELIX_RETRIES", cls.retries, minimum=1, integer=True),
             timeout=_number(env, "DOJO_HELIX_TIMEOUT", cls.timeout, minimum=0.001),
-            limiter=env.get("DOJO_HELIX_LIMITER") or "local",
+            limiter=env.get("DOJO_HELIX_LIMITER") or "auto",
         )
         if settings.page_size > 100:
             raise ClipsConfigError(f"DOJO_CLIPS_PAGE_SIZE must be within 1..100 (Helix's limit), got {settings.page_size}")

@@ -138,4 +138,4 @@ def test_limiter_factory_from_settings(monkeypatch):
     made = jobs._make_limiter(custom)  # the factory is called with the settings
     assert isinstance(made, LocalLimiter) and made.burst == 3  # 4 - ceil(10 * 0.1)
     with pytest.raises(ClipsConfigError, match="'local' or 'module:callable'"):
-        jobs._make_limiter(ClipsSettings.from_env({"DOJO_HELIX_LIMITER": "shared"}))
+        jobs._make_limiter(ClipsSettings.from_env({"DOJO_HELIX_LIMITER": "sharedish"}))

@@ -322,3 +322,71 @@ def test_cancelling_a_parent_cancels_its_unfinished_children(q):
 def test_children_need_a_running_parent(q):
     with pytest.raises(InvalidInput, match="not running"):
         q.enqueue_many([{"type": "echo", "parent_id": "j_00000000000000000000"}], T0)
+
+
+def test_schedule_fires_once_per_tick_across_a_restart(q, path):
+    from datetime import datetime, timezone
+
+    start = datetime(2026, 1, 1, 10, 0, 30, tzinfo=timezone.utc).timestamp()
+    sched = q.add_schedule({"name": "hourly", "cron": "0 * * * *", "job": {"type": "echo", "payload": 1}}, start)
+    assert sched["next_run"] == start + 3570
+    assert q.fire_schedules(start + 100) == []
+    [job] = q.fire_schedules(start + 3575)
+    assert job["unique_key"].startswith("schedule:hourly:")
+    q = reopen(q, path)  # the advanced next_run was committed with the job
+    assert q.fire_schedules(start + 3580) == []
+    assert q.schedule("hourly")["fired"] == 1 and q.schedule("hourly")["last_job_id"] == job["id"]
+
+
+def test_missed_ticks_follow_the_policy(q):
+    from datetime import datetime, timezone
+
+    start = datetime(2026, 1, 1, 10, 0, 0, tzinfo=timezone.utc).timestamp()
+    q.add_schedule({"name": "skip", "cron": "0 * * * *", "job": {"type": "echo"}}, start)
+    q.add_schedule({"name": "once", "cron": "0 * * * *", "job": {"type": "echo"}, "missed": "run_once"}, start)
+    down_until = start + 5 * 3600 + 1800  # down for five ticks, back at half past
+    fired = q.fire_schedules(down_until)
+    assert [j["unique_key"].split(":")[1] for j in fired] == ["once"]
+    for name in ("skip", "once"):
+        assert q.schedule(name)["next_run"] == start + 6 * 3600
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "x", "cron": "61 * * * *", "job": {"type": "echo"}}, "not a valid cron"),
+    ({"name": "x", "cron": "* * *", "job": {"type": "echo"}}, "expected 5"),
+    ({"name": "x", "cron": "0 * * * *", "timezone": "Mars/Base", "job": {"type": "echo"}}, "unknown timezone"),
+    ({"name": "x", "cron": "0 * * * *", "job": {"type": "nope"}}, "unknown job type"),
+    ({"name": "bad name", "cron": "0 * * * *", "job": {"type": "echo"}}, "schedule name"),
+    ({"name": "x", "cron": "0 * * * *", "job": {"type": "echo"}, "missed": "all"}, "missed must be"),
+])
+def test_bad_schedules_are_refused_and_change_nothing(q, data, message):
+    with pytest.raises(InvalidInput, match=message):
+        q.add_schedule(data, T0)
+    assert q.schedules == {} and not q.store.dirty
+
+
+def test_pause_and_run_now(q):
+    q.add_schedule({"name": "m", "cron": "* * * * *", "job": {"type": "echo"}}, T0)
+    q.pause_schedule("m", True, T0)
+    assert q.fire_schedules(T0 + 3600) == []
+    job = q.run_schedule_now("m", T0 + 3600)
+    assert job["status"] == "queued"
+    q.pause_schedule("m", False, T0 + 3600)
+    assert len(q.fire_schedules(T0 + 3700)) == 1
+
+
+def test_token_bucket_grants_at_most_rate_and_burst_and_survives_restart(q, path):
+    granted = 0
+    now = T0
+    q.define_bucket("helix", 20, 20, T0)
+    while now < T0 + 10:
+        granted += q.take_tokens("helix", 5, now)["granted"]
+        now += 0.01
+    assert 20 + 20 * 9.99 - 1 <= granted <= 20 + 20 * 10  # burst, then the rate
+    q = reopen(q, path)
+    assert q.take_tokens("helix", 5, now)["granted"] <= 1  # a restart does not refill it
+    q.pause_bucket("helix", now + 30, now)
+    answer = q.take_tokens("helix", 1, now + 10)
+    assert answer == {"granted": 0, "retry_after": 20.0}
+    with pytest.raises(InvalidInput):
+        q.define_bucket("x", 0, 1, T0)
