@@ -36,89 +36,7 @@ RECENT_EVENTS = 20_000
 
 
 class QueueService:
-    """The body of the queue actor (``    # -- schedules -----------------------------------------------------------
-    async def schedule_put(self, data: dict) -> dict:
-        self._ensure_loop()
-        schedule = self.q.add_schedule(data, time.time())
-        await self._commit()
-        return schedule
-
-    async def schedule_list(self) -> list[dict]:
-        self._ensure_loop()
-        return sorted(self.q.schedules.values(), key=lambda s: s["name"])
-
-    async def schedule_get(self, name: str) -> dict:
-        return self.q.schedule(name)
-
-    async def schedule_delete(self, name: str) -> None:
-        self.q.remove_schedule(name)
-        await self._commit()
-
-    async def schedule_pause(self, name: str, paused: bool) -> dict:
-        schedule = self.q.pause_schedule(name, paused, time.time())
-        await self._commit()
-        return schedule
-
-    async def schedule_run(self, name: str) -> dict:
-        job = self.q.run_schedule_now(name, time.time())
-        await self._commit()
-        return job
-
-    # -- rate limits (shared by every worker) ------------------------------------
-    async def bucket_put(self, name: str, rate: float, burst: float) -> dict:
-        bucket = self.q.define_bucket(name, rate, burst, time.time())
-        await self._commit()
-        return bucket
-
-    async def bucket_get(self, name: str) -> dict:
-        return self.q.buckets.get(name).to_dict()
-
-    async def take_tokens(self, name: str, want: int = 1, rate: float | None = None,
-                          burst: float | None = None) -> dict:
-        """Grant up to ``want`` tokens; committed before granted, so a restart never refills a bucket."""
-        answer = self.q.take_tokens(name, want, time.time(), rate, burst)
-        await self._commit()
-        return answer
-
-    async def pause_bucket(self, name: str, until: float) -> dict:
-        bucket = self.q.pause_bucket(name, until, time.time())
-        await self._commit()
-        return bucket
-
-    async def acquire_slot(self, name: str, limit: int, holder: str, ttl: float = 60.0, wait: float = 30.0) -> bool:
-        """Hold one of ``limit`` in-flight places of ``name`` (e.g. a host); waits up to ``wait`` seconds.
-
-        Slots live in memory and expire after ``ttl`` so a dead worker cannot hold one forever.
-        """
-        deadline = time.monotonic() + wait
-        while True:
-            now = time.monotonic()
-            holders = self._slots.setdefault(name, {})
-            for stale in [h for h, expires in holders.items() if expires < now]:
-                del holders[stale]
-            if len(holders) < limit:
-                holders[holder] = now + ttl
-                return True
-            if now >= deadline:
-                return False
-            waiter = asyncio.get_running_loop().create_future()
-            self._slot_waiters.setdefault(name, []).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, min(deadline - now, ttl))
-            except asyncio.TimeoutError:
-                pass
-
-    async def release_slot(self, name: str, holder: str) -> None:
-        self._slots.get(name, {}).pop(holder, None)
-        waiters = self._slot_waiters.get(name)
-        while waiters:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(True)
-                break
-
-
-QueueActor = ray.remote(QueueService)``)."""
+    """The body of the queue actor (``QueueActor = ray.remote(QueueService)``)."""
 
     def __init__(self, name: str, env: dict[str, str]):
         os.environ.update(env)
@@ -424,8 +342,33 @@ QueueActor = ray.remote(QueueService)``)."""
             ("job:" + job_id, after, limit)).fetchall()
         import orjson
 
-        return {"job_id": job_id, "status": job["status"],
+        return {"job_id": job_id, "status": job["status"], "last_seq": self.store.last_seq("job:" + job_id),
                 "events": [{"seq": seq, "at": at, **orjson.loads(data)} for seq, at, data in rows]}
+
+    async def browse(self, filters: dict, oldest_first: bool = False, after_id: str | None = None) -> list[dict]:
+        """Like ``list`` (newest first, cursor ``before_id``), or oldest first with cursor ``after_id``."""
+        if self.store.dirty:
+            await self._commit()
+        if not oldest_first:
+            return self.store.list_jobs(**filters)
+        where, args = [], []
+        for column in ("status", "type"):
+            if filters.get(column):
+                where.append(f"{column} IN ({','.join('?' * len(filters[column]))})")
+                args += list(filters[column])
+        for column, key, op in (("parent_id", "parent_id", "="), ("created_at", "created_after", ">="),
+                                ("created_at", "created_before", "<"), ("id", None, ">")):
+            value = after_id if key is None else filters.get(key)
+            if value is not None and value != "":
+                where.append(f"{column}{op}?")
+                args.append(value)
+        if filters.get("text"):
+            where.append("instr(data, ?) > 0")
+            args.append(filters["text"])
+        sql = "SELECT data FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        import orjson
+
+        return [orjson.loads(d) for (d,) in self.store.db.execute(sql, [*args, filters.get("limit", 100)])]
 
     async def insights(self, window: float = 3600.0, bucket: float = 60.0) -> dict:
         """The queue's last ``window`` seconds: throughput, failure rate, run-time percentiles, a series."""

@@ -93,6 +93,11 @@ class Queues:
         """A job's log events after seq ``after`` and its current status."""
         return await self.actor(queue_of(job_id)).logs.remote(job_id, after, limit)
 
+    async def browse(self, queue: str, oldest_first: bool = False, after_id: str | None = None,
+                     **filters) -> list[dict]:
+        """Jobs of a queue newest first (``before_id`` cursor) or oldest first (``after_id`` cursor)."""
+        return await self.actor(queue).browse.remote(filters, oldest_first, after_id)
+
     async def insights(self, queue: str, window: float = 3600.0, bucket: float = 60.0) -> dict:
         """Depth, running jobs and the last ``window`` seconds of a queue (for the dashboard)."""
         return await self.actor(queue).insights.remote(window, bucket)
