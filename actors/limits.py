@@ -22,12 +22,13 @@ from .settings import NAMESPACE
 
 class SharedLimiter:
     def __init__(self, bucket: str, *, rate: float | None = None, burst: float | None = None,
-                 max_in_flight: int | None = None, queue: str = "default", slot_ttl: float = 120.0):
+                 max_in_flight: int | None = None, queue: str | None = None, slot_ttl: float = 120.0):
         self.bucket = bucket
         self.rate = rate
         self.burst = burst
         self.max_in_flight = max_in_flight
-        self.queue = queue
+        # The bucket lives in the actor of the queue whose job made this limiter.
+        self.queue = queue or os.environ.get("DOJO_CURRENT_QUEUE", "default")
         self.slot_ttl = slot_ttl
         self._paused_until = 0.0
         self._holder = f"{os.getpid()}-{id(self)}"

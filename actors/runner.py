@@ -273,6 +273,7 @@ def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modul
              env: dict[str, str] | None = None) -> int:
     """Lease and run jobs of one type until none are left; returns how many ran."""
     os.environ.update(env or {})
+    os.environ["DOJO_CURRENT_QUEUE"] = queue
     _set_child_subreaper()
     registry = load_modules(modules)
     actor = ray.get_actor(actor_name(queue), namespace=NAMESPACE)

@@ -36,7 +36,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 PUBLIC_JOB_FIELDS = ("id", "queue", "type", "status", "payload", "priority", "attempts", "max_attempts", "run_at",
                      "created_at", "updated_at", "started_at", "finished_at", "timeout", "unique_key",
                      "concurrency_key", "concurrency_limit", "resources", "backoff", "result", "result_key", "error",
-                     "progress", "parent_id", "history")
+                     "progress", "parent_id", "children", "phase", "history")
 
 
 def public(job: dict) -> dict:
@@ -397,6 +397,11 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
                 raise InvalidInput("the body must be a JSON object")
         result = await call(queues.pull_report(queue, int(token), job_id, action, body))
         return public(result) if "id" in result else result
+
+    # -- the dashboard (/dashboard) and job logs (/v1/jobs/{id}/logs) -----------------------
+    from .dashboard import router as dashboard_router
+
+    app.include_router(dashboard_router)
 
     # -- job modules' own routes (e.g. POST /v1/renders) ---------------------------------
     for module_name in settings.job_modules:

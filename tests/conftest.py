@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from actors.settings import NAMESPACE, Settings
+from actors.settings import DEFAULT_JOB_MODULES, NAMESPACE, Settings
 
 
 def free_port() -> int:
@@ -22,7 +22,7 @@ def settings(tmp_path_factory) -> Settings:
         "DOJO_STATE_DIR": str(tmp_path_factory.mktemp("dojo-state")),
         "DOJO_PORT": str(free_port()),
         "DOJO_LEASE_TTL": "3",
-        "DOJO_JOB_MODULES": os.environ.get("DOJO_TEST_JOB_MODULES", "pipelines.sample"),
+        "DOJO_JOB_MODULES": os.environ.get("DOJO_TEST_JOB_MODULES", ",".join(DEFAULT_JOB_MODULES)),
         "DOJO_API_TOKEN": "test-api-token",
         "DOJO_WORKER_TOKEN": "test-worker-token",
         "DOJO_SECRET": "test-secret",
