@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/dojo up
-	$(BIN)/dojo submit countdown --payload '{"steps": 10, "interval": 0.3}' --watch
+	$(BIN)/python -m pipelines.render.sample out
+	$(BIN)/dojo render out/sample.md
 
 test: $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

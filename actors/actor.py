@@ -20,7 +20,9 @@ from pathlib import Path
 
 import ray
 
+from . import retention
 from . import runner as runner_mod
+from . import scaling
 from .exceptions import DojoError
 from .jobs import load_modules
 from .metrics import QueueMetrics, series, window_stats
@@ -61,10 +63,12 @@ class QueueService:
         self._new_events = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._committed_gseq = self.store.max_gseq()
+        self._swept_at = 0.0
         self._slots: dict[str, dict[str, float]] = {}
         self._slot_waiters: dict[str, list[asyncio.Future]] = {}
         self.started_at = time.time()
         self.metrics = QueueMetrics(name)
+        self.scaling = scaling.DemandReporter(name, self.registry)
         self._depth_at = 0.0
         log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
 
@@ -85,9 +89,14 @@ class QueueService:
                 if self.store.dirty:
                     await self._commit()
                 self._dispatch()
+                self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
                     self._depth_at = now
                     self.metrics.depth(self.store.count_by_status())
+                if now - self._swept_at >= retention.SWEEP_EVERY_S:
+                    self._swept_at = now
+                    if retention.sweep(self.q, now):
+                        await self._commit()
             except Exception:
                 log.exception("queue %s tick failed", self.name)
             await asyncio.sleep(TICK_S)

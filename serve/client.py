@@ -119,6 +119,37 @@ class Client:
     def stats(self, queue: str = "default") -> dict:
         return self._call("GET", f"/v1/queues/{queue}")
 
+    def render(self, deck: str | list[str], script: str | None = None, **options) -> dict:
+        """Upload a deck (PDF, images, or a Markdown deck with speaker notes) and queue its render.
+
+        Options: engine, voice, speed, resolution ('1920x1080'), pad_before, pad_after, subtitles, burn_in.
+        """
+        paths = [deck] if isinstance(deck, str) else list(deck)
+        handles = []
+        try:
+            files = []
+            for path in paths:
+                handle = open(path, "rb")
+                handles.append(handle)
+                files.append(("deck", (os.path.basename(path), handle)))
+            if script:
+                handle = open(script, "rb")
+                handles.append(handle)
+                files.append(("script", (os.path.basename(script), handle)))
+            data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items() if v is not None}
+            response = self.session.post(f"{self.url}/v1/renders", files=files, data=data, timeout=300)
+        finally:
+            for handle in handles:
+                handle.close()
+        body = response.json()
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    def outputs(self, job_id: str) -> dict:
+        """Signed URLs of the objects a job produced (e.g. a render's video), plus local paths when stored locally."""
+        return self._call("GET", f"/v1/jobs/{job_id}/outputs")
+
     def events(self, job_id: str, after: int = 0, follow: bool = True) -> Iterator[dict]:
         """The job's events after ``after``; with follow, live until the job is final (SSE, resumes on drops)."""
         if not follow:

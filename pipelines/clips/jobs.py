@@ -103,7 +103,24 @@ def _check_time(payload: dict, name: str) -> None:
                                f"got {payload[name]!r}") from None
 
 
+def _settings(payload: dict) -> ClipsSettings:
+    """The Helix settings from the environment; a payload's ``fake_helix`` URL (demos and tests only)
+    points the crawl at a local fake server with the fake's own credentials."""
+    settings = ClipsSettings.from_env()
+    fake = payload.get("fake_helix")
+    if fake:
+        from .fake_helix import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
+
+        base = fake.rstrip("/")
+        settings = dataclasses.replace(settings, helix_url=base if base.endswith("/helix") else base + "/helix",
+                                       client_id=DEFAULT_CLIENT_ID, token=DEFAULT_TOKEN)
+    return settings
+
+
 def _check_common(payload: dict) -> None:
+    fake = payload.get("fake_helix")
+    if fake is not None and (not isinstance(fake, str) or not fake.startswith(("http://127.", "http://localhost"))):
+        raise InvalidInput("fake_helix must be a loopback URL like http://127.0.0.1:8787 (a local fake server)")
     _check_time(payload, "started_at")
     _check_time(payload, "ended_at")
     hours = payload.get("window_hours")
@@ -118,7 +135,7 @@ def validate_crawl(payload: Any) -> None:
     payload = {} if payload is None else payload
     if not isinstance(payload, dict):
         raise InvalidInput(f"a {CRAWL} payload must be an object, got {type(payload).__name__}")
-    unknown = set(payload) - {"source", "started_at", "ended_at", "window_hours", "first"}
+    unknown = set(payload) - {"source", "started_at", "ended_at", "window_hours", "first", "fake_helix"}
     if unknown:
         raise InvalidInput(f"unknown {CRAWL} payload keys {sorted(unknown)}; expected source, started_at, "
                            "ended_at, window_hours, first")
@@ -147,7 +164,7 @@ def validate_streamer(payload: Any) -> None:
 def crawl(ctx: JobContext, payload: dict | None) -> dict:
     """Fan out: one ``clips.streamer`` child per streamer, enqueued in one call."""
     payload = payload or {}
-    settings = ClipsSettings.from_env()
+    settings = _settings(payload)
     settings.require_credentials()  # fail once here rather than in every child
     db = ClipDB(settings.db_path)
     streamers = read_streamers(payload.get("source") or settings.streamers, db)
@@ -158,7 +175,8 @@ def crawl(ctx: JobContext, payload: dict | None) -> dict:
         "type": STREAMER,
         "payload": {"broadcaster_id": s["broadcaster_id"], "login": s.get("login", ""),
                     "started_at": rfc3339(start), "ended_at": rfc3339(end),
-                    "window_hours": window_hours, "first": first},
+                    "window_hours": window_hours, "first": first,
+                    **({"fake_helix": payload["fake_helix"]} if payload.get("fake_helix") else {})},
         "unique_key": f"{STREAMER}:{ctx.job_id}:{s['broadcaster_id']}",
     } for s in streamers]
     ctx.progress(0.0, stage="enqueue", message=f"{len(specs)} streamers", streamers=len(specs))
@@ -170,7 +188,7 @@ def crawl(ctx: JobContext, payload: dict | None) -> dict:
 @job(STREAMER, max_attempts=5, retry_delay=2.0, timeout=600, num_cpus=0.1, validate=validate_streamer)
 def streamer(ctx: JobContext, payload: dict) -> dict:
     """Crawl one streamer and upsert its clips; returns the summary."""
-    settings = ClipsSettings.from_env()
+    settings = _settings(payload)
     return run_async(_crawl_one(ctx, payload, settings))
 
 

@@ -1,0 +1,507 @@
+"""The dashboard's HTTP and WebSocket routes, and the job logs route of the API.
+
+Pages (``/dashboard``, ``/dashboard/jobs``, ``/dashboard/jobs/<id>``,
+``/dashboard/cluster``, ``/dashboard/schedules``) are one HTML shell whose
+ES modules render the view from the URL, so a filter is a link. Without a
+valid session every page answers the login form and nothing else; the
+scripts, styles and data routes answer 401. Data comes from
+``/dashboard/api/...`` (the queue facade, ``app.state.queues``) and live
+updates from ``/dashboard/ws/...`` (the replica's event hub), never from
+polling. State-changing calls need the CSRF token (see ``session``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+
+from actors.exceptions import DojoError, Forbidden, InvalidInput, MalformedRequest, NotFound
+from actors.queue import QUEUE_NAME, STATUSES, queue_of
+from actors.settings import NAMESPACE
+
+from . import session as sessions
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+PAGES = HERE / "pages"
+FINAL = ("succeeded", "failed", "cancelled")
+BULK_MAX = 500
+PAGE_NAMES = ("", "jobs", "cluster", "schedules")
+
+router = APIRouter(include_in_schema=False)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _secret(request) -> str:
+    return request.app.state.settings.secret
+
+
+def _session(request: Request | WebSocket) -> sessions.Session:
+    return sessions.require(request.app.state.auth, _secret(request), request.headers.get("authorization"),
+                            request.cookies.get(sessions.COOKIE))
+
+
+def _write_session(request: Request) -> sessions.Session:
+    """The session of a state-changing request, CSRF-checked."""
+    who = _session(request)
+    sessions.check_csrf(_secret(request), who, request.method, request.headers.get(sessions.CSRF_HEADER))
+    return who
+
+
+async def call(coro):
+    """Await a facade call, answering with the queue's own error instead of Ray's wrapper."""
+    try:
+        return await coro
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise _Unavailable(f"the queue's actor is restarting ({type(exc).__name__}); retry in a second") from None
+    except Exception as exc:  # noqa: BLE001
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, DojoError):
+            raise cause from None
+        raise
+
+
+class _Unavailable(DojoError):
+    """The queue's actor is restarting; retry shortly (nothing was changed)."""
+
+    status = 503
+
+
+def _check_queue(queue: str) -> str:
+    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+        raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+    return queue
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise MalformedRequest("the request body is empty; send JSON")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def known_queues(settings) -> list[str]:
+    """Queues with a database in the state dir or a live actor; always includes ``default``."""
+    names = {"default"}
+    names.update(p.stem for p in (Path(settings.state_dir) / "queues").glob("*.sqlite3"))
+    try:
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor.get("namespace") == NAMESPACE and actor.get("name", "").startswith("queue:"):
+                names.add(actor["name"][len("queue:"):])
+    except Exception:  # noqa: BLE001  (Ray not reachable: the state dir still answers)
+        pass
+    return sorted(n for n in names if QUEUE_NAME.match(n))
+
+
+def view(job: dict) -> dict:
+    """A job as the dashboard shows it (the API's public fields plus its lease and flow report)."""
+    from ..app import public
+
+    out = public(job)
+    out["children"] = job.get("children")
+    out["phase"] = job.get("phase")
+    if job.get("lease"):
+        out["lease"] = {k: job["lease"].get(k) for k in ("node", "pid", "started_at", "expires", "deadline")}
+    return out
+
+
+# -- login and pages ---------------------------------------------------------------------------
+def _login_page(error: str = "", next_path: str = "/dashboard", status: int = 401) -> HTMLResponse:
+    text = (PAGES / "login.html").read_text()
+    text = text.replace("{{error}}", f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "")
+    text = text.replace("{{next}}", html.escape(next_path, quote=True))
+    return HTMLResponse(text, status_code=status, headers={"Cache-Control": "no-store",
+                                                           "Content-Security-Policy": _CSP})
+
+
+_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: https: http:; "
+        "connect-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'")
+
+
+def _safe_next(path: str | None) -> str:
+    if not path or not path.startswith("/dashboard") or "//" in path or "\\" in path:
+        return "/dashboard"
+    return path
+
+
+@router.post("/dashboard/login")
+async def login(request: Request):
+    settings = request.app.state.settings
+    if not sessions.same_origin(request.headers.get("origin"), request.headers.get("host")):
+        raise Forbidden("the login form must be sent from this dashboard's own page")
+    form = await request.form()
+    token = str(form.get("token") or "").strip()
+    next_path = _safe_next(str(form.get("next") or ""))
+    try:
+        request.app.state.auth.principal(f"Bearer {token}" if token else None).require_admin()
+    except DojoError:
+        return _login_page("That is not this server's API token (`dojo token` prints it).", next_path)
+    value, _ = sessions.new_session(settings.secret)
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(sessions.COOKIE, value, max_age=sessions.SESSION_TTL, path="/dashboard", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/dashboard/logout")
+async def logout(request: Request):
+    who = _session(request)
+    form = await request.form()
+    sent = request.headers.get(sessions.CSRF_HEADER) or str(form.get("csrf") or "")
+    sessions.check_csrf(_secret(request), who, "POST", sent)
+    response = RedirectResponse("/dashboard", status_code=303)
+    response.delete_cookie(sessions.COOKIE, path="/dashboard", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/dashboard/static/{name}")
+async def static(name: str, request: Request):
+    _session(request)
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise NotFound(f"no dashboard asset {name!r}")
+    media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if name.endswith(".js"):
+        media = "text/javascript"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+async def _page(request: Request):
+    try:
+        who = _session(request)
+    except DojoError:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        status = 200 if request.url.path.rstrip("/") == "/dashboard" else 401
+        return _login_page(next_path=_safe_next(target), status=status)
+    csrf = sessions.csrf_token(_secret(request), who) if who.via == "cookie" else ""
+    text = (PAGES / "shell.html").read_text().replace("{{csrf}}", html.escape(csrf, quote=True))
+    return HTMLResponse(text, headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP,
+                                       "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"})
+
+
+router.add_api_route("/dashboard", _page, methods=["GET"])
+router.add_api_route("/dashboard/", _page, methods=["GET"])
+router.add_api_route("/dashboard/jobs", _page, methods=["GET"])
+router.add_api_route("/dashboard/jobs/{job_id}", _page, methods=["GET"])
+router.add_api_route("/dashboard/cluster", _page, methods=["GET"])
+router.add_api_route("/dashboard/schedules", _page, methods=["GET"])
+
+
+# -- data --------------------------------------------------------------------------------------
+@router.get("/dashboard/api/queues")
+async def api_queues(request: Request, window: float = 3600, bucket: float = 60, only: str | None = None):
+    """Every known queue (or just ``only``) with its depth, running jobs and the last ``window`` seconds."""
+    _session(request)
+    if not 60 <= window <= 7 * 86400 or not 1 <= bucket <= window:
+        raise InvalidInput("window must be 60..604800 seconds and bucket 1..window seconds")
+    queues = request.app.state.queues
+    names = [_check_queue(only)] if only else await asyncio.to_thread(known_queues, request.app.state.settings)
+    answers = await asyncio.gather(*(call(queues.insights(n, window, bucket)) for n in names),
+                                   return_exceptions=True)
+    out = []
+    for name, answer in zip(names, answers):
+        if isinstance(answer, BaseException):
+            out.append({"queue": name, "error": str(getattr(answer, "message", answer))})
+        else:
+            out.append(answer)
+    return {"queues": out, "now": time.time()}
+
+
+@router.get("/dashboard/api/jobs")
+async def api_jobs(request: Request, queue: str = "default", type: str | None = None, status: str | None = None,
+                   since: float | None = None, until: float | None = None, q: str | None = None,
+                   cursor: str | None = None, limit: int = 50, order: str = "newest", parent: str | None = None):
+    """One page of jobs; ``next_cursor`` continues it. ``order`` is ``newest`` or ``oldest``."""
+    _session(request)
+    _check_queue(queue)
+    statuses = [s for s in (status or "").split(",") if s]
+    if set(statuses) - set(STATUSES):
+        raise InvalidInput(f"unknown status {sorted(set(statuses) - set(STATUSES))}; use {list(STATUSES)}")
+    if order not in ("newest", "oldest"):
+        raise InvalidInput(f"order must be 'newest' or 'oldest', got {order!r}")
+    if not 1 <= limit <= 500:
+        raise InvalidInput(f"limit must be within 1..500, got {limit}")
+    for job_id in (cursor, parent):
+        if job_id:
+            queue_of(job_id)
+    filters = dict(status=statuses or None, type=[t for t in type.split(",") if t] if type else None,
+                   created_after=since, created_before=until, limit=limit + 1, text=q or None, parent_id=parent)
+    if order == "newest":
+        filters["before_id"] = cursor
+        jobs = await call(request.app.state.queues.browse(queue, **filters))
+    else:
+        jobs = await call(request.app.state.queues.browse(queue, oldest_first=True, after_id=cursor, **filters))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return {"jobs": [view(j) for j in jobs], "next_cursor": jobs[-1]["id"] if more else None}
+
+
+@router.get("/dashboard/api/jobs/{job_id}")
+async def api_job(job_id: str, request: Request):
+    _session(request)
+    queue_of(job_id)
+    return view(await call(request.app.state.queues.get(job_id)))
+
+
+@router.get("/dashboard/api/jobs/{job_id}/outputs")
+async def api_outputs(job_id: str, request: Request):
+    """Signed, expiring URLs for the objects the job's result names (a render's ``video``, ...)."""
+    _session(request)
+    job = await call(request.app.state.queues.get(job_id))
+    store = request.app.state.store
+    result = job.get("result") if isinstance(job.get("result"), dict) else {}
+    urls = {}
+    for name, key in result.items():
+        if isinstance(key, str) and "/" in key and await asyncio.to_thread(_exists, store, key):
+            urls[name] = store.signed_url(key, 3600)
+    return {"job_id": job_id, "urls": urls}
+
+
+def _exists(store, key: str) -> bool:
+    try:
+        return store.exists(key)
+    except DojoError:
+        return False
+
+
+@router.post("/dashboard/api/jobs")
+async def api_enqueue(request: Request):
+    """Enqueue one spec (the page's duplicate-with-edits)."""
+    _write_session(request)
+    spec = await _json(request)
+    if not isinstance(spec, dict):
+        raise InvalidInput("send one job spec object like {'type': 'countdown', 'payload': {...}}")
+    [job] = await call(request.app.state.queues.enqueue([spec]))
+    return JSONResponse(view(job), status_code=201)
+
+
+async def _act(queues, action: str, job_id: str):
+    if action == "cancel":
+        return view(await call(queues.cancel(job_id)))
+    if action == "retry":
+        return view(await call(queues.retry(job_id)))
+    if action == "delete":
+        await call(queues.delete(job_id))
+        return {"id": job_id, "deleted": True}
+    raise NotFound(f"no job action {action!r}; use cancel, retry or delete")
+
+
+@router.post("/dashboard/api/jobs/{job_id}/{action}")
+async def api_action(job_id: str, action: str, request: Request):
+    _write_session(request)
+    queue_of(job_id)
+    return await _act(request.app.state.queues, action, job_id)
+
+
+@router.post("/dashboard/api/bulk")
+async def api_bulk(request: Request):
+    """``{"action": "cancel" | "retry" | "delete", "ids": [...]}``; answers each id's outcome."""
+    _write_session(request)
+    body = await _json(request)
+    if not isinstance(body, dict) or body.get("action") not in ("cancel", "retry", "delete") \
+            or not isinstance(body.get("ids"), list) or not body["ids"]:
+        raise InvalidInput("send {'action': 'cancel' | 'retry' | 'delete', 'ids': [job ids]}")
+    ids = body["ids"]
+    if len(ids) > BULK_MAX:
+        raise InvalidInput(f"at most {BULK_MAX} jobs per bulk action, got {len(ids)}")
+    for job_id in ids:
+        queue_of(job_id)
+    queues = request.app.state.queues
+    answers = await asyncio.gather(*(_act(queues, body["action"], i) for i in ids), return_exceptions=True)
+    results = []
+    for job_id, answer in zip(ids, answers):
+        if isinstance(answer, DojoError):
+            results.append({"id": job_id, "ok": False, "error": answer.message})
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            results.append({"id": job_id, "ok": True, "status": answer.get("status", "deleted")})
+    return {"action": body["action"], "results": results,
+            "ok": sum(r["ok"] for r in results), "refused": sum(not r["ok"] for r in results)}
+
+
+@router.get("/dashboard/api/cluster")
+async def api_cluster(request: Request):
+    """Ray's nodes (alive, resources) and the running jobs on each, from every queue's leases."""
+    _session(request)
+    nodes = await asyncio.to_thread(ray.nodes)
+    names = await asyncio.to_thread(known_queues, request.app.state.settings)
+    answers = await asyncio.gather(*(call(request.app.state.queues.insights(n, 60, 60)) for n in names),
+                                   return_exceptions=True)
+    running: dict[str, list] = {}
+    for name, answer in zip(names, answers):
+        if isinstance(answer, dict):
+            for job in answer.get("running_jobs", ()):
+                running.setdefault(job.get("node") or "unknown", []).append({**job, "queue": name})
+    out = []
+    for node in nodes:
+        resources = node.get("Resources") or {}
+        node_id = node.get("NodeID")
+        jobs = running.pop(node_id, [])
+        out.append({
+            "id": node_id, "alive": bool(node.get("Alive")), "address": node.get("NodeManagerAddress"),
+            "hostname": node.get("NodeManagerHostname"), "head": "node:__internal_head__" in resources,
+            "type": (node.get("Labels") or {}).get("ray.io/node-type") or _node_type(resources),
+            "cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0),
+            "memory": resources.get("memory", 0),
+            "custom": {k: v for k, v in resources.items()
+                       if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:")},
+            "running": jobs, "state": "busy" if jobs else ("idle" if node.get("Alive") else "dead"),
+        })
+    return {"nodes": out, "elsewhere": running, "now": time.time()}
+
+
+def _node_type(resources: dict) -> str:
+    if "node:__internal_head__" in resources:
+        return "head"
+    return "gpu_worker" if resources.get("GPU") else "cpu_worker"
+
+
+@router.get("/dashboard/api/schedules")
+async def api_schedules(request: Request):
+    """Every queue's cron schedules (empty when this dojo has no schedules)."""
+    _session(request)
+    queues = request.app.state.queues
+    if not hasattr(queues, "schedule_list"):
+        return {"schedules": [], "supported": False}
+    names = await asyncio.to_thread(known_queues, request.app.state.settings)
+    answers = await asyncio.gather(*(call(queues.schedule_list(n)) for n in names), return_exceptions=True)
+    out = []
+    for name, answer in zip(names, answers):
+        if isinstance(answer, list):
+            out += [{**s, "queue": name} for s in answer]
+    return {"schedules": out, "supported": True, "now": time.time()}
+
+
+@router.post("/dashboard/api/schedules/{queue}/{name}/{action}")
+async def api_schedule_action(queue: str, name: str, action: str, request: Request):
+    _write_session(request)
+    _check_queue(queue)
+    queues = request.app.state.queues
+    if not hasattr(queues, "schedule_list"):
+        raise NotFound("this dojo has no schedules")
+    if action == "run":
+        return view(await call(queues.schedule_run(queue, name)))
+    if action not in ("pause", "resume"):
+        raise NotFound(f"no schedule action {action!r}; use pause, resume or run")
+    return await call(queues.schedule_pause(queue, name, action == "pause"))
+
+
+# -- live --------------------------------------------------------------------------------------
+async def _ws_check(websocket: WebSocket) -> None:
+    # SameSite=Strict keeps the cookie off cross-site handshakes; the Origin check is a second lock.
+    if not sessions.same_origin(websocket.headers.get("origin"), websocket.headers.get("host")):
+        raise Forbidden("this WebSocket only accepts the dashboard's own pages")
+    _session(websocket)
+
+
+@router.websocket("/dashboard/ws/queues/{queue}")
+async def ws_queue(websocket: WebSocket, queue: str, after: int = 0):
+    """Every event of a queue after gseq ``after``, then live (the jobs table and overview)."""
+    from ..app import _ws_stream
+    from ..hub import ALL
+
+    async def check():
+        await _ws_check(websocket)
+        _check_queue(queue)
+    await _ws_stream(websocket, check, lambda: websocket.app.state.hub.follow(queue, ALL, after))
+
+
+@router.websocket("/dashboard/ws/jobs/{job_id}")
+async def ws_job(websocket: WebSocket, job_id: str, after: int = 0):
+    """One job's events after seq ``after``, then live (the job page)."""
+    from ..app import _ws_stream
+
+    async def check():
+        await _ws_check(websocket)
+        queue_of(job_id)
+        await call(websocket.app.state.queues.get(job_id))
+    await _ws_stream(websocket, check,
+                     lambda: websocket.app.state.hub.follow(queue_of(job_id), "job:" + job_id, after))
+
+
+# -- job logs (part of the /v1 API) -------------------------------------------------------------
+@router.get("/v1/jobs/{job_id}/logs", tags=["jobs"])
+async def job_logs(job_id: str, request: Request, after: int = 0, limit: int = 1000, follow: bool = False):
+    """A job's log lines (``ctx.log`` and captured stdout/stderr), oldest first.
+
+    JSON ``{"job_id", "status", "lines": [{"seq", "at", "attempt", "line"}], "next_after"}``;
+    page on with ``after=next_after``. With ``follow=1`` or ``Accept: text/event-stream`` it is a
+    Server-Sent Events stream: ``log`` events (``{"seq", "attempt", "lines"}``) as they are written,
+    then one ``end`` event (``{"status"}``) when the job is finished.
+    """
+    auth = request.app.state.auth
+    auth.principal(request.headers.get("authorization"), request.query_params.get("token")).require_read("job",
+                                                                                                        job_id)
+    queue_of(job_id)
+    if not 1 <= limit <= 1000:
+        raise InvalidInput(f"limit must be within 1..1000, got {limit}")
+    queues = request.app.state.queues
+    answer = await call(queues.logs(job_id, after, limit))
+    if follow or "text/event-stream" in request.headers.get("accept", ""):
+        last = request.headers.get("last-event-id")
+        after = int(last) if last and last.isdigit() else after
+        return _follow_logs(request.app.state.hub, job_id, after, answer)
+    lines = [{"seq": e["seq"], "at": e["at"], "attempt": e.get("attempt"), "line": line}
+             for e in answer["events"] for line in e.get("lines", ())]
+    next_after = answer["events"][-1]["seq"] if answer["events"] else after
+    return {"job_id": job_id, "status": answer["status"], "lines": lines, "next_after": next_after,
+            "more": len(answer["events"]) >= limit}
+
+
+def _follow_logs(hub, job_id: str, after: int, first: dict) -> StreamingResponse:
+    queue = queue_of(job_id)
+    known = first["last_seq"]  # final status events up to here belong to earlier runs (before a retry)
+
+    async def body():
+        yield ": dojo log stream\n\n"
+        if first["status"] in FINAL:
+            # Finished: send what is stored after ``after`` and end.
+            for event in first["events"]:
+                yield _sse_event(event["seq"], "log", {"seq": event["seq"], "attempt": event.get("attempt"),
+                                                       "lines": event.get("lines", [])})
+            yield _sse_event(None, "end", {"status": first["status"]})
+            return
+        stream = hub.follow(queue, "job:" + job_id, after).__aiter__()
+        while True:
+            try:
+                event = await asyncio.wait_for(stream.__anext__(), 15)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            except StopAsyncIteration:
+                return
+            data = event["data"]
+            if event["kind"] == "log":
+                yield _sse_event(event["seq"], "log", {"seq": event["seq"], "attempt": data.get("attempt"),
+                                                       "lines": data.get("lines", [])})
+            elif event["kind"] == "status" and data.get("status") in FINAL and event["seq"] > known:
+                yield _sse_event(None, "end", {"status": data["status"]})
+                return
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse_event(seq: int | None, kind: str, data: dict) -> str:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+__all__ = ["router", "known_queues", "view"]

@@ -1,0 +1,132 @@
+// One job: its state, progress (live), attempts, flow report, outputs, timeline and log lines; actions.
+import { api, live, h, pill, when, secs, progressBar, toast, navigate } from "./lib.js";
+
+const FINAL = ["succeeded", "failed", "cancelled"];
+const json = (v) => JSON.stringify(v, null, 2);
+
+function describe(event) {
+  const d = event.data || {};
+  if (event.kind === "status") return `status → ${d.status}${d.attempt ? ` (attempt ${d.attempt})` : ""}${d.error ? `: ${d.error}` : ""}${d.retried ? " (manual retry)" : ""}`;
+  if (event.kind === "progress") return `progress ${d.fraction != null ? Math.round(d.fraction * 100) + "%" : ""} ${d.stage || ""} ${d.message || ""}`;
+  return `${event.kind} ${json(d).slice(0, 120)}`;
+}
+
+function flowReport(children, jobId) {
+  const counts = Object.entries(children.counts || {});
+  const errors = Object.entries(children.errors || {}).sort((a, b) => b[1] - a[1]);
+  const sums = Object.entries(children.sums || {});
+  return h("section", { class: "card", id: "flow" },
+    h("h2", {}, "Run report", h("a", { href: `/dashboard/jobs?queue=${jobId.includes(".") ? jobId.split(".")[1] : "default"}&parent=${jobId}` }, "children ⟶")),
+    h("p", {}, `${children.final} of ${children.total} children finished`),
+    h("div", { class: "depth" }, counts.map(([s, n]) => pill(`${s} ${n}`))),
+    sums.length ? h("dl", { class: "kv" }, sums.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])) : null,
+    errors.length ? [h("h2", {}, "Errors, grouped"), h("table", {}, h("tbody", {}, errors.map(([m, n]) => h("tr", {}, h("td", {}, String(n)), h("td", {}, m)))))] : null);
+}
+
+export function jobPage(main, id) {
+  let job = null, socket = null;
+  const head = h("div"), bar = h("div", { id: "progress" }), body = h("div", { class: "grid2" });
+  const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const logs = h("pre", { id: "logs" });
+  const editor = h("div");
+  main.append(h("p", {}, h("a", { href: `/dashboard/jobs?queue=${id.includes(".") ? id.split(".")[1] : "default"}` }, "⟵ jobs")),
+    head, bar, editor, body,
+    h("div", { class: "grid2" },
+      h("section", { class: "card" }, h("h2", {}, "Events"), timeline),
+      h("section", { class: "card" }, h("h2", {}, "Logs"), logs)));
+
+  async function act(action) {
+    try {
+      const answer = await api(`/jobs/${id}/${action}`, { method: "POST" });
+      toast(`${action}: job is ${answer.status}`);
+      await refresh();
+    } catch (err) { toast(err.message, true); }
+  }
+
+  function duplicate() {
+    const spec = { type: job.type, payload: job.payload, queue: job.queue, priority: job.priority, max_attempts: job.max_attempts, timeout: job.timeout };
+    const area = h("textarea", { id: "spec", spellcheck: "false" }, json(spec));
+    editor.replaceChildren(h("div", { class: "dialog" }, h("h2", {}, "Duplicate with edits"), area,
+      h("div", { class: "actions" },
+        h("button", { class: "primary", id: "submit-copy", onclick: async () => {
+          let body;
+          try { body = JSON.parse(area.value); } catch (err) { toast(`not valid JSON: ${err.message}`, true); return; }
+          try { const copy = await api("/jobs", { method: "POST", body }); navigate(`/dashboard/jobs/${copy.id}`); }
+          catch (err) { toast(err.message, true); }
+        } }, "Enqueue copy"),
+        h("button", { onclick: () => editor.replaceChildren() }, "Close"))));
+  }
+
+  function render() {
+    const unfinished = !FINAL.includes(job.status);
+    head.replaceChildren(
+      h("h1", {}, job.type, " ", h("span", { id: "status" }, pill(job.status)), " ", h("small", { class: "muted id" }, job.id)),
+      h("div", { class: "actions" },
+        h("button", { id: "cancel", class: "danger", disabled: !unfinished, onclick: () => act("cancel") }, "Cancel"),
+        h("button", { id: "retry", disabled: !["failed", "cancelled"].includes(job.status), onclick: () => act("retry") }, "Retry"),
+        h("button", { id: "duplicate", onclick: duplicate }, "Duplicate with edits…")));
+    renderProgress();
+    const outputs = h("div", { id: "outputs" });
+    body.replaceChildren(
+      h("section", { class: "card" }, h("h2", {}, "Job"),
+        h("dl", { class: "kv" },
+          [["queue", job.queue], ["attempts", `${job.attempts} of ${job.max_attempts}`], ["priority", job.priority],
+           ["created", when(job.created_at)], ["started", when(job.started_at)], ["finished", when(job.finished_at)],
+           ["timeout", job.timeout ? secs(job.timeout) : "none"], ["parent", job.parent_id ? h("a", { href: `/dashboard/jobs/${job.parent_id}` }, job.parent_id) : "—"],
+           ["running on", job.lease ? `${(job.lease.node || "?").slice(0, 12)} pid ${job.lease.pid ?? "?"}` : "—"]]
+            .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+        h("h2", {}, "Payload"), h("pre", { class: "light", id: "payload" }, json(job.payload)),
+        h("h2", {}, "Result"), h("pre", { class: "light", id: "result" }, json(job.result)), outputs),
+      h("section", { class: "card" }, h("h2", {}, "Attempts"),
+        job.history?.length ? h("table", { id: "attempts" }, h("thead", {}, h("tr", {}, ["#", "outcome", "node", "duration", "ended"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, job.history.map((a) => [
+            h("tr", {}, h("td", {}, a.attempt), h("td", {}, pill(a.outcome)), h("td", { class: "id" }, `${(a.node || "—").slice(0, 12)}${a.pid ? ` pid ${a.pid}` : ""}`),
+              h("td", {}, secs(a.duration)), h("td", {}, when(a.ended_at))),
+            a.error ? h("tr", {}, h("td", { colspan: 5 }, h("details", {}, h("summary", {}, `${a.error.type}: ${a.error.message}`),
+              a.error.traceback ? h("pre", {}, a.error.traceback) : null))) : null])))
+          : h("p", { class: "muted" }, "No finished attempts yet."),
+        job.children ? flowReport(job.children, job.id) : null));
+    if (job.result && typeof job.result === "object") {
+      api(`/jobs/${id}/outputs`).then((o) => {
+        outputs.replaceChildren(...Object.entries(o.urls).map(([name, url]) => h("p", {},
+          name === "video" ? h("video", { src: url, controls: true, preload: "metadata" }) : null,
+          h("a", { href: url, target: "_blank", rel: "noopener" }, `${name} ⤓`))));
+      }).catch(() => {});
+    }
+  }
+
+  function renderProgress() {
+    const p = job.progress || {};
+    bar.replaceChildren(progressBar(job, true),
+      h("p", { class: "muted", id: "progress-text" }, job.status === "succeeded" ? "done" : `${p.fraction != null ? Math.round(p.fraction * 100) + "% · " : ""}${p.stage || ""} ${p.message || ""}`));
+  }
+
+  async function refresh() {
+    job = await api(`/jobs/${id}`);
+    render();
+  }
+  const refreshSoon = (() => { let t = null; return () => { clearTimeout(t); t = setTimeout(refresh, 150); }; })();
+
+  function onEvent(event) {
+    const d = event.data || {};
+    if (event.kind === "log") {
+      logs.append(...(d.lines || []).map((l) => `[${d.attempt ?? ""}] ${l}\n`));
+      logs.scrollTop = logs.scrollHeight;
+      return;
+    }
+    timeline.append(h("li", { "data-kind": event.kind }, h("time", {}, new Date(event.at * 1000).toLocaleTimeString()), describe(event)));
+    timeline.scrollTop = timeline.scrollHeight;
+    if (!job) return;
+    if (event.kind === "progress") { job.progress = d; renderProgress(); }
+    else if (event.kind === "status") {
+      job.status = d.status;
+      head.querySelector("#status")?.replaceChildren(pill(d.status));
+      renderProgress();
+      refreshSoon();
+    }
+  }
+
+  refresh().then(() => { socket = live(`jobs/${encodeURIComponent(id)}`, "seq", onEvent, 0); })
+    .catch((err) => main.replaceChildren(h("h1", {}, "Job not found"), h("p", { class: "muted" }, err.message)));
+  return { stop() { socket?.close(); } };
+}

@@ -1,0 +1,135 @@
+"""Job logs: captured stdout/stderr of an attempt, GET /v1/jobs/{id}/logs (JSON and live) and `dojo logs`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import aiohttp
+import pytest
+
+from actors import runner
+from actors.jobs import JobType
+
+from .conftest import submit
+
+
+class _Method:
+    def __init__(self, calls: list, name: str):
+        self.calls, self.name = calls, name
+
+    def remote(self, *args):
+        self.calls.append((self.name, args))
+
+
+class RecordingActor:
+    """An in-test stand-in for the queue actor's handle: keeps every fire-and-forget call."""
+
+    def __init__(self):
+        self.calls: list = []
+
+    def __getattr__(self, name):
+        return _Method(self.calls, name)
+
+    def lines(self) -> list[str]:
+        return [line for name, args in self.calls if name == "log_lines" for line in args[1]]
+
+
+def run(perform, payload=None):
+    actor = RecordingActor()
+    registry = {"printer": JobType(name="printer", perform=perform)}
+    lease = {"token": 7, "job_id": "j_00000000000000000000", "type": "printer", "queue": "default", "attempt": 1,
+             "max_attempts": 1, "payload": payload, "phase": "perform"}
+    report = runner.execute(actor, lease, registry, None)
+    return report, actor
+
+
+def test_stdout_and_stderr_become_log_lines_and_are_restored():
+    before = sys.stdout, sys.stderr
+
+    def perform(ctx, payload):
+        print("hello")
+        print("to stderr", file=sys.stderr)
+        sys.stdout.write("no newline at the end")
+        return 1
+
+    report, actor = run(perform)
+    assert report["outcome"] == "succeeded"
+    assert actor.lines() == ["hello", "[stderr] to stderr", "no newline at the end"]
+    assert all(args[0] == 7 for name, args in actor.calls if name == "log_lines")
+    assert (sys.stdout, sys.stderr) == before
+
+
+def test_output_is_batched_and_capped(monkeypatch):
+    monkeypatch.setattr(runner, "LOG_CAPTURE_BYTES", 1000)
+
+    def perform(ctx, payload):
+        for i in range(500):
+            print(f"line {i:04d}")
+
+    report, actor = run(perform)
+    lines = actor.lines()
+    batches = [args[1] for name, args in actor.calls if name == "log_lines"]
+    assert len(batches) < 500
+    assert lines[0] == "line 0000" and "the rest is not captured" in lines[-1]
+    assert sum(len(x) + 1 for x in lines[:-1]) <= 1000
+
+
+def test_output_of_a_failing_attempt_is_kept():
+    def perform(ctx, payload):
+        print("about to fail")
+        raise RuntimeError("boom")
+
+    report, actor = run(perform)
+    assert report["outcome"] == "failed" and actor.lines() == ["about to fail"]
+
+
+@pytest.mark.ray
+async def test_logs_route_json_and_follow(api, headers):
+    async with aiohttp.ClientSession(base_url=api, headers=headers) as http:
+        job = await submit(http, {"type": "sleep", "payload": {"seconds": 0.3, "subprocess": True}})
+        # Follow: lines as they come, then one `end` event when the job is done.
+        events = []
+        async with http.get(f"/v1/jobs/{job['id']}/logs", params={"follow": "1"},
+                            headers={"Accept": "text/event-stream"}) as response:
+            assert response.status == 200
+            kind = None
+            async for raw in response.content:
+                line = raw.decode().strip()
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:])))
+                    if kind == "end":
+                        break
+        assert events[-1] == ("end", {"status": "succeeded"})
+        logged = [x for kind, data in events if kind == "log" for x in data["lines"]]
+        assert any(x.startswith("child pid ") for x in logged)
+        async with http.get(f"/v1/jobs/{job['id']}/logs") as response:
+            body = await response.json()
+        assert body["status"] == "succeeded" and [x["line"] for x in body["lines"]] == logged
+        async with http.get(f"/v1/jobs/{job['id']}/logs", params={"after": body["next_after"]}) as response:
+            assert (await response.json())["lines"] == []
+        # A job's scoped read token may read its logs; nothing else may.
+        async with http.get(f"/v1/jobs/{job['id']}/logs", headers={"Authorization": f"Bearer {job['read_token']}"}) as r:
+            assert r.status == 200
+        async with aiohttp.ClientSession(base_url=api) as anonymous:
+            async with anonymous.get(f"/v1/jobs/{job['id']}/logs") as r:
+                assert r.status == 401
+
+
+@pytest.mark.ray
+def test_dojo_logs_cli(api, settings, monkeypatch, capsys):
+    import requests
+
+    from serve.cli import main
+
+    monkeypatch.setenv("DOJO_URL", api)
+    monkeypatch.setenv("DOJO_API_TOKEN", settings.api_token)
+    job = requests.post(f"{api}/v1/jobs", json={"type": "sleep", "payload": {"seconds": 0.2, "subprocess": True}},
+                        headers={"Authorization": f"Bearer {settings.api_token}"}, timeout=30).json()
+    main(["logs", job["id"], "--follow"])
+    captured = capsys.readouterr()
+    assert captured.out.startswith("child pid ") and "succeeded" in captured.err
+    main(["logs", job["id"]])
+    assert capsys.readouterr().out.startswith("child pid ")
