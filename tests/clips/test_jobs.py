@@ -130,7 +130,7 @@ def test_limiter_factory_from_settings(monkeypatch):
     from pipelines.clips.limits import LocalLimiter
     from pipelines.clips.settings import ClipsSettings
 
-    local = ClipsSettings.from_env({"DOJO_HELIX_RATE": "20", "DOJO_HELIX_BURST": "20"})
+    local = ClipsSettings.from_env({"DOJO_HELIX_RATE": "20", "DOJO_HELIX_BURST": "20", "DOJO_HELIX_LIMITER": "local"})
     limiter = jobs.limiter_for(local)
     assert isinstance(limiter, LocalLimiter) and limiter.burst == 18 and jobs.limiter_for(local) is limiter
     custom = ClipsSettings.from_env({"DOJO_HELIX_LIMITER": "pipelines.clips.limits:local_limiter",

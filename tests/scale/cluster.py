@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_TYPE = "ray.head.default"  # the fake provider's fixed name for the head's type
+#: Marks a driver's result line (Ray may print a dead node's log tail to stdout too).
+RESULT = "DRIVE-RESULT "
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@
     RAY_ADDRESS=127.0.0.1:PORT python -m tests.scale.drive gpu
 
 Each scenario drives a queue actor (``DOJO_JOB_MODULES=tests.scale.jobs``),
-watches the nodes and the autoscaler, and prints what it saw as one JSON line;
+watches the nodes and the autoscaler, and prints what it saw as one JSON line (after ``RESULT``);
 the tests in ``test_autoscaling.py`` judge it. A driver connects to that
 cluster with ``ray.init``, which a pytest process that already holds the
 session's local cluster cannot do, hence a process of its own.
@@ -28,6 +28,7 @@ import ray  # noqa: E402
 from actors.facade import queue_actor  # noqa: E402
 from actors.scaling import SCALING_ACTOR  # noqa: E402
 from actors.settings import NAMESPACE, Settings  # noqa: E402
+from tests.scale.cluster import RESULT  # noqa: E402
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -242,7 +243,7 @@ def main() -> None:
         result = SCENARIOS[sys.argv[1]]()
     finally:
         sys.stdout.flush()
-    print(json.dumps(result, default=str))
+    print(RESULT + json.dumps(result, default=str), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from .cluster import ROOT, FakeCluster
+from .cluster import RESULT, ROOT, FakeCluster
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +38,9 @@ def drive(cluster, scenario: str, timeout: float = 280) -> dict:
                              DOJO_LEASE_TTL="5", DOJO_SQLITE_SYNC="NORMAL")
     proc = subprocess.run([sys.executable, "-m", "tests.scale.drive", scenario], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
-    lines = proc.stdout.strip().splitlines()
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     assert proc.returncode == 0 and lines, f"scenario {scenario} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return json.loads(lines[-1])
+    return json.loads(lines[-1][len(RESULT):])
 
 
 def test_an_empty_queue_asks_the_autoscaler_for_nothing(cluster):
