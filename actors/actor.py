@@ -71,6 +71,16 @@ class QueueService:
         self.scaling = scaling.DemandReporter(name, self.registry)
         self._depth_at = 0.0
         log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
+        self._wake_self()
+
+    @staticmethod
+    def _wake_self() -> None:
+        """Start the ticker without waiting for a caller: after Ray restarts the actor, schedules,
+        delays, retries and lease expiry must go on even if nobody calls it."""
+        try:
+            ray.get_runtime_context().current_actor.ping.remote()
+        except Exception:  # not running as an actor (a plain object in tests)
+            pass
 
     # -- plumbing ----------------------------------------------------------
     def _ensure_loop(self) -> None:
@@ -286,6 +296,7 @@ class QueueService:
         return self.q.get(job_id)
 
     async def list(self, filters: dict) -> list[dict]:
+        self._ensure_loop()
         if self.store.dirty:
             await self._commit()
         return self.store.list_jobs(**filters)
@@ -333,6 +344,7 @@ class QueueService:
         return self.store.events_after(stream, after, limit)
 
     async def stats(self) -> dict:
+        self._ensure_loop()
         if self.store.dirty:
             await self._commit()
         stats = self.q.stats()
