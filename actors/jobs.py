@@ -108,6 +108,8 @@ class JobType:
     validate: Callable[[Any], None] | None = None
     #: Called once when all children of a job of this type are final (flows).
     on_children_done: Callable[["JobContext", Any, list], Any] | None = None
+    #: Jobs one runner process runs at once on threads (for I/O-bound work; CPU-bound keeps 1).
+    threads: int = 1
 
 
 REGISTRY: dict[str, JobType] = {}
@@ -127,6 +129,7 @@ def job(
     resources: dict[str, float] | None = None,
     validate: Callable[[Any], None] | None = None,
     on_children_done: Callable[["JobContext", Any, list], Any] | None = None,
+    threads: int = 1,
 ):
     """Register ``perform(ctx, payload)`` as a job type (the function's name by default).
 
@@ -146,6 +149,7 @@ def job(
             resources=Resources(num_cpus, num_gpus, tuple(sorted((resources or {}).items()))),
             validate=validate,
             on_children_done=on_children_done,
+            threads=threads,
         )
         register_type(job_type)
         perform.job_type = job_type
@@ -165,6 +169,8 @@ def external_job(name: str, *, max_attempts: int = 3, timeout: float | None = No
 def register_type(job_type: JobType) -> None:
     if job_type.max_attempts < 1:
         raise ConfigError(f"job type {job_type.name!r}: max_attempts must be >= 1")
+    if not 1 <= job_type.threads <= 256:
+        raise ConfigError(f"job type {job_type.name!r}: threads must be within 1..256")
     REGISTRY[job_type.name] = job_type
 
 

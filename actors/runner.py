@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
@@ -227,6 +228,32 @@ def _set_child_subreaper() -> None:
         pass
 
 
+class _Routed:
+    """``sys.stdout``/``sys.stderr`` for a runner: each thread's writes go to its attempt's capture."""
+
+    def __init__(self, original):
+        self.original = original
+        self.local = threading.local()
+
+    def write(self, text) -> int:
+        return (getattr(self.local, "target", None) or self.original).write(text)
+
+    def flush(self) -> None:
+        (getattr(self.local, "target", None) or self.original).flush()
+
+    def __getattr__(self, name):
+        return getattr(self.original, name)
+
+
+def _route_output(capture) -> None:
+    """Send this thread's stdout/stderr to ``capture`` (a pair), or back to the process's streams."""
+    if not isinstance(sys.stdout, _Routed):
+        sys.stdout = _Routed(sys.stdout)
+    if not isinstance(sys.stderr, _Routed):
+        sys.stderr = _Routed(sys.stderr)
+    sys.stdout.local.target, sys.stderr.local.target = capture if capture else (None, None)
+
+
 def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
     """Run one leased attempt; return its report (never raises)."""
     job_type = registry.get(lease["type"])
@@ -238,8 +265,8 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
         with heartbeat.lock:
             heartbeat.current[lease["token"]] = cancelled
     started = time.perf_counter()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = capture = _capture_output(actor, lease["token"])
+    capture = _capture_output(actor, lease["token"])
+    _route_output(capture)
     try:
         if job_type is None or job_type.perform is None:
             raise PermanentFailure(f"job type {lease['type']!r} is not registered in this worker; "
@@ -259,7 +286,7 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
             raise
     finally:
         report["duration"] = time.perf_counter() - started
-        sys.stdout, sys.stderr = saved
+        _route_output(None)
         for stream in capture:
             stream.close_attempt()
         if heartbeat is not None:
@@ -281,7 +308,11 @@ def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modul
     heartbeat.start()
     node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
     reports: list[dict] = []
-    want, ran = 1, 0
+    job_type = registry.get(type_name)
+    threads = job_type.threads if job_type is not None else 1
+    # I/O-bound types run a batch on `threads` threads at once (one process, many waits).
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="dojo-job") if threads > 1 else None
+    want, ran = threads, 0
     try:
         while True:
             leases = _call(actor.runner_lease, runner_id, type_name, reports, want, LINGER_S, node, pid)
@@ -289,13 +320,18 @@ def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modul
                 return ran
             reports = []
             started = time.perf_counter()
-            for lease in leases:
-                reports.append(execute(actor, lease, registry, heartbeat))
+            if threads > 1 and len(leases) > 1:
+                reports = list(pool.map(lambda lease: execute(actor, lease, registry, heartbeat), leases))
+            else:
+                for lease in leases:
+                    reports.append(execute(actor, lease, registry, heartbeat))
             ran += len(leases)
             per_job = (time.perf_counter() - started) / len(leases)
-            want = max(1, min(MAX_BATCH, int(BATCH_TARGET_S / max(per_job, 1e-6))))
+            want = max(threads, min(MAX_BATCH, int(BATCH_TARGET_S / max(per_job, 1e-6))))
     finally:
         heartbeat.stopped.set()
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 def _call(method, *args, attempts: int = 60):

@@ -91,3 +91,10 @@ outside = external_job("outside", max_attempts=3)
 def stamp(ctx, payload):
     """Returns when it started (dispatch latency bench)."""
     return {"started": time.time()}
+
+
+@job("nap", max_attempts=3, num_cpus=0.25, threads=8, validate=_check_sleep)
+def nap(ctx, payload):
+    """I/O-bound sample: waits ``seconds`` on a thread; a runner naps 8 at once."""
+    time.sleep(float(payload["seconds"]))
+    return None

@@ -57,7 +57,9 @@ def test_stdout_and_stderr_become_log_lines_and_are_restored():
     assert report["outcome"] == "succeeded"
     assert actor.lines() == ["hello", "[stderr] to stderr", "no newline at the end"]
     assert all(args[0] == 7 for name, args in actor.calls if name == "log_lines")
-    assert (sys.stdout, sys.stderr) == before
+    # The runner's streams route each thread's writes; with no attempt running they reach the originals.
+    assert tuple(getattr(stream, "original", stream) for stream in (sys.stdout, sys.stderr)) == before
+    assert getattr(getattr(sys.stdout, "local", None), "target", None) is None
 
 
 def test_output_is_batched_and_capped(monkeypatch):
