@@ -64,6 +64,7 @@ class QueueService:
         self._loop_task: asyncio.Task | None = None
         self._committed_gseq = self.store.max_gseq()
         self._swept_at = 0.0
+        self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
         self._slots: dict[str, dict[str, float]] = {}
         self._slot_waiters: dict[str, list[asyncio.Future]] = {}
         self.started_at = time.time()
@@ -154,7 +155,9 @@ class QueueService:
                     waiter.set_result(True)
                     ready -= runner_mod.MAX_BATCH
             starting = sum(1 for r in self._runners.values() if r["type"] == type_name and not r["leased"])
-            want = min(math.ceil(max(ready, 0) / 64) - starting, self.concurrency - len(self._runners))
+            # Quick jobs share a runner (it leases big batches); slow ones get a runner per `threads` jobs.
+            per_runner = 64 if self._job_seconds.get(type_name, 0.0) < 0.005 else job_type.threads
+            want = min(math.ceil(max(ready, 0) / per_runner) - starting, self.concurrency - len(self._runners))
             for _ in range(max(0, want)):
                 self._launch(job_type)
 
@@ -226,6 +229,10 @@ class QueueService:
 
     def _apply_reports(self, reports: list[dict], now: float) -> None:
         for report in reports:
+            if report.get("duration") is not None and report.get("type"):
+                # A moving average of how long a type's jobs take steers how many runners it gets.
+                previous = self._job_seconds.get(report["type"], report["duration"])
+                self._job_seconds[report["type"]] = 0.8 * previous + 0.2 * report["duration"]
             try:
                 if report["outcome"] == "succeeded":
                     self.q.complete(report["token"], report.get("result"), now, job_id=report["job_id"],

@@ -33,12 +33,15 @@ class SharedLimiter:
         self._paused_until = 0.0
         self._holder = f"{os.getpid()}-{id(self)}"
         self._count = 0
+        self._actor = None
 
     @property
     def actor(self):
-        import ray
+        if self._actor is None:  # one lookup per limiter; the handle follows the actor across restarts
+            import ray
 
-        return ray.get_actor(actor_name(self.queue), namespace=NAMESPACE)
+            self._actor = ray.get_actor(actor_name(self.queue), namespace=NAMESPACE)
+        return self._actor
 
     async def acquire(self, n: int = 1) -> None:
         """Take ``n`` tokens from the shared bucket, waiting as long as it says."""

@@ -260,7 +260,7 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
     cancelled = threading.Event()
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
                      max_attempts=lease["max_attempts"], reporter=_Reporter(actor, lease), cancelled=cancelled)
-    report = {"token": lease["token"], "job_id": lease["job_id"]}
+    report = {"token": lease["token"], "job_id": lease["job_id"], "type": lease["type"]}
     if heartbeat is not None:
         with heartbeat.lock:
             heartbeat.current[lease["token"]] = cancelled

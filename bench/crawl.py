@@ -74,13 +74,83 @@ def in_process_crawler(server: FakeHelix, db: ClipDB, limiter: LocalLimiter, *, 
     return crawl, helix.close
 
 
-async def run(scenario: Scenario, streamers: list[dict], data: dict, first: int, workdir: Path) -> dict:
+class DojoCrawl:
+    """The crawl as dojo runs it: a ``clips.crawl`` parent on a local Ray fans out one child per
+    streamer; children share the queue actor's token bucket and in-flight slots."""
+
+    def __init__(self):
+        import os
+
+        import ray
+
+        from actors.settings import NAMESPACE
+
+        os.environ.setdefault("DOJO_STATE_DIR", tempfile.mkdtemp(prefix="dojo-bench-crawl-state-"))
+        os.environ["DOJO_JOB_MODULES"] = "pipelines.sample,pipelines.clips.jobs"
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+        self.count = 0
+
+    def crawler(self, server: FakeHelix, db: ClipDB, scenario: "Scenario", args) -> tuple[Crawler, Callable]:
+        import csv
+        import os
+
+        from actors.facade import Queues, queue_actor
+        from actors.settings import Settings
+
+        self.count += 1
+        queue = f"crawl-{scenario.name}-{self.count}"
+        limited = "rate" in scenario.server
+        os.environ.update({"DOJO_CLIPS_DB": str(db.path), "DOJO_HELIX_LIMITER": "shared",
+                           "DOJO_HELIX_MAX_IN_FLIGHT": str(args.max_in_flight), "DOJO_CLIPS_PAGE_SIZE": str(args.first),
+                           "DOJO_HELIX_BURST": str(args.burst)})
+        if limited:
+            os.environ["DOJO_HELIX_RATE"] = str(args.rate)
+        else:
+            os.environ.pop("DOJO_HELIX_RATE", None)
+        settings = Settings.from_env()
+        actor = queue_actor(queue, settings)  # its jobs get the environment set above
+        queues = Queues(settings)
+        start = server.config.anchor
+        end = start + timedelta(hours=server.config.span_hours)
+
+        async def crawl(streamers: list[dict]) -> list[dict]:
+            source = Path(db.path).with_suffix(".csv")
+            with open(source, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["broadcaster_id", "login"])
+                writer.writeheader()
+                writer.writerows(streamers)
+            await actor.ping.remote()
+            [parent] = await queues.enqueue([{"type": "clips.crawl", "queue": queue, "payload": {
+                "source": str(source), "fake_helix": server.url, "first": args.first,
+                "started_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "ended_at": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "window_hours": (end - start).total_seconds() / 3600}}])
+            while True:
+                job = await queues.get(parent["id"])
+                if job["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(0.05)
+            assert job["status"] == "succeeded", job
+            children = await actor.children.remote(parent["id"])
+            return [c["result"] for c in children if c["status"] == "succeeded"]
+
+        async def close() -> None:
+            return None
+
+        return crawl, close
+
+
+async def run(scenario: Scenario, streamers: list[dict], data: dict, first: int, workdir: Path,
+              dojo: "DojoCrawl | None" = None, args=None) -> dict:
     server = FakeHelix(**data, **scenario.server)
     await server.start()
     try:
         db = ClipDB(workdir / f"{scenario.name}.sqlite3")
-        crawl, close = in_process_crawler(server, db, scenario.limiter(), first=first,
-                                          concurrency=scenario.concurrency)
+        if dojo is not None and scenario.name != "sequential":
+            crawl, close = dojo.crawler(server, db, scenario, args)
+        else:
+            crawl, close = in_process_crawler(server, db, scenario.limiter(), first=first,
+                                              concurrency=scenario.concurrency)
         try:
             t0 = time.perf_counter()
             summaries = await crawl(streamers)
@@ -111,8 +181,13 @@ async def main(args: argparse.Namespace) -> dict:
         "unlimited": Scenario("unlimited", {}, lambda: LocalLimiter(max_in_flight=args.max_in_flight), None),
         "sequential": Scenario("sequential", {}, lambda: LocalLimiter(max_in_flight=1), 1),
     }
+    dojo = DojoCrawl() if args.via == "dojo" else None
     with tempfile.TemporaryDirectory(prefix="dojo-bench-crawl-") as tmp:
-        results = {name: await run(s, streamers, data, args.first, Path(tmp)) for name, s in scenarios.items()}
+        if dojo is not None:  # start the runner processes once, unmeasured (a warm cluster, as in production)
+            await run(Scenario("warmup", {}, lambda: None, None), streamers[:20], data, args.first, Path(tmp),
+                      dojo, args)
+        results = {name: await run(s, streamers, data, args.first, Path(tmp), dojo, args)
+                   for name, s in scenarios.items()}
     requests = results["limited"]["requests"]
     rate_bound = (requests - args.burst) / args.rate
     latency_bound = results["unlimited"]["requests"] * args.latency / args.max_in_flight
@@ -130,7 +205,8 @@ async def main(args: argparse.Namespace) -> dict:
         "missing": sum(r["missing"] for r in results.values()),
         "bucket_exceeded": sum(r["bucket_exceeded"] for r in results.values()),
         "unlimited_max_in_flight": results["unlimited"]["max_in_flight"],
-        "mode": "in-process asyncio, LocalLimiter",
+        "mode": ("dojo: clips.crawl flow on local Ray, shared bucket and slots in the queue actor; "
+                 "sequential baseline in-process" if dojo else "in-process asyncio, LocalLimiter"),
     }
 
 
@@ -144,6 +220,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, default=20)
     p.add_argument("--max-in-flight", type=int, default=32)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--via", choices=["dojo", "in-process"], default="dojo",
+                   help="crawl through dojo's queue (default) or in one asyncio process")
     return p
 
 
