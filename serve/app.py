@@ -12,7 +12,6 @@ import importlib
 import json
 import logging
 import time
-from typing import Any
 
 import ray
 from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -20,13 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.exceptions import DojoError, InvalidInput, MalformedRequest, NotFound, Unauthorized
+from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
 from actors.facade import Queues
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.settings import Settings
 from actors.storage import LocalStore, store_from_settings
 
 from .auth import Authenticator, Principal, mint
+from .http import check_queue, read_json
 from .hub import ALL, Hub
 
 log = logging.getLogger(__name__)
@@ -131,14 +131,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
                 raise cause from None
             raise
 
-    async def json_body(request: Request) -> Any:
-        raw = await request.body()
-        if not raw:
-            raise MalformedRequest("the request body is empty; send JSON")
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+    json_body = read_json
 
     def read_token(job_id: str) -> str:
         return mint(settings.secret, "job", job_id, READ_TOKEN_TTL)
@@ -413,9 +406,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     def principal_ws(websocket: WebSocket) -> Principal:
         return auth.principal(websocket.headers.get("authorization"), websocket.query_params.get("token"))
 
-    def _check_queue(queue: str) -> None:
-        if not QUEUE_NAME.match(queue):
-            raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+    _check_queue = check_queue
 
     return app
 

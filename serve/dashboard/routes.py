@@ -19,16 +19,16 @@ import logging
 import mimetypes
 import time
 from pathlib import Path
-from typing import Any
 
 import ray
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 
-from actors.exceptions import DojoError, Forbidden, InvalidInput, MalformedRequest, NotFound
+from actors.exceptions import DojoError, Forbidden, InvalidInput, NotFound
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.settings import NAMESPACE
 
+from ..http import check_queue, read_json
 from . import session as sessions
 
 log = logging.getLogger(__name__)
@@ -79,20 +79,8 @@ class _Unavailable(DojoError):
     status = 503
 
 
-def _check_queue(queue: str) -> str:
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
-        raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
-    return queue
-
-
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise MalformedRequest("the request body is empty; send JSON")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+_check_queue = check_queue
+_json = read_json
 
 
 def known_queues(settings) -> list[str]:
