@@ -24,9 +24,9 @@ from . import retention
 from . import runner as runner_mod
 from . import scaling
 from .exceptions import DojoError
-from .jobs import load_modules
+from .jobs import Resources, load_modules
 from .metrics import QueueMetrics, series, window_stats
-from .queue import JobQueue, Limits
+from .queue import JobQueue, Limits, split_lane
 from .settings import Settings
 from .store import Store
 
@@ -143,30 +143,33 @@ class QueueService:
 
     # -- dispatch ----------------------------------------------------------
     def _dispatch(self) -> None:
-        """Wake idle runners, then start runners for types with ready jobs, up to the concurrency limit."""
-        for type_name, ready in self.q.ready_counts().items():
+        """Wake idle runners, then start runners for lanes with ready jobs, up to the concurrency limit.
+
+        A lane is a job type with the resources its attempts need (the type's, or a job's own).
+        """
+        for lane, ready in self.q.ready_counts().items():
+            type_name, resources = split_lane(lane)
             job_type = self.registry.get(type_name)
             if job_type is None or job_type.external:
                 continue
-            waiters = self._waiters.get(type_name)
+            waiters = self._waiters.get(lane)
             while ready > 0 and waiters:
                 waiter = waiters.pop()
                 if not waiter.done():
                     waiter.set_result(True)
                     ready -= runner_mod.MAX_BATCH
-            starting = sum(1 for r in self._runners.values() if r["type"] == type_name and not r["leased"])
+            starting = sum(1 for r in self._runners.values() if r["type"] == lane and not r["leased"])
             # Quick jobs share a runner (it leases big batches); slow ones get a runner per `threads` jobs.
             per_runner = 64 if self._job_seconds.get(type_name, 0.0) < 0.005 else job_type.threads
             want = min(math.ceil(max(ready, 0) / per_runner) - starting, self.concurrency - len(self._runners))
             for _ in range(max(0, want)):
-                self._launch(job_type)
+                self._launch(job_type, lane, Resources.from_dict(resources))
 
-    def _launch(self, job_type) -> None:
+    def _launch(self, job_type, lane: str, resources: Resources) -> None:
         runner_id = f"{self.name}:{self._incarnation}:{next(self._runner_ids)}"
-        options = job_type.resources.ray_options()
-        ref = runner_mod.run_jobs.options(name=f"dojo:{job_type.name}", **options).remote(
-            self.name, runner_id, job_type.name, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
-        self._runners[runner_id] = {"type": job_type.name, "ref": ref, "leased": False}
+        ref = runner_mod.run_jobs.options(name=f"dojo:{job_type.name}", **resources.ray_options()).remote(
+            self.name, runner_id, lane, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
+        self._runners[runner_id] = {"type": lane, "ref": ref, "leased": False}
         asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
 
     async def _watch(self, runner_id: str, ref) -> None:
@@ -192,7 +195,7 @@ class QueueService:
         ray.cancel(info["ref"], force=True)
 
     # -- runners -----------------------------------------------------------
-    async def runner_lease(self, runner_id: str, type_name: str, reports: list[dict], want: int, wait: float,
+    async def runner_lease(self, runner_id: str, lane: str, reports: list[dict], want: int, wait: float,
                            node: str | None = None, pid: int | None = None) -> list[dict]:
         """Report a runner's finished batch and lease its next one (long-polls up to ``wait`` seconds)."""
         self._ensure_loop()
@@ -204,19 +207,19 @@ class QueueService:
             if len(self._runners) >= self.concurrency:
                 await self._commit()
                 return []
-            info = self._runners[runner_id] = {"type": type_name, "ref": None, "leased": True}
+            info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True}
         info["leased"] = True
-        leases = self.q.lease(runner_id, [type_name], want, now, node=node, pid=pid)
+        leases = self.q.lease(runner_id, [lane], want, now, node=node, pid=pid)
         if not leases and wait > 0:
             if self.store.dirty:
                 await self._commit()
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters[type_name].append(waiter)
+            self._waiters[lane].append(waiter)
             try:
                 await asyncio.wait_for(waiter, wait)
             except asyncio.TimeoutError:
                 pass
-            leases = self.q.lease(runner_id, [type_name], want, time.time(), node=node, pid=pid)
+            leases = self.q.lease(runner_id, [lane], want, time.time(), node=node, pid=pid)
         if not leases and info.get("ref") is None:
             self._runners.pop(runner_id, None)
         if reports:

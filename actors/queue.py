@@ -68,6 +68,19 @@ class Limits:
     max_batch: int = 1000
 
 
+LANE_SEP = "\x1f"
+
+
+def lane_of(job: dict) -> str:
+    """A job's dispatch lane: its type and the resources each attempt needs (one runner kind per lane)."""
+    return job["type"] + LANE_SEP + orjson.dumps(job["resources"], option=orjson.OPT_SORT_KEYS).decode()
+
+
+def split_lane(lane: str) -> tuple[str, dict]:
+    type_name, _, resources = lane.partition(LANE_SEP)
+    return type_name, orjson.loads(resources) if resources else {}
+
+
 class JobIds:
     """Server-generated ids that sort by creation time: ``j_<ms><counter><random>``."""
 
@@ -125,7 +138,7 @@ class JobQueue:
         self.rng = rng or random.Random()
         self.ids = JobIds(name)
         self.jobs: dict[str, dict] = {}  # unfinished jobs
-        self._ready: dict[str, list] = defaultdict(list)  # type -> heap of (-priority, ready_at, id, ver)
+        self._ready: dict[str, list] = defaultdict(list)  # lane -> heap of (-priority, ready_at, id, ver)
         self._delayed: list = []  # heap of (run_at, id, ver)
         self._ver: dict[str, int] = {}
         self._unique: dict[str, str] = {}
@@ -325,13 +338,18 @@ class JobQueue:
         return ver
 
     def _push_ready(self, job: dict) -> None:
-        heapq.heappush(self._ready[job["type"]], (-job["priority"], job["run_at"], job["id"], self._bump(job)))
+        heapq.heappush(self._ready[lane_of(job)], (-job["priority"], job["run_at"], job["id"], self._bump(job)))
 
     def _push_delayed(self, job: dict) -> None:
         heapq.heappush(self._delayed, (job["run_at"], job["id"], self._bump(job)))
 
     def _save(self, job: dict) -> None:
         self.store.put_job(job)
+
+    def lanes_of(self, types: Iterable[str]) -> list[str]:
+        """Every lane (type and resource shape) of these job types."""
+        wanted = set(types)
+        return [lane for lane in self._ready if split_lane(lane)[0] in wanted]
 
     def ready_counts(self) -> dict[str, int]:
         """Types with jobs ready to lease (an upper bound: heaps hold stale entries)."""
@@ -347,8 +365,10 @@ class JobQueue:
         ttl = ttl or self.limits.lease_ttl
         self.promote_due(now)
         leases = []
-        for type_name in list(types) if types is not None else list(self._ready):
-            heap = self._ready.get(type_name)
+        lanes = list(self._ready) if types is None else [
+            lane for name in types for lane in ([name] if LANE_SEP in name else self.lanes_of([name]))]
+        for lane in lanes:
+            heap = self._ready.get(lane)
             while heap and len(leases) < n:
                 _, _, job_id, ver = heapq.heappop(heap)
                 job = self.jobs.get(job_id)

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
+from .queue import LANE_SEP
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
 from .settings import NAMESPACE
 
@@ -296,9 +297,9 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
 
 
 @ray.remote(max_retries=0)
-def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modules: tuple[str, ...],
+def run_jobs(queue: str, runner_id: str, lane: str, lease_ttl: float, modules: tuple[str, ...],
              env: dict[str, str] | None = None) -> int:
-    """Lease and run jobs of one type until none are left; returns how many ran."""
+    """Lease and run jobs of one lane (a type and its resources) until none are left; returns how many ran."""
     os.environ.update(env or {})
     os.environ["DOJO_CURRENT_QUEUE"] = queue
     _set_child_subreaper()
@@ -308,14 +309,14 @@ def run_jobs(queue: str, runner_id: str, type_name: str, lease_ttl: float, modul
     heartbeat.start()
     node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
     reports: list[dict] = []
-    job_type = registry.get(type_name)
+    job_type = registry.get(lane.partition(LANE_SEP)[0])
     threads = job_type.threads if job_type is not None else 1
     # I/O-bound types run a batch on `threads` threads at once (one process, many waits).
     pool = ThreadPoolExecutor(threads, thread_name_prefix="dojo-job") if threads > 1 else None
     want, ran = threads, 0
     try:
         while True:
-            leases = _call(actor.runner_lease, runner_id, type_name, reports, want, LINGER_S, node, pid)
+            leases = _call(actor.runner_lease, runner_id, lane, reports, want, LINGER_S, node, pid)
             if not leases:
                 return ran
             reports = []

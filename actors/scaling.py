@@ -110,7 +110,7 @@ def backlog(jobs: Iterable[dict], registry: Mapping[str, JobType]) -> dict[Shape
         job_type = registry.get(job["type"])
         if job_type is None or job_type.external:
             continue
-        shape = shape_of(job_type.resources)
+        shape = shape_of(Resources.from_dict(job["resources"]) if job.get("resources") else job_type.resources)
         entry = out.get(shape)
         if entry is None:
             entry = out[shape] = ShapeBacklog()

@@ -390,3 +390,17 @@ def test_token_bucket_grants_at_most_rate_and_burst_and_survives_restart(q, path
     assert answer == {"granted": 0, "retry_after": 20.0}
     with pytest.raises(InvalidInput):
         q.define_bucket("x", 0, 1, T0)
+
+
+def test_a_jobs_own_resources_get_their_own_lane(q):
+    from actors.queue import split_lane
+
+    plain = enqueue(q)
+    gpu = enqueue(q, resources={"num_cpus": 1, "num_gpus": 1})
+    lanes = q.ready_counts()
+    assert len(lanes) == 2 and {split_lane(lane)[0] for lane in lanes} == {"echo"}
+    [gpu_lane] = [lane for lane in lanes if split_lane(lane)[1]["num_gpus"] == 1]
+    [lease] = q.lease("gpu-runner", [gpu_lane], 5, T0)
+    assert lease["job_id"] == gpu["id"]
+    [other] = q.lease("pull", ["echo"], 5, T0)  # a type name covers all its lanes
+    assert other["job_id"] == plain["id"]
