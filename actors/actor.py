@@ -103,7 +103,7 @@ class QueueService:
                 self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
                     self._depth_at = now
-                    self.metrics.depth(self.store.count_by_status())
+                    self.metrics.depth(dict(self.q.counts))
                 if now - self._swept_at >= retention.SWEEP_EVERY_S:
                     self._swept_at = now
                     if retention.sweep(self.q, now):

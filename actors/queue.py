@@ -158,6 +158,8 @@ class JobQueue:
         self.next_token = self.epoch << 32 | 1
         self.next_gseq = store.max_gseq() + 1
         self.schedules: dict[str, dict] = store.schedules()
+        # Jobs per status, kept as they change (stats and metrics must not scan the table).
+        self.counts: dict[str, int] = defaultdict(int, store.count_by_status())
         self.buckets = Buckets(store.buckets())
         self._load()
 
@@ -203,6 +205,10 @@ class JobQueue:
         self._emit("job:" + job["id"], kind, {"job_id": job["id"], "type": job["type"], **data}, now)
 
     def _status(self, job: dict, status: str, now: float, **data) -> None:
+        old = job.get("status")
+        if old:
+            self.counts[old] -= 1
+        self.counts[status] += 1
         job["status"] = status
         job["updated_at"] = now
         self._job_event(job, "status", now, status=status, attempt=job["attempts"], **data)
@@ -739,7 +745,7 @@ class JobQueue:
     def delete(self, job_id: str) -> None:
         if job_id in self.jobs:
             raise InvalidTransition(f"job {job_id} is {self.jobs[job_id]['status']}; cancel it before deleting")
-        self.get(job_id)
+        self.counts[self.get(job_id)["status"]] -= 1
         self.store.delete_job(job_id)
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict]:
@@ -748,7 +754,7 @@ class JobQueue:
 
     def stats(self) -> dict:
         counts = {s: 0 for s in STATUSES}
-        counts.update(self.store.count_by_status())
+        counts.update(self.counts)
         oldest = min((j["run_at"] for j in self.jobs.values() if j["status"] == "queued"), default=None)
         return {"queue": self.name, "counts": counts, "running": len(self._running),
                 "oldest_queued_at": oldest, "now": time.time()}

@@ -48,7 +48,7 @@ async def bench_noop(queues, n: int) -> float:
         stats = await queues.stats(queue)
         if stats["counts"]["succeeded"] + stats["counts"]["failed"] >= n:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
     assert stats["counts"]["failed"] == 0, stats
     print(f"dojo: {n} no-op jobs durable enqueue → succeeded in {elapsed:.2f}s (enqueue {enqueued:.2f}s)",

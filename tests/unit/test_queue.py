@@ -404,3 +404,19 @@ def test_a_jobs_own_resources_get_their_own_lane(q):
     assert lease["job_id"] == gpu["id"]
     [other] = q.lease("pull", ["echo"], 5, T0)  # a type name covers all its lanes
     assert other["job_id"] == plain["id"]
+
+
+def test_status_counts_follow_every_transition_and_match_the_store(q, path):
+    jobs = [enqueue(q, type="flaky", payload={"succeed_on": 2}, max_attempts=3) for _ in range(4)]
+    enqueue(q, delay=60)
+    leases = q.lease("r", None, 4, T0)
+    q.complete(leases[0]["token"], None, T0)
+    q.fail(leases[1]["token"], "x", T0)
+    q.cancel(jobs[2]["id"], T0)
+    committed(q)
+    q.delete(jobs[0]["id"])
+    committed(q)
+    expected = {k: v for k, v in q.store.count_by_status().items() if v}
+    assert {k: v for k, v in q.counts.items() if v} == expected
+    reopened = reopen(q, path)
+    assert {k: v for k, v in reopened.counts.items() if v} == expected
