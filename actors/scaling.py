@@ -21,8 +21,9 @@ Settings, read from the environment of the head's processes (set them where
 
 What counts: jobs ``queued`` (ready now) and ``running``, of types dispatched
 as Ray tasks. Delayed, retrying and waiting jobs are not demand until they are
-due; external types are leased by workers outside Ray. A type's declared
-resources are its shape: the dispatcher runs every job of a type with them.
+due; external types are leased by workers outside Ray. A job's shape is its
+own ``resources`` when its spec set them, else its type's: the dispatcher runs
+it with exactly that.
 Jobs held back by a concurrency key still count while queued (a small
 overstatement, bounded by the cap).
 

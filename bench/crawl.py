@@ -88,7 +88,8 @@ class DojoCrawl:
         os.environ.setdefault("DOJO_STATE_DIR", tempfile.mkdtemp(prefix="dojo-bench-crawl-state-"))
         os.environ["DOJO_JOB_MODULES"] = "pipelines.sample,pipelines.clips.jobs"
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
+                     configure_logging=False)
         self.count = 0
 
     def crawler(self, server: FakeHelix, db: ClipDB, scenario: "Scenario", args) -> tuple[Crawler, Callable]:

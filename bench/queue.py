@@ -144,7 +144,8 @@ def main() -> None:
 
     from actors.settings import NAMESPACE
 
-    ray.init(include_dashboard=False, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
+             configure_logging=False)
     ray_rate = bench_ray(args.jobs)
     result = asyncio.run(main_async(args))
     result["ray_tasks_per_s"] = round(ray_rate, 1)

@@ -27,9 +27,11 @@ DojoAPI = ray_serve.deployment(
 
 def deploy(settings: Settings) -> None:
     """Start (or update in place) the API on ``settings.host:settings.port``; returns once it serves."""
-    ray_serve.start(http_options={"host": settings.host, "port": settings.port})
+    # The API lives on the head with the queue actors: worker nodes come and go with the autoscaler.
+    ray_serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
     app = DojoAPI.options(
         num_replicas=settings.serve_replicas,
-        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": settings.env()}},
+        ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001},
+                           "runtime_env": {"env_vars": settings.env()}},
     ).bind()
     ray_serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)

@@ -44,7 +44,8 @@ def cluster_running() -> bool:
 def start_head(num_cpus: int | None = None) -> None:
     # Loopback only: nothing listens beyond 127.0.0.1 unless configured (cluster.yaml does).
     port = ray_address().rsplit(":", 1)[1]
-    args = ["start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+    # The dashboard (on 127.0.0.1 only) is what `ray job submit` talks to.
+    args = ["start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
             "--disable-usage-stats"]
     if num_cpus:
         args.append(f"--num-cpus={num_cpus}")
@@ -91,15 +92,44 @@ def up(settings: Settings, num_cpus: int | None = None) -> dict:
 
 
 def down() -> None:
-    if cluster_running():
-        try:
-            connect()
-            from ray import serve as ray_serve
+    """Stop the API and the Ray head at ``ray_address()`` — only that cluster, not every Ray on the machine."""
+    if not cluster_running():
+        return
+    connect()
+    session_dir = ray._private.worker._global_node.get_session_dir_path()
+    try:
+        from ray import serve as ray_serve
 
-            ray_serve.shutdown()
-        except Exception as exc:  # noqa: BLE001  (stopping anyway)
-            log.warning("serve shutdown: %s", exc)
-        _ray_cli("stop", "--force", check=False)
+        ray_serve.shutdown()
+    except Exception as exc:  # noqa: BLE001  (stopping anyway)
+        log.warning("serve shutdown: %s", exc)
+    ray.shutdown()
+    # `ray stop` would stop every cluster of this user; end the processes of this session instead
+    # (its workers exit when their raylet does).
+    session = os.path.basename(session_dir.rstrip("/"))
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(int(p), session)]
+    for pid in pids:
+        _signal(pid, 15)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        _signal(pid, 9)
+
+
+def _cmdline_has(pid: int, needle: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return needle.encode() in fh.read() and pid != os.getpid()
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
 
 
 def describe(info: dict) -> str:

@@ -36,7 +36,8 @@ def settings(tmp_path_factory) -> Settings:
 def ray_cluster(settings):
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
+    # address="local": always a cluster of our own, never one that happens to run on this machine.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
              configure_logging=False)
     yield ray
     ray.shutdown()

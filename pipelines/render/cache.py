@@ -5,10 +5,15 @@ needs invalidating:
 
 - audio: engine, voice, engine version, speed and the narration text;
 - stills: the slide's picture source (file bytes / PDF page / Markdown), the
-  output size and the burned-in caption, if any.
+  output size and the burned-in caption, if any;
+- video segments: the encoder recipe and ffmpeg build, the frame rate, and the
+  slide's stills (their keys) with how many frames each is shown. A slide's
+  segment is H.264 video only (see ``encode``); the narration is never cached
+  as AAC, it is encoded once over the whole track at join time.
 
 Re-rendering a deck where one slide's narration changed synthesizes only that
-slide; its still and every other slide's audio and still come from here.
+slide and encodes only that slide's segment (its length changed); every other
+slide's audio and segment come from here, and the join copies them.
 An audio entry is two objects, written WAV first: the JSON (sentence timings)
 is the commit mark, so a half-written entry reads as a miss.
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+from pathlib import Path
 
 from actors.exceptions import NotFound
 
@@ -72,3 +79,20 @@ class RenderCache:
 
     def put_still(self, key: str, png: bytes) -> None:
         self.store.put_bytes(f"{self.prefix}/stills/{key}.png", png, content_type="image/png")
+
+    @staticmethod
+    def segment_key(recipe: str, fps: float, size: tuple[int, int], pieces: list[tuple[str, int]]) -> str:
+        """``pieces``: ``(still key, frames)`` in order; ``recipe`` names the encoder settings and build."""
+        return digest("segment", recipe, f"{fps:.6f}", f"{size[0]}x{size[1]}",
+                      ";".join(f"{key}*{frames}" for key, frames in pieces))
+
+    def get_segment(self, key: str, path: str | Path) -> bool:
+        """Copy the cached segment to ``path``; False on a miss."""
+        try:
+            self.store.get_file(f"{self.prefix}/segments/{key}.mp4", path)
+        except NotFound:
+            return False
+        return Path(path).stat().st_size > 0
+
+    def put_segment(self, key: str, path: str | Path) -> None:
+        self.store.put_file(f"{self.prefix}/segments/{key}.mp4", path, content_type="video/mp4")

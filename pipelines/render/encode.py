@@ -15,6 +15,22 @@ The fast recipe, and why each part is there:
   because of the encoder's priming samples.
 - H.264 High, yuv420p, ``+faststart`` so browsers start playing at once.
 
+Incremental renders (what the job runs) split the video along slide lines:
+
+- ``segments_command``: the stills of every slide not in the cache → one
+  video-only MP4 segment per slide, in a single ffmpeg pass (the segment
+  muxer cuts at the keyframe forced at each slide start): whole frames, an IDR
+  frame first, no B-frames, settings fixed by ``SEGMENT_RECIPE`` so every
+  segment has the same H.264 parameter sets and any mix of cached and fresh
+  segments joins into one valid stream. Segments are cached by content hash (see ``cache``), so a re-render encodes
+  only the slides that changed.
+- ``join_command``: the segments joined with the concat demuxer and ``-c:v
+  copy`` (no re-encode; each entry carries its exact duration), muxed with the
+  *whole* narration encoded once as AAC. Joining per-slide A/V segments
+  instead drifts ~30 ms per slide (AAC priming); one continuous audio track
+  over video-only segments keeps sync exact.
+
+``fast_command`` (one pass over all stills) stays for the benchmark's comparison;
 ``naive_command`` is the straightforward way (each still looped at 30 fps),
 kept for the benchmark's comparison.
 """
@@ -24,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +59,16 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_version() -> str:
+    """Which ffmpeg build encodes (part of segment cache keys): imageio-ffmpeg's version and binary size."""
+    import os
+
+    import imageio_ffmpeg
+
+    return f"imageio-ffmpeg-{imageio_ffmpeg.__version__}-{os.path.getsize(ffmpeg_exe())}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,17 @@ def keyframe_times(stills: list[Still]) -> list[float]:
     return times
 
 
+def force_times(times: list[float], fps: float) -> str:
+    """Times for ``-force_key_frames`` / ``-segment_times``: each half a frame early.
+
+    Both act on the first frame at or after the time given. Printed to 6 decimals, a slide start
+    such as 8/3 s reads "2.666667", later than the frame (2.6666…), and the keyframe (or the cut)
+    would land one frame late; half a frame early it lands on the slide's first frame, and no
+    other frame lies within half a frame of it.
+    """
+    return ",".join(f"{max(0.0, t - 0.5 / fps):.6f}" for t in times)
+
+
 def fast_command(stills: list[Still], audio: str, output: str, workdir: Path, *, fps: float = 2.0,
                  preset: str = "veryfast", audio_rate: int = AUDIO_RATE) -> list[str]:
     """Arguments for the fast recipe (one call, ffconcat, few frames, audio encoded once)."""
@@ -88,9 +126,59 @@ def fast_command(stills: list[Still], audio: str, output: str, workdir: Path, *,
         video, sound, output,
         vcodec="libx264", preset=preset, tune="stillimage", pix_fmt="yuv420p",
         acodec="aac", ac=1, ar=audio_rate, aac_coder="fast", movflags="+faststart", t=f"{total:.6f}",
-        **{"profile:v": "high", "b:a": AUDIO_BITRATE, "force_key_frames": ",".join(f"{t:.6f}" for t in
-                                                                                    keyframe_times(stills)),
+        **{"profile:v": "high", "b:a": AUDIO_BITRATE, "force_key_frames": force_times(keyframe_times(stills), fps),
            "g": int(fps * 60)},
+    )
+    return _finish(stream)
+
+
+#: Everything that makes a segment's bytes; part of its cache key. Change it when the recipe changes.
+SEGMENT_RECIPE = "seg-v1:libx264:high:veryfast:stillimage:bf0:yuv420p"
+
+
+def segments_command(slides: list[list[Still]], pattern: str, workdir: Path, *, fps: float,
+                     preset: str = "veryfast") -> list[str]:
+    """Slides (each a list of stills) → one video-only H.264 segment per slide, in one ffmpeg pass.
+
+    ``pattern`` is a printf pattern (``seg-%04d.mp4``) numbered from 0 in the order given. One
+    pass means one x264 start and every still decoded once; the segment muxer cuts at the
+    keyframes forced at each slide's start, so every segment starts with an IDR frame and holds
+    exactly that slide's whole frames.
+    """
+    stills = [Still(still.path, still.duration, keyframe=(index == 0))
+              for slide in slides for index, still in enumerate(slide)]
+    listing = workdir / (Path(pattern).stem.replace("%", "") + ".ffconcat")
+    write_ffconcat(listing, stills)
+    starts = keyframe_times(stills)
+    frames = int(round(sum(still.duration for still in stills) * fps))
+    video = (ffmpeg.input(str(listing), f="concat", safe=0).video
+             .filter("format", "yuv420p").filter("fps", fps=fps))
+    options = {"profile:v": "high", "frames:v": frames, "g": int(fps * 60),
+               "force_key_frames": force_times(starts, fps)}
+    if len(starts) > 1:
+        # The muxer cuts at the first keyframe at or after each time (see ``force_times``).
+        options["segment_times"] = force_times(starts[1:], fps)
+    stream = ffmpeg.output(
+        video, pattern, f="segment", segment_format="mp4", reset_timestamps=1,
+        vcodec="libx264", preset=preset, tune="stillimage", pix_fmt="yuv420p", bf=0, **options,
+    )
+    return _finish(stream)
+
+
+def join_command(segments: list[tuple[str, float]], audio: str, output: str, workdir: Path, *,
+                 audio_rate: int = AUDIO_RATE) -> list[str]:
+    """Video segments ``(path, seconds)`` joined without re-encoding + the narration encoded once."""
+    listing = workdir / "segments.ffconcat"
+    lines = ["ffconcat version 1.0"]
+    for path, duration in segments:
+        lines += [f"file {_quote(path)}", f"duration {duration:.6f}"]
+    listing.write_text("\n".join(lines) + "\n")
+    total = sum(duration for _, duration in segments)
+    video = ffmpeg.input(str(listing), f="concat", safe=0).video
+    sound = ffmpeg.input(audio).audio
+    stream = ffmpeg.output(
+        video, sound, output, vcodec="copy", acodec="aac", ac=1, ar=audio_rate, aac_coder="fast",
+        movflags="+faststart", t=f"{total:.6f}", **{"b:a": AUDIO_BITRATE},
     )
     return _finish(stream)
 
@@ -111,7 +199,8 @@ def _finish(stream) -> list[str]:
 
 
 def encode(args: list[str], total_s: float, *, cancelled: threading.Event | None = None,
-           on_progress: Callable[[float], None] | None = None, timeout: float | None = None) -> None:
+           on_progress: Callable[[float], None] | None = None, timeout: float | None = None,
+           on_start: Callable[[int], None] | None = None) -> None:
     """Run an ffmpeg command; report the fraction done from its ``-progress`` output."""
     def on_line(line: str) -> None:
         if on_progress and line.startswith("out_time_us=") and total_s > 0:
@@ -121,6 +210,6 @@ def encode(args: list[str], total_s: float, *, cancelled: threading.Event | None
                 pass
 
     try:
-        run(args, cancelled=cancelled, on_line=on_line, timeout=timeout)
+        run(args, cancelled=cancelled, on_line=on_line, timeout=timeout, on_start=on_start)
     except ProcessFailed as exc:
         raise EncodeError(f"ffmpeg failed with status {exc.returncode}: {exc.tail.strip()[-1500:]}") from None

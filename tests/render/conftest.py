@@ -46,23 +46,36 @@ def s3_server(tmp_path_factory):
     config.write_text(json.dumps({"identities": [{
         "name": "dojo", "credentials": [{"accessKey": access, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    (root / "data").mkdir()
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    grpc = {name: free_port() for name in ports}
-    args = [weed_binary(), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-filer",
-            f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}",
-            "-master.telemetry=false", "-volume.max=64", "-master.volumeSizeLimitMB=32",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            # Left alone, weed takes http port + 10000 for gRPC, past 65535 for high free ports.
-            *(f"-{name}.port.grpc={port}" for name, port in grpc.items())]
     log = open(root / "weed.log", "wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
+
+    def start(attempt: int = 0):
+        data = root / f"data-{attempt}"  # a fresh dir: no state that remembers the ports of a failed start
+        data.mkdir()
+        ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        grpc = {name: free_port() for name in ports}
+        args = [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-filer",
+                f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}",
+                "-master.telemetry=false", "-volume.max=64", "-master.volumeSizeLimitMB=32",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # Left alone, weed takes http port + 10000 for gRPC, past 65535 for high free ports.
+                *(f"-{name}.port.grpc={port}" for name, port in grpc.items())]
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return process, f"http://127.0.0.1:{ports['s3']}"
+
+    process, endpoint = start()
+    restarts = 0
     deadline = time.monotonic() + 60
     try:
         while True:
             if process.poll() is not None:
+                # free_port() only finds a port free *now*: on a busy machine (Ray workers bind random
+                # ports) another process may take one before weed binds it. Start again on fresh ports.
+                if b"address already in use" in (root / "weed.log").read_bytes()[-20000:] and restarts < 3:
+                    restarts += 1
+                    log.write(b"\n--- restarting on fresh ports ---\n")
+                    process, endpoint = start(restarts)
+                    continue
                 pytest.fail(f"weed exited with {process.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
             try:
                 urllib.request.urlopen(endpoint, timeout=1)

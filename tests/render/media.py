@@ -39,3 +39,39 @@ def inspect(path) -> dict:
 
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples)))) if len(samples) else 0.0
+
+
+def lag_s(decoded: np.ndarray, reference: np.ndarray, rate: int, start: float, end: float,
+          max_lag_s: float = 0.1) -> float:
+    """How late ``decoded`` plays ``reference`` inside ``[start, end)`` seconds (cross-correlation, same rate).
+
+    A/V sync in one number per slide: the picture changes exactly at the slide starts (checked
+    on frames), so a lag near zero in every slide means sound and picture share one clock.
+    """
+    a, b = int(start * rate), int(end * rate)
+    ref = reference[a:b].astype(np.float64)
+    pad = int(max_lag_s * rate)
+    lo = max(0, a - pad)
+    sig = decoded[lo:b + pad].astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(len(sig) + len(ref))))
+    corr = np.fft.irfft(np.fft.rfft(sig, n) * np.conj(np.fft.rfft(ref, n)), n)
+    offset = a - lo  # where the reference sits in ``sig`` at zero lag
+    lags = np.arange(-min(pad, offset), pad + 1)
+    best = lags[int(np.argmax(corr[(offset + lags) % n]))]
+    return float(best) / rate
+
+
+def reference_track(store, deck_slides, options: dict, rate: int) -> np.ndarray:
+    """The narration track the job muxed (rebuilt from its audio cache), as floats at ``rate``."""
+    from pipelines.render import timeline
+    from pipelines.render.audio import resample
+    from pipelines.render.cache import RenderCache
+    from pipelines.render.job import RenderOptions
+    from pipelines.render.tts import engine_class
+
+    opts = RenderOptions.from_dict(options)
+    cache = RenderCache(store)
+    engine_id = engine_class(opts.engine).cache_id(opts.voice)
+    clips = [cache.get_audio(cache.audio_key(engine_id, opts.speed, text)) for text in deck_slides]
+    tl, track = timeline.build(clips, fps=opts.fps, pad_before=opts.pad_before, pad_after=opts.pad_after)
+    return resample(track, tl.sample_rate, rate).astype(np.float32) / 32768.0

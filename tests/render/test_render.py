@@ -19,7 +19,7 @@ from pipelines.render.job import RenderOptions, run_render, validate_payload
 from pipelines.render.subtitles import parse_vtt
 
 from .conftest import COLORS, png, script
-from .media import inspect, rms
+from .media import inspect, lag_s, reference_track, rms
 
 NARRATION = ["はじめに。今日の話です。", "次のスライドです。", "まとめです。ありがとうございました。"]
 
@@ -83,6 +83,65 @@ def test_audio_is_present_for_every_slide(rendered):
         start = slide["start_s"] + OPTIONS["pad_before"]
         speech = audio[int(start * rate): int((start + slide["speech_s"]) * rate)]
         assert rms(speech) > max(0.01, 10 * silence), f"slide {slide['slide']} is silent"
+
+
+def assert_in_sync(info, manifest, reference, tolerance_s=0.003):
+    """Frames change on each slide's start (within a frame, on a keyframe); each slide's sound lags ~0."""
+    frame = 1 / manifest["fps"]
+    total = sum(slide["duration_s"] for slide in manifest["slides"])
+    for measured in (info["duration"], info["video_duration"], info["audio_duration"]):
+        assert abs(measured - total) <= 0.05, (measured, total)
+    assert len(info["frame_times"]) == round(total * manifest["fps"])
+    changes = info["changes"]
+    assert len(changes) == len(manifest["slides"])
+    for (at, _, keyframe), slide in zip(changes, manifest["slides"]):
+        assert abs(at - slide["start_s"]) <= frame + 1e-3, (at, slide)
+        assert keyframe, f"slide {slide['slide']} does not start on a keyframe"
+    for slide in manifest["slides"]:
+        lag = lag_s(info["audio"], reference, info["sample_rate"], slide["start_s"], slide["end_s"])
+        assert abs(lag) <= tolerance_s, f"slide {slide['slide']}: sound {lag * 1000:+.1f} ms off the picture"
+
+
+def test_sound_and_picture_share_one_clock(rendered):
+    info, manifest = rendered["info"], rendered["manifest"]
+    assert_in_sync(info, manifest, reference_track(rendered["store"], NARRATION, OPTIONS, info["sample_rate"]))
+
+
+def test_rerender_encodes_only_the_changed_slide_and_stays_in_sync(store, tmp_path):
+    """Cached segments of slides 1 and 3 are joined by copy with a fresh slide 2; sync stays exact."""
+    narration = ["最初のスライド。", "二枚目です。", "三枚目です。", "最後です。"]
+    options = {**OPTIONS, "width": 320, "height": 180}
+    first = run_render(local_context("render", job_id="j_seg1"), {**put_deck(store, narration), "options": options},
+                       store)
+    assert (first["cached_audio"], first["cached_segments"]) == (0, 0)
+    changed = [narration[0], "二枚目を書き換えて、少し長くしました。", narration[2], narration[3]]
+    second = run_render(local_context("render", job_id="j_seg2"),
+                        {**put_deck(store, changed, prefix="inputs/v"), "options": options}, store)
+    assert (second["cached_audio"], second["cached_segments"]) == (3, 3)
+    manifest = json.loads(store.get_bytes(second["manifest"]))
+    assert [slide["segment_cached"] for slide in manifest["slides"]] == [True, False, True, True]
+    store.get_file(second["video"], tmp_path / "v.mp4")
+    info = inspect(tmp_path / "v.mp4")
+    assert (info["video_codec"], info["profile"], info["pix_fmt"], info["audio_codec"]) == \
+        ("h264", "High", "yuv420p", "aac")
+    assert_in_sync(info, manifest, reference_track(store, changed, options, info["sample_rate"]))
+    # The same deck again: nothing is synthesized or encoded, only joined.
+    third = run_render(local_context("render", job_id="j_seg3"),
+                       {**put_deck(store, changed, prefix="inputs/w"), "options": options}, store)
+    assert (third["cached_audio"], third["cached_segments"]) == (4, 4)
+    assert third["timings"]["segments_s"] == 0
+
+
+@pytest.mark.parametrize("fps", [3, 30])
+def test_frame_rates_that_do_not_divide_a_second_cut_slides_on_their_frames(store, tmp_path, fps):
+    """Slide starts like 1/3 s print rounded; the segment cuts must still fall on each slide's first frame."""
+    narration = ["一枚目。", "二枚目です。", "三枚目。"]
+    options = {**OPTIONS, "width": 320, "height": 180, "fps": fps, "pad_before": 0.2, "pad_after": 0.2}
+    result = run_render(local_context("render", job_id=f"j_fps{fps}"),
+                        {**put_deck(store, narration, prefix=f"inputs/f{fps}"), "options": options}, store)
+    store.get_file(result["video"], tmp_path / "v.mp4")
+    manifest = json.loads(store.get_bytes(result["manifest"]))
+    assert_in_sync(inspect(tmp_path / "v.mp4"), manifest, reference_track(store, narration, options, 24000))
 
 
 def test_subtitle_cues_lie_inside_their_slide(rendered):

@@ -211,30 +211,45 @@ def _descendants(pid: int) -> list[int]:
 
 
 def scenario_kill() -> dict:
-    """The node running a job disappears (its raylet and every process under it): the job runs again elsewhere."""
+    """A node running jobs disappears (its raylet and every process under it): they run again elsewhere.
+
+    Four 5 s jobs spread over two worker nodes; one node is killed mid-run. (The fake provider keeps
+    listing a node killed behind its back as "pending", so the autoscaler will not replace it as a
+    cloud would; the jobs rerun on the surviving node.)
+    """
     queue = Queue("kill")
-    [job_id] = queue.enqueue("scale_cpu", seconds=6)
+    ids = queue.enqueue("scale_cpu", 4, seconds=5)
 
-    def running_with_node():
-        job = queue.get(job_id)
-        return job if job["status"] == "running" and (job.get("lease") or {}).get("node") else None
+    def running_on_two_nodes():
+        jobs = [queue.get(j) for j in ids]
+        nodes = {(j.get("lease") or {}).get("node") for j in jobs if j["status"] == "running"} - {None}
+        return jobs if len(nodes) >= 2 else None
 
-    job = wait_for(running_with_node, 90)
-    victim = job["lease"]["node"]
-    time.sleep(1.0)  # well into the attempt
+    jobs = wait_for(running_on_two_nodes, 90)
+    victim = next(j["lease"]["node"] for j in jobs if j["status"] == "running" and j["lease"].get("node"))
+    hit = [j["id"] for j in jobs if j["status"] == "running" and j["lease"]["node"] == victim]
+    time.sleep(1.0)  # well into the attempts
     for pid in _descendants(_raylet_pid(victim)):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     killed_at = time.monotonic()
-    final = queue.wait([job_id], 150)[0]
+    final = queue.wait(ids, 150)
     recovered_s = time.monotonic() - killed_at
     stats = ray.get(queue.actor.stats.remote())
-    return {"victim": victim, "job": final, "recovered_s": recovered_s, "running_after": stats["running"]}
+    return {"victim": victim, "hit": hit, "jobs": final, "recovered_s": recovered_s, "running_after": stats["running"]}
 
 
-SCENARIOS = {"empty": scenario_empty, "gpu": scenario_gpu, "burst": scenario_burst, "kill": scenario_kill}
+def scenario_placement() -> dict:
+    """Where dojo's own actors live after `dojo up` on the cluster: the head, all of them."""
+    head = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]][0]
+    actors = [{"name": a.get("Name"), "class": a.get("ActorClassName"), "node": a["Address"]["NodeID"]}
+              for a in ray._private.state.actors().values() if a["State"] == "ALIVE"]
+    return {"head": head, "actors": actors, "workers": worker_nodes()}
+
+
+SCENARIOS = {"placement": scenario_placement, "empty": scenario_empty, "gpu": scenario_gpu, "burst": scenario_burst, "kill": scenario_kill}
 
 
 def main() -> None:

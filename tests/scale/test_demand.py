@@ -87,3 +87,9 @@ def test_a_delayed_only_queue_is_not_rescanned_every_tick():
     queue = jobs(("cpu", "scheduled", 99.0))
     tracker.tick(queue, REGISTRY, 0.0)
     assert tracker.tick(queue, REGISTRY, 0.05) == (None, None)
+
+
+def test_a_jobs_own_resources_are_its_shape():
+    job = {"id": "j", "type": "cpu", "status": "queued", "run_at": 1.0,
+           "resources": {"num_cpus": 2, "num_gpus": 1, "custom": {}}}
+    assert list(backlog([job], REGISTRY)) == [(("CPU", 2.0), ("GPU", 1.0))]
