@@ -35,3 +35,9 @@ down: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# dojo side by side with Celery, Dramatiq, arq and RQ on Redis (peers in bench/.peers-venv/, not CI):
+# `make bench-peers ARGS=--quick` for a smoke run, ARGS="--only dojo,celery" to pick systems.
+.PHONY: bench-peers
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers.py $(ARGS)

@@ -45,8 +45,9 @@ def start_head(num_cpus: int | None = None) -> None:
     # Loopback only: nothing listens beyond 127.0.0.1 unless configured (cluster.yaml does).
     port = ray_address().rsplit(":", 1)[1]
     # The dashboard (on 127.0.0.1 only) is what `ray job submit` talks to.
-    args = ["start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-            "--disable-usage-stats"]
+    dashboard_port = os.environ.get("DOJO_RAY_DASHBOARD_PORT", "8265")
+    args = ["start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
     if num_cpus:
         args.append(f"--num-cpus={num_cpus}")
     result = _ray_cli(*args, check=False)

@@ -51,7 +51,8 @@ async def test_a_second_run_only_updates_and_a_third_changes_nothing(fake, clien
 async def test_local_limiter_never_exceeds_the_servers_bucket(start_fake, client_for, db, streamers, span):
     server = await start_fake(rate=20, burst=5, latency=0.02)
     people = streamers(10)
-    limiter = LocalLimiter.under(20, 5, max_in_flight=8)
+    # A generous jitter allowance: on a loaded 2-core CI machine a request may reach the server late.
+    limiter = LocalLimiter.under(20, 5, max_in_flight=8, jitter_s=0.3)
     async with client_for(server, limiter=limiter) as helix:
         summaries = await crawl_all(people, helix=helix, db=db, started_at=span[0], ended_at=span[1], first=20)
     assert server.bucket_exceeded == 0 and server.throttled == 0
