@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def _ray_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
-    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    bin_dir = os.path.dirname(sys.executable)
+    # Put this environment's bin first: `ray job submit -- python ...` runs the cluster's `python`.
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    ray_bin = os.path.join(bin_dir, "ray")
     return subprocess.run([ray_bin, *args], env=env, check=check, capture_output=True, text=True)
 
 
