@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import ray
 
@@ -308,31 +308,58 @@ def run_jobs(queue: str, runner_id: str, lane: str, lease_ttl: float, modules: t
     heartbeat = _Heartbeat(actor, runner_id, max(0.2, lease_ttl / 3))
     heartbeat.start()
     node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
-    reports: list[dict] = []
     job_type = registry.get(lane.partition(LANE_SEP)[0])
     threads = job_type.threads if job_type is not None else 1
-    # I/O-bound types run a batch on `threads` threads at once (one process, many waits).
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="dojo-job") if threads > 1 else None
-    want, ran = threads, 0
     try:
-        while True:
-            leases = _call(actor.runner_lease, runner_id, lane, reports, want, LINGER_S, node, pid)
-            if not leases:
-                return ran
-            reports = []
-            started = time.perf_counter()
-            if threads > 1 and len(leases) > 1:
-                reports = list(pool.map(lambda lease: execute(actor, lease, registry, heartbeat), leases))
-            else:
-                for lease in leases:
-                    reports.append(execute(actor, lease, registry, heartbeat))
-            ran += len(leases)
-            per_job = (time.perf_counter() - started) / len(leases)
-            want = max(threads, min(MAX_BATCH, int(BATCH_TARGET_S / max(per_job, 1e-6))))
+        if threads > 1:
+            return _run_threaded(actor, runner_id, lane, registry, heartbeat, threads, node, pid)
+        return _run_serial(actor, runner_id, lane, registry, heartbeat, node, pid)
     finally:
         heartbeat.stopped.set()
-        if pool is not None:
-            pool.shutdown(wait=False)
+
+
+def _run_serial(actor, runner_id, lane, registry, heartbeat, node, pid) -> int:
+    """One job at a time; one actor call reports a batch and leases the next (batches grow for quick jobs)."""
+    reports: list[dict] = []
+    want, ran = 1, 0
+    while True:
+        leases = _call(actor.runner_lease, runner_id, lane, reports, want, LINGER_S, node, pid)
+        if not leases:
+            return ran
+        started = time.perf_counter()
+        reports = [execute(actor, lease, registry, heartbeat) for lease in leases]
+        ran += len(leases)
+        per_job = (time.perf_counter() - started) / len(leases)
+        want = max(1, min(MAX_BATCH, int(BATCH_TARGET_S / max(per_job, 1e-6))))
+
+
+def _run_threaded(actor, runner_id, lane, registry, heartbeat, threads, node, pid) -> int:
+    """Up to ``threads`` jobs at once; as soon as one finishes it is reported and another leased.
+
+    No job waits for the slowest of a batch: the pipeline stays full.
+    """
+    ran = 0
+    reports: list[dict] = []
+    in_flight: set = set()
+    called = 0.0
+    with ThreadPoolExecutor(threads, thread_name_prefix="dojo-job") as pool:
+        while True:
+            free = threads - len(in_flight)
+            # Report and refill when half the threads are free (or a batch is getting old), so quick
+            # jobs share actor calls while slow ones are never held back for long.
+            if free > 0 and (not in_flight or free * 2 >= threads or time.monotonic() - called > BATCH_TARGET_S):
+                # Long-poll for work only when idle; otherwise just take what is ready now.
+                leases = _call(actor.runner_lease, runner_id, lane, reports, free,
+                               0.0 if in_flight else LINGER_S, node, pid)
+                called = time.monotonic()
+                reports = []
+                for lease in leases:
+                    in_flight.add(pool.submit(execute, actor, lease, registry, heartbeat))
+                if not in_flight:
+                    return ran
+            done, in_flight = wait(in_flight, timeout=BATCH_TARGET_S, return_when=FIRST_COMPLETED)
+            reports += [future.result() for future in done]
+            ran += len(done)
 
 
 def _call(method, *args, attempts: int = 60):

@@ -102,7 +102,7 @@ class DojoCrawl:
         self.count += 1
         queue = f"crawl-{scenario.name}-{self.count}"
         limited = "rate" in scenario.server
-        os.environ.update({"DOJO_CLIPS_DB": str(db.path), "DOJO_HELIX_LIMITER": "shared",
+        os.environ.update({"DOJO_CLIPS_DB": str(db.path), "DOJO_HELIX_LIMITER": os.environ.get("BENCH_LIMITER", "shared"),
                            "DOJO_HELIX_MAX_IN_FLIGHT": str(args.max_in_flight), "DOJO_CLIPS_PAGE_SIZE": str(args.first),
                            "DOJO_HELIX_BURST": str(args.burst)})
         if limited:
