@@ -26,7 +26,7 @@ from actors.settings import Settings
 from actors.storage import LocalStore, store_from_settings
 
 from .auth import Authenticator, Principal, mint
-from .http import check_queue, read_json
+from .http import check_queue, read_json, with_keepalive
 from .hub import ALL, Hub
 
 log = logging.getLogger(__name__)
@@ -438,16 +438,11 @@ def _last_event_id(request: Request, after: int) -> int:
 def _sse(events, key: str) -> StreamingResponse:
     async def body():
         yield ": dojo event stream\n\n"
-        stream = events.__aiter__()
-        while True:
-            try:
-                event = await asyncio.wait_for(stream.__anext__(), 15)
-            except asyncio.TimeoutError:
+        async for event in with_keepalive(events):
+            if event is None:
                 yield ": keep-alive\n\n"
-                continue
-            except StopAsyncIteration:
-                return
-            yield f"id: {event[key]}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
+            else:
+                yield f"id: {event[key]}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -28,7 +28,7 @@ from actors.exceptions import DojoError, Forbidden, InvalidInput, NotFound
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.settings import NAMESPACE
 
-from ..http import check_queue, read_json
+from ..http import check_queue, read_json, with_keepalive
 from . import session as sessions
 
 log = logging.getLogger(__name__)
@@ -466,15 +466,10 @@ def _follow_logs(hub, job_id: str, after: int, first: dict) -> StreamingResponse
                                                        "lines": event.get("lines", [])})
             yield _sse_event(None, "end", {"status": first["status"]})
             return
-        stream = hub.follow(queue, "job:" + job_id, after).__aiter__()
-        while True:
-            try:
-                event = await asyncio.wait_for(stream.__anext__(), 15)
-            except asyncio.TimeoutError:
+        async for event in with_keepalive(hub.follow(queue, "job:" + job_id, after)):
+            if event is None:
                 yield ": keep-alive\n\n"
                 continue
-            except StopAsyncIteration:
-                return
             data = event["data"]
             if event["kind"] == "log":
                 yield _sse_event(event["seq"], "log", {"seq": event["seq"], "attempt": data.get("attempt"),
