@@ -46,20 +46,29 @@ def actor_name(queue: str) -> str:
 class _Reporter:
     """Sends one attempt's progress, logs and heartbeats to the queue actor."""
 
-    def __init__(self, actor, lease: dict):
+    def __init__(self, actor, lease: dict, sent: list | None = None):
         self.actor = actor
         self.lease = lease
         self.token = lease["token"]
+        # Refs of fire-and-forget calls: the attempt's outcome is reported only once they have landed,
+        # because an async actor need not run one caller's calls in order.
+        self.sent = sent if sent is not None else []
 
     def progress(self, event: dict) -> None:
-        # Fire and forget: calls from one caller reach the actor in order.
-        self.actor.progress.remote(self.token, self.lease["job_id"], event)
+        self.sent.append(self.actor.progress.remote(self.token, self.lease["job_id"], event))
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every progress and log call of this attempt reached the actor."""
+        refs = [ref for ref in self.sent if isinstance(ref, ray.ObjectRef)]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        self.sent.clear()
 
     def heartbeat(self) -> None:
         ray.get(self.actor.heartbeat.remote([self.token]))
 
     def log(self, line: str) -> None:
-        self.actor.log_lines.remote(self.token, [line])
+        self.sent.append(self.actor.log_lines.remote(self.token, [line]))
 
     def enqueue(self, specs: list[dict]) -> list[dict]:
         specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in specs]
@@ -152,10 +161,12 @@ class _OutputCapture:
         return getattr(self.original, "encoding", "utf-8")
 
 
-def _capture_output(actor, token: int):
+def _capture_output(actor, token: int, sent: list | None = None):
     """(stdout, stderr) capturing streams for one attempt; stderr lines are marked ``[stderr]``."""
     def send(lines: list[str]) -> None:
-        actor.log_lines.remote(token, lines)
+        ref = actor.log_lines.remote(token, lines)
+        if sent is not None:
+            sent.append(ref)
 
     out = _OutputCapture(send, sys.stdout)
     err = _OutputCapture(send, sys.stderr, "[stderr] ", out.shared)
@@ -259,14 +270,15 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
     """Run one leased attempt; return its report (never raises)."""
     job_type = registry.get(lease["type"])
     cancelled = threading.Event()
+    reporter = _Reporter(actor, lease)
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
-                     max_attempts=lease["max_attempts"], reporter=_Reporter(actor, lease), cancelled=cancelled)
+                     max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled)
     report = {"token": lease["token"], "job_id": lease["job_id"], "type": lease["type"]}
     if heartbeat is not None:
         with heartbeat.lock:
             heartbeat.current[lease["token"]] = cancelled
     started = time.perf_counter()
-    capture = _capture_output(actor, lease["token"])
+    capture = _capture_output(actor, lease["token"], reporter.sent)
     _route_output(capture)
     try:
         if job_type is None or job_type.perform is None:
@@ -290,6 +302,7 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
         _route_output(None)
         for stream in capture:
             stream.close_attempt()
+        reporter.settle()  # the outcome must not overtake the attempt's last progress and log lines
         if heartbeat is not None:
             with heartbeat.lock:
                 heartbeat.current.pop(lease["token"], None)
