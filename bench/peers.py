@@ -42,6 +42,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEERS_DIR = os.path.join(HERE, "peers")
+sys.path.insert(0, PEERS_DIR)
+from common import free_port, log, pct  # noqa: E402
 VENVS = os.path.join(HERE, ".peers-venv")
 # This folder also holds bench/queue.py (named like the stdlib's `queue`): keep it off the path.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
@@ -58,19 +60,6 @@ LATENCY_GAP_S = 0.02
 WARMUP = 5
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- processes: everything started here ends here ------------------------------------------------

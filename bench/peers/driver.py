@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import marks  # noqa: E402
+from common import log, pct  # noqa: E402
 
 SYSTEMS = ("celery", "dramatiq", "arq", "rq")
 PROCESSES = 2
@@ -32,13 +33,6 @@ LATENCY_GAP_S = 0.02
 WARMUP = 5
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 # -- processes -----------------------------------------------------------------------------------
