@@ -136,7 +136,11 @@ class Queues:
         return await self.actor(queue).bucket_get.remote(name)
 
     async def subscribe(self, queue: str, after: int) -> AsyncIterator[list[dict]]:
-        """Committed events of a queue after ``after`` (a gseq), resuming across actor restarts."""
+        """Committed events of a queue after ``after`` (a gseq), resuming across actor restarts.
+
+        A cancelled stream resumes too: Ray cancels the calls a request made when the request is
+        cancelled (an HTTP client left), and a shared stream must outlive the request that opened it.
+        """
         cursor = after
         failures = 0
         while True:
@@ -148,6 +152,6 @@ class Queues:
                     cursor = batch[-1]["gseq"]
                     yield batch
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
-                    ray.exceptions.ObjectLostError):
+                    ray.exceptions.ObjectLostError, ray.exceptions.TaskCancelledError):
                 failures += 1
                 await asyncio.sleep(min(2.0, 0.05 * failures))

@@ -150,13 +150,25 @@ class Client:
         """Signed URLs of the objects a job produced (e.g. a render's video), plus local paths when stored locally."""
         return self._call("GET", f"/v1/jobs/{job_id}/outputs")
 
-    def events(self, job_id: str, after: int = 0, follow: bool = True) -> Iterator[dict]:
-        """The job's events after ``after``; with follow, live until the job is final (SSE, resumes on drops)."""
+    def events(self, job_id: str, after: int = 0, follow: bool = True,
+               timeout: float | None = None) -> Iterator[dict]:
+        """The job's events after ``after``; with follow, live until the job is final (SSE, resumes on drops).
+
+        ``timeout`` bounds the whole follow: past it, ``TimeoutError`` even if the stream is quiet
+        (the server sends a keep-alive every 15 s, so a silent stream still wakes the check).
+        """
         if not follow:
             yield from self._call("GET", f"/v1/jobs/{job_id}/events", after=after)["events"]
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def check() -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} not final after {timeout}s (last event seq {last})")
+
         last = after
         while True:
+            check()
             job = self.get(job_id)
             if job["status"] in FINAL:
                 # Nothing live will come: drain what is stored and stop.
@@ -172,6 +184,7 @@ class Client:
                     if resp.status_code >= 400:
                         raise ApiError(resp.status_code, resp.json())
                     for line in resp.iter_lines(decode_unicode=True):
+                        check()
                         if not line or not line.startswith("data: "):
                             continue
                         event = json.loads(line[6:])
@@ -185,12 +198,9 @@ class Client:
     def wait(self, job_id: str, timeout: float | None = None, progress: bool = True) -> dict:
         """Block until the job is final, showing a progress bar; returns the job."""
         bar = _Bar(job_id, progress)
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            for event in self.events(job_id):
+            for event in self.events(job_id, timeout=timeout):
                 bar.update(event)
-                if deadline and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} not final after {timeout}s")
         finally:
             bar.close()
         return self.get(job_id)

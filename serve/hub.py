@@ -11,6 +11,7 @@ sequence seen misses nothing and repeats nothing, across actor restarts too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import defaultdict
 from typing import AsyncIterator
@@ -32,22 +33,27 @@ class Feed:
         self.listeners: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self.task: asyncio.Task | None = None
         self.started = asyncio.Event()
+        self.cursor: int | None = None  # the last gseq delivered; a restarted stream resumes after it
 
     def start(self) -> None:
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run())
+            # A context of its own: the feed serves every request of the replica, so it must not run
+            # as part of the request that happened to start it (and be cancelled with it).
+            self.task = asyncio.get_running_loop().create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
         while True:
             try:
-                ping = await self.queues.ping(self.queue)
+                if self.cursor is None:
+                    self.cursor = (await self.queues.ping(self.queue))["last_gseq"]
                 self.started.set()
-                async for batch in self.queues.subscribe(self.queue, ping["last_gseq"]):
+                async for batch in self.queues.subscribe(self.queue, self.cursor):
+                    self.cursor = batch[-1]["gseq"]
                     self._deliver(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("event feed of queue %s broke; restarting", self.queue)
+                log.exception("event feed of queue %s broke; resuming after gseq %s", self.queue, self.cursor)
                 await asyncio.sleep(0.5)
 
     def _deliver(self, batch: list[dict]) -> None:

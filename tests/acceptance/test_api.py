@@ -12,6 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.ray
 
+FINAL = {"succeeded", "failed", "cancelled"}
+
 
 async def post(session, url, body=None, headers=None, raw=None):
     data = raw if raw is not None else (json.dumps(body) if body is not None else None)
@@ -93,6 +95,44 @@ async def test_sse_stream_resumes_after_last_event_id(api, headers):
                 if got and got[-1] == all_seqs[-1]:
                     break
         assert got == all_seqs[2:]
+
+
+async def sse_until_final(session, url, headers, timeout=30) -> list[dict]:
+    events = []
+    async with session.get(url, headers={**headers, "Accept": "text/event-stream"},
+                           timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        assert r.status == 200
+        async for line in r.content:
+            line = line.decode().strip()
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+                if events[-1]["kind"] == "status" and events[-1]["data"]["status"] in FINAL:
+                    return events
+    raise AssertionError(f"the stream ended before the job was final: {events}")
+
+
+async def test_live_events_outlive_the_request_that_opened_the_queue_feed(api, headers):
+    """The replica's one feed per queue is opened by whichever request comes first. When that client
+    leaves, the proxy cancels its request; the feed must go on for everyone else and miss nothing,
+    here the job's final event, which comes right after the opener left."""
+    queue = f"feed{os.getpid()}"
+    async with aiohttp.ClientSession() as s:
+        _, job = await post(s, f"{api}/v1/jobs", {"type": "sleep", "payload": {"seconds": 0.3}, "queue": queue},
+                            headers)
+        url = f"{api}/v1/jobs/{job['id']}/events"
+
+        async def open_then_leave():
+            async with s.get(url, headers={**headers, "Accept": "text/event-stream"}) as r:
+                async for line in r.content:
+                    if line.startswith(b"data: ") and b'"running"' in line:
+                        return
+
+        leaving = asyncio.ensure_future(open_then_leave())
+        await asyncio.sleep(0.1)  # the opener's request is the one that started the queue's feed
+        events = await sse_until_final(s, url, headers, timeout=20)
+        await leaving
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["data"]["status"] == "succeeded"
 
 
 async def test_unique_key_priority_and_delay_through_the_api(api, headers):
