@@ -105,12 +105,14 @@ class DojoCrawl:
         os.environ.update({"DOJO_CLIPS_DB": str(db.path), "DOJO_HELIX_LIMITER": os.environ.get("BENCH_LIMITER", "shared"),
                            "DOJO_HELIX_MAX_IN_FLIGHT": str(args.max_in_flight), "DOJO_CLIPS_PAGE_SIZE": str(args.first),
                            "DOJO_HELIX_BURST": str(args.burst)})
-        if limited:
-            os.environ["DOJO_HELIX_RATE"] = str(args.rate)
-        else:
-            os.environ.pop("DOJO_HELIX_RATE", None)
+        # Unlimited means no bucket at all: left unset, the setting falls back to Helix's default
+        # 800 requests/minute, which would cap the "unlimited" run at 13 requests/s.
+        os.environ["DOJO_HELIX_RATE"] = str(args.rate) if limited else "off"
         settings = Settings.from_env()
         actor = queue_actor(queue, settings)  # its jobs get the environment set above
+        import ray
+
+        ray.get(actor.ping.remote())  # a queue's actor is always up in production: start it unmeasured
         queues = Queues(settings)
         start = server.config.anchor
         end = start + timedelta(hours=server.config.span_hours)
@@ -121,7 +123,6 @@ class DojoCrawl:
                 writer = csv.DictWriter(fh, fieldnames=["broadcaster_id", "login"])
                 writer.writeheader()
                 writer.writerows(streamers)
-            await actor.ping.remote()
             [parent] = await queues.enqueue([{"type": "clips.crawl", "queue": queue, "payload": {
                 "source": str(source), "fake_helix": server.url, "first": args.first,
                 "started_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "ended_at": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
