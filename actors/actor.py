@@ -67,6 +67,7 @@ class QueueService:
         self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
         self._slots: dict[str, dict[str, float]] = {}
         self._slot_waiters: dict[str, list[asyncio.Future]] = {}
+        self._slot_ids = itertools.count(1)
         self.started_at = time.time()
         self.metrics = QueueMetrics(name)
         self.scaling = scaling.DemandReporter(name, self.registry)
@@ -492,10 +493,12 @@ class QueueService:
         await self._commit()
         return bucket
 
-    async def acquire_slot(self, name: str, limit: int, holder: str, ttl: float = 60.0, wait: float = 30.0) -> bool:
-        """Hold one of ``limit`` in-flight places of ``name`` (e.g. a host); waits up to ``wait`` seconds.
+    async def acquire_slots(self, name: str, limit: int, holder: str, want: int = 1, ttl: float = 60.0,
+                            wait: float = 30.0) -> list[str]:
+        """Up to ``want`` of the ``limit`` in-flight places of ``name`` (e.g. a host), as place ids.
 
-        Slots live in memory and expire after ``ttl`` so a dead worker cannot hold one forever.
+        Waits up to ``wait`` seconds for at least one (then returns ``[]``). Places live in memory and
+        expire ``ttl`` seconds after the grant, so a dead worker cannot hold one forever.
         """
         deadline = time.monotonic() + wait
         while True:
@@ -503,11 +506,14 @@ class QueueService:
             holders = self._slots.setdefault(name, {})
             for stale in [h for h, expires in holders.items() if expires < now]:
                 del holders[stale]
-            if len(holders) < limit:
-                holders[holder] = now + ttl
-                return True
+            free = limit - len(holders)
+            if free > 0:
+                granted = [f"{holder}:{next(self._slot_ids)}" for _ in range(min(max(1, want), free))]
+                for place in granted:
+                    holders[place] = now + ttl
+                return granted
             if now >= deadline:
-                return False
+                return []
             waiter = asyncio.get_running_loop().create_future()
             self._slot_waiters.setdefault(name, []).append(waiter)
             try:
@@ -515,14 +521,15 @@ class QueueService:
             except asyncio.TimeoutError:
                 pass
 
-    async def release_slot(self, name: str, holder: str) -> None:
-        self._slots.get(name, {}).pop(holder, None)
+    async def release_slots(self, name: str, places: list[str]) -> None:
+        holders = self._slots.get(name, {})
+        freed = sum(holders.pop(place, None) is not None for place in places)
         waiters = self._slot_waiters.get(name)
-        while waiters:
+        while waiters and freed:
             waiter = waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(True)
-                break
+                freed -= 1
 
 
 QueueActor = ray.remote(QueueService)

@@ -6,18 +6,32 @@ bucket right before a request, ``pause_until(t)`` pauses the bucket for
 everyone when the API answers 429, and ``async with slot():`` holds one of
 the N in-flight places for the host. It works from any event loop (each job
 attempt may run its own ``asyncio.run``).
+
+In-flight places are leased from the actor in batches and handed from one
+request of the process to the next without an actor call (``_Places``), so a
+busy worker pays about one actor round trip per ``REUSE`` requests, not two
+per request; a place goes back when no local request wants it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from .runner import actor_name
 from .settings import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+#: A place is handed between local requests at most this many times before it goes back to the actor,
+#: so a busy process cannot keep the host's places from the others for long.
+REUSE = 16
 
 
 class SharedLimiter:
@@ -32,7 +46,7 @@ class SharedLimiter:
         self.slot_ttl = slot_ttl
         self._paused_until = 0.0
         self._holder = f"{os.getpid()}-{id(self)}"
-        self._count = 0
+        self._places: _Places | None = None
         self._actor = None
 
     @property
@@ -71,15 +85,148 @@ class SharedLimiter:
         if not self.max_in_flight:
             yield
             return
-        self._count += 1
-        holder = f"{self._holder}-{self._count}"
-        name = f"slots:{self.bucket}"
-        while not await self.actor.acquire_slot.remote(name, self.max_in_flight, holder, self.slot_ttl):
-            pass
+        if self._places is None:
+            self._places = _Places(lambda: self.actor, f"slots:{self.bucket}", self.max_in_flight,
+                                   self._holder, self.slot_ttl)
+        place = await self._places.acquire()
         try:
             yield
         finally:
-            await self.actor.release_slot.remote(name, holder)
+            self._places.release(place)
 
     def __repr__(self) -> str:
         return f"SharedLimiter({self.bucket!r}, rate={self.rate}, burst={self.burst}, in_flight={self.max_in_flight})"
+
+
+class _Place:
+    __slots__ = ("id", "granted", "uses")
+
+    def __init__(self, place_id: str, granted: float):
+        self.id = place_id
+        self.granted = granted
+        self.uses = 0
+
+
+class _Places:
+    """This process's share of one cluster-wide in-flight limit, usable from any thread and event loop.
+
+    Waiters queue here, first come first served. A broker thread of the process leases as many places
+    as there are waiters in one actor call; a released place goes straight to the next local waiter
+    (no actor call) unless it was used ``REUSE`` times or is half its ``ttl`` old, and otherwise back
+    to the actor, batched with other returns.
+    """
+
+    def __init__(self, actor, name: str, limit: int, holder: str, ttl: float):
+        self._actor = actor
+        self.name = name
+        self.limit = limit
+        self.holder = holder
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        self._returns: list[str] = []
+        self._leasing = False
+
+    async def acquire(self) -> _Place:
+        loop = asyncio.get_running_loop()
+        waiter = (loop, loop.create_future())
+        with self._lock:
+            self._waiters.append(waiter)
+        self._kick()
+        try:
+            return await waiter[1]
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            # A place was handed to us just as we were cancelled: pass it on.
+            if waiter[1].done() and not waiter[1].cancelled():
+                self.release(waiter[1].result(), used=False)
+            raise
+
+    def release(self, place: _Place, used: bool = True) -> None:
+        place.uses += used
+        fresh = place.uses < REUSE and time.monotonic() - place.granted < self.ttl / 2
+        with self._lock:
+            if fresh and self._hand_over(place):
+                return
+            self._returns.append(place.id)
+        self._kick()
+
+    def _hand_over(self, place: _Place) -> bool:
+        """Give ``place`` to the first local waiter whose loop still runs (call with the lock held)."""
+        while self._waiters:
+            loop, future = self._waiters.popleft()
+            try:
+                loop.call_soon_threadsafe(self._deliver, future, place)
+                return True
+            except RuntimeError:  # that waiter's loop is closed
+                continue
+        return False
+
+    def _deliver(self, future: asyncio.Future, place: _Place) -> None:
+        if future.done():  # cancelled between the hand-over and now
+            self.release(place, used=False)
+        else:
+            future.set_result(place)
+
+    # -- the broker: actor calls run on one background loop of the process --------------------------
+    def _kick(self) -> None:
+        _broker().call_soon_threadsafe(self._pump)
+
+    def _pump(self) -> None:
+        with self._lock:
+            returns, self._returns = self._returns, []
+            start = bool(self._waiters) and not self._leasing
+            self._leasing = self._leasing or start
+        if returns:
+            self._actor().release_slots.remote(self.name, returns)  # fire and forget
+        if start:
+            asyncio.get_running_loop().create_task(self._lease())
+
+    async def _lease(self) -> None:
+        failures = 0
+        try:
+            while True:
+                with self._lock:
+                    want = len(self._waiters)
+                if not want:
+                    return
+                try:
+                    granted = await self._actor().acquire_slots.remote(self.name, self.limit, self.holder, want,
+                                                                        self.ttl, 5.0)
+                    failures = 0
+                except Exception as exc:  # the actor is restarting: try again shortly
+                    failures += 1
+                    log.warning("could not lease places of %s (%s); retrying", self.name, type(exc).__name__)
+                    await asyncio.sleep(min(2.0, 0.1 * failures))
+                    continue
+                now = time.monotonic()
+                with self._lock:
+                    for place_id in granted:
+                        if not self._hand_over(_Place(place_id, now)):
+                            self._returns.append(place_id)
+                if self._returns:
+                    self._pump()
+        finally:
+            with self._lock:
+                self._leasing = False
+                again = bool(self._waiters)
+            if again:
+                self._pump()
+
+
+_broker_loop: asyncio.AbstractEventLoop | None = None
+_broker_lock = threading.Lock()
+
+
+def _broker() -> asyncio.AbstractEventLoop:
+    """The process's background event loop for limiter calls to the queue actors (started on first use)."""
+    global _broker_loop
+    with _broker_lock:
+        if _broker_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="dojo-limits", daemon=True).start()
+            _broker_loop = loop
+        return _broker_loop

@@ -185,7 +185,7 @@ def crawl(ctx: JobContext, payload: dict | None) -> dict:
             "ended_at": rfc3339(end), "window_hours": window_hours, "first": first}
 
 
-@job(STREAMER, max_attempts=5, retry_delay=2.0, timeout=600, num_cpus=0.5, threads=32, validate=validate_streamer)
+@job(STREAMER, max_attempts=5, retry_delay=2.0, timeout=600, num_cpus=0.5, threads=128, validate=validate_streamer)
 def streamer(ctx: JobContext, payload: dict) -> dict:
     """Crawl one streamer and upsert its clips; returns the summary."""
     settings = _settings(payload)

@@ -91,6 +91,7 @@ async def test_crawl_flow_stores_every_clip_once_within_the_bucket_then_only_upd
         assert len(ids) == len(set(ids)) == STREAMERS * CLIPS
         stats = server.stats()
         assert stats["bucket_exceeded"] == 0 and stats["throttled"] >= 5 and stats["injected_5xx"] > 0, stats
+        assert server.max_in_flight <= 8, stats  # DOJO_HELIX_MAX_IN_FLIGHT, held across every worker
 
         server.bump(views=True)
         again = await _until_final(s, api, headers, (await _crawl(s, api, headers, crawl_env))["id"])
