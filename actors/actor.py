@@ -161,7 +161,8 @@ class QueueService:
                     ready -= runner_mod.MAX_BATCH
             starting = sum(1 for r in self._runners.values() if r["type"] == lane and not r["leased"])
             # Quick jobs share a runner (it leases big batches); slow ones get a runner per `threads` jobs.
-            per_runner = 64 if self._job_seconds.get(type_name, 0.0) < 0.005 else job_type.threads
+            quick = self._job_seconds.get(type_name, 0.0) < 0.005
+            per_runner = max(64, job_type.threads) if quick else job_type.threads
             want = min(math.ceil(max(ready, 0) / per_runner) - starting, self.concurrency - len(self._runners))
             for _ in range(max(0, want)):
                 self._launch(job_type, lane, Resources.from_dict(resources))
@@ -172,6 +173,14 @@ class QueueService:
             self.name, runner_id, lane, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
         self._runners[runner_id] = {"type": lane, "ref": ref, "leased": False}
         asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
+        # Idle runners of other lanes stop lingering and exit: Ray can give their worker processes to
+        # this runner instead of starting a new one (a process start costs about a second of CPU).
+        for other, waiters in self._waiters.items():
+            if other != lane:
+                while waiters:
+                    waiter = waiters.pop()
+                    if not waiter.done():
+                        waiter.set_result(True)
 
     async def _watch(self, runner_id: str, ref) -> None:
         reason = None
@@ -211,7 +220,9 @@ class QueueService:
             info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True}
         info["leased"] = True
         leases = self.q.lease(runner_id, [lane], want, now, node=node, pid=pid)
-        if not leases and wait > 0:
+        # An idle runner lingers for more work of its lane, unless another lane waits for a runner to
+        # start: then it exits at once, and Ray can hand its worker process to that runner.
+        if not leases and wait > 0 and not self._others_starting(lane):
             if self.store.dirty:
                 await self._commit()
             waiter = asyncio.get_running_loop().create_future()
@@ -230,6 +241,9 @@ class QueueService:
             # queued again on restart and the orphaned attempt's token (an older epoch) is refused.
             self._schedule_commit()
         return leases
+
+    def _others_starting(self, lane: str) -> bool:
+        return any(not info["leased"] and info["type"] != lane for info in self._runners.values())
 
     def _apply_reports(self, reports: list[dict], now: float) -> None:
         for report in reports:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 # Run as a script, sys.path[0] is bench/, whose queue.py would shadow the standard library's queue;
 # put the repository root there instead.
@@ -90,30 +90,41 @@ class DojoCrawl:
         if not ray.is_initialized():
             ray.init(address="local", include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
                      configure_logging=False)
-        self.count = 0
+        self.actors: dict[str, tuple[str, Any]] = {}
+
+    def open_queue(self, name: str, db_path: Path, limited: bool, args) -> None:
+        """Start the queue actor of one scenario, its jobs pointed at ``db_path`` and the scenario's limits.
+
+        A queue's actor is always up in production, so every scenario's actor starts before the
+        warm-up, unmeasured; the warm-up then leaves Ray's worker pool as a running cluster has it.
+        """
+        import os
+
+        import ray
+
+        from actors.facade import queue_actor
+        from actors.settings import Settings
+
+        # Unlimited means no bucket at all: left unset, the setting falls back to Helix's default
+        # 800 requests/minute, which would cap the "unlimited" run at 13 requests/s.
+        os.environ.update({"DOJO_CLIPS_DB": str(db_path),
+                           "DOJO_HELIX_LIMITER": os.environ.get("BENCH_LIMITER", "shared"),
+                           "DOJO_HELIX_MAX_IN_FLIGHT": str(args.max_in_flight),
+                           "DOJO_CLIPS_PAGE_SIZE": str(args.first), "DOJO_HELIX_BURST": str(args.burst),
+                           "DOJO_HELIX_RATE": str(args.rate) if limited else "off"})
+        queue = f"crawl-{name}-{os.getpid()}"
+        actor = queue_actor(queue, Settings.from_env())  # its jobs get the environment above
+        ray.get(actor.ping.remote())
+        self.actors[name] = (queue, actor)
 
     def crawler(self, server: FakeHelix, db: ClipDB, scenario: "Scenario", args) -> tuple[Crawler, Callable]:
         import csv
-        import os
 
-        from actors.facade import Queues, queue_actor
+        from actors.facade import Queues
         from actors.settings import Settings
 
-        self.count += 1
-        queue = f"crawl-{scenario.name}-{self.count}"
-        limited = "rate" in scenario.server
-        os.environ.update({"DOJO_CLIPS_DB": str(db.path), "DOJO_HELIX_LIMITER": os.environ.get("BENCH_LIMITER", "shared"),
-                           "DOJO_HELIX_MAX_IN_FLIGHT": str(args.max_in_flight), "DOJO_CLIPS_PAGE_SIZE": str(args.first),
-                           "DOJO_HELIX_BURST": str(args.burst)})
-        # Unlimited means no bucket at all: left unset, the setting falls back to Helix's default
-        # 800 requests/minute, which would cap the "unlimited" run at 13 requests/s.
-        os.environ["DOJO_HELIX_RATE"] = str(args.rate) if limited else "off"
-        settings = Settings.from_env()
-        actor = queue_actor(queue, settings)  # its jobs get the environment set above
-        import ray
-
-        ray.get(actor.ping.remote())  # a queue's actor is always up in production: start it unmeasured
-        queues = Queues(settings)
+        queue, actor = self.actors[scenario.name]
+        queues = Queues(Settings.from_env())
         start = server.config.anchor
         end = start + timedelta(hours=server.config.span_hours)
 
@@ -123,6 +134,7 @@ class DojoCrawl:
                 writer = csv.DictWriter(fh, fieldnames=["broadcaster_id", "login"])
                 writer.writeheader()
                 writer.writerows(streamers)
+            submitted = time.time()
             [parent] = await queues.enqueue([{"type": "clips.crawl", "queue": queue, "payload": {
                 "source": str(source), "fake_helix": server.url, "first": args.first,
                 "started_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "ended_at": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -133,6 +145,8 @@ class DojoCrawl:
                     break
                 await asyncio.sleep(0.05)
             assert job["status"] == "succeeded", job
+            if args.timeline:
+                print(f"{scenario.name:>10}  timeline: {await timeline(actor, submitted)}", file=sys.stderr, flush=True)
             children = await actor.children.remote(parent["id"])
             return [c["result"] for c in children if c["status"] == "succeeded"]
 
@@ -140,6 +154,25 @@ class DojoCrawl:
             return None
 
         return crawl, close
+
+
+async def timeline(actor, since: float) -> str:
+    """Seconds from submission to the flow's milestones, read from the queue's own event log."""
+    events, after = [], 0
+    while True:
+        batch = await actor.events.remote(None, after, 1000)
+        events += batch
+        if len(batch) < 1000:
+            break
+        after = batch[-1]["gseq"]
+    marks: dict[str, list[float]] = {}
+    for event in events:
+        data = event["data"]
+        if event["kind"] == "status" and event["at"] >= since:
+            role = "child" if data.get("type") == "clips.streamer" else "parent"
+            marks.setdefault(f"{role} {data['status']}", []).append(round(event["at"] - since, 2))
+    parts = [f"{name} {min(at)}" + (f"..{max(at)}" if len(at) > 1 else "") for name, at in marks.items()]
+    return ", ".join(parts)
 
 
 async def run(scenario: Scenario, streamers: list[dict], data: dict, first: int, workdir: Path,
@@ -186,6 +219,8 @@ async def main(args: argparse.Namespace) -> dict:
     dojo = DojoCrawl() if args.via == "dojo" else None
     with tempfile.TemporaryDirectory(prefix="dojo-bench-crawl-") as tmp:
         if dojo is not None:  # start the runner processes once, unmeasured (a warm cluster, as in production)
+            for name in ("warmup", "limited", "unlimited"):
+                dojo.open_queue(name, Path(tmp) / f"{name}.sqlite3", name == "limited", args)
             await run(Scenario("warmup", {}, lambda: None, None), streamers[:20], data, args.first, Path(tmp),
                       dojo, args)
         results = {name: await run(s, streamers, data, args.first, Path(tmp), dojo, args)
@@ -222,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, default=20)
     p.add_argument("--max-in-flight", type=int, default=32)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeline", action="store_true",
+                   help="print each dojo run's milestones (parent and children states, seconds after submit)")
     p.add_argument("--via", choices=["dojo", "in-process"], default="dojo",
                    help="crawl through dojo's queue (default) or in one asyncio process")
     return p
