@@ -15,10 +15,16 @@ counts clips the server has that the database lacks; ``bucket_exceeded`` is
 counted by the server. Aims: those three 0, ``limited_over_bound <= 1.10``,
 ``speedup_vs_sequential >= 10``.
 
-The crawl step is a function of the streamer list (:data:`Crawler`), so the
-in-process fan-out used here can be swapped for dispatch through dojo's queue.
+By default the limited and unlimited runs go through dojo: a ``clips.crawl``
+parent on a local Ray fans out one ``clips.streamer`` child per streamer, and
+the children share the queue actor's bucket and in-flight places. The cluster
+is warm, as a running one is: every scenario's queue actor is up and a small
+crawl has run before anything is timed. ``--via in-process`` runs the same
+crawl steps (:data:`Crawler`) in one asyncio process instead; the sequential
+baseline always runs in-process.
 
-    .venv/bin/python bench/crawl.py                # the full run (~65 s)
+    .venv/bin/python bench/crawl.py                # the full run (~75 s)
+    .venv/bin/python bench/crawl.py --timeline     # plus each run's milestones, from the queue's events
     .venv/bin/python bench/crawl.py --streamers 40 # a quick look
 """
 
