@@ -14,6 +14,8 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # before anything imports ray (see serve.launcher)
 
+import requests  # noqa: E402
+
 from .client import ApiError, Client  # noqa: E402
 
 
@@ -168,6 +170,8 @@ def cmd_crawl(args) -> None:
                if v}
     if args.fake_helix:
         payload["fake_helix"] = args.fake_helix
+        if not (args.since or args.until):  # the fake's clips sit in a fixed range: crawl that range
+            payload.update(_fake_helix_range(args.fake_helix))
     job = client.submit("clips.crawl", payload, queue=args.queue)
     print(f"crawl queued as {job['id']}", file=sys.stderr)
     if args.watch:
@@ -177,6 +181,16 @@ def cmd_crawl(args) -> None:
             raise SystemExit(1)
     else:
         _print(job)
+
+
+def _fake_helix_range(url: str) -> dict:
+    base = url.rstrip("/").removesuffix("/helix")
+    try:
+        stats = requests.get(f"{base}/_stats", timeout=10).json()
+    except (requests.RequestException, ValueError) as exc:
+        raise SystemExit(f"dojo: no fake Helix answers at {base} ({type(exc).__name__}); start one with "
+                         "`python -m pipelines.clips.fake_helix --port 8787` or drop --fake-helix") from None
+    return {"started_at": stats["started_at"], "ended_at": stats["ended_at"]}
 
 
 def cmd_list(args) -> None:

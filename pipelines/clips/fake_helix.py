@@ -200,6 +200,9 @@ class FakeHelix:
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "views_version": self.views_version,
             "title_version": self.title_version,
+            # Where the clips are: `dojo crawl clips --fake-helix` crawls this range by default.
+            "started_at": rfc3339(self.config.anchor),
+            "ended_at": rfc3339(self.config.anchor + timedelta(hours=self.config.span_hours)),
         }
 
     # -- data ---------------------------------------------------------------------------------

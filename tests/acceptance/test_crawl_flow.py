@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import signal
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -141,3 +144,27 @@ async def test_crawl_errors_are_clear(api, headers, crawl_env):
         async with s.post(f"{api}/v1/schedules", json={"name": "bad", "cron": "0 25 * * *",
                                                        "job": {"type": "clips.crawl"}}, headers=headers) as r:
             assert r.status == 422 and "not a valid cron" in (await r.json())["message"]
+
+
+async def test_cli_crawl_against_the_fake_crawls_the_fakes_range(api, settings, tmp_path):
+    """`dojo crawl clips --fake-helix URL` as the README shows it: without --since/--until it crawls the
+    range the fake's clips are in, and prints the run report."""
+    server = FakeHelix(clips_per_broadcaster=5)
+    await server.start()
+    source = tmp_path / "streamers.csv"
+    with open(source, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["broadcaster_id", "login"])
+        writer.writeheader()
+        writer.writerows(fake_streamers(3))
+    env = {**os.environ, "DOJO_URL": api, "DOJO_API_TOKEN": settings.api_token}
+    dojo = str(Path(sys.executable).parent / "dojo")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            dojo, "crawl", "clips", "--source", str(source), "--fake-helix", server.url, "--queue",
+            f"cli{time.time_ns() % 10**8}", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await server.stop()
+    assert process.returncode == 0, (out, err)
+    result = json.loads(out.decode().strip().splitlines()[-1].removeprefix("result: "))
+    assert result["statuses"] == {"succeeded": 3} and result["clips"] == 15 and result["errors"] == {}, result
