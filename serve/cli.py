@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -183,6 +184,19 @@ def cmd_crawl(args) -> None:
         _print(job)
 
 
+def cmd_clips(args) -> None:
+    """Write the clip database's clips to a Parquet file (pyarrow)."""
+    from pipelines.clips.db import ClipDB
+    from pipelines.clips.settings import ClipsSettings
+
+    path = Path(args.db or ClipsSettings.from_env().db_path)
+    if not path.exists():
+        raise SystemExit(f"dojo: no clip database at {path}; run `dojo crawl clips` first, or pass --db / set "
+                         "DOJO_CLIPS_DB")
+    count = ClipDB(path).export_parquet(args.out, broadcaster_id=args.broadcaster)
+    print(f"{count} clips written to {args.out}")
+
+
 def _fake_helix_range(url: str) -> dict:
     base = url.rstrip("/").removesuffix("/helix")
     try:
@@ -327,6 +341,13 @@ def parser() -> argparse.ArgumentParser:
     crawl.add_argument("--no-watch", dest="watch", action="store_false")
     crawl.set_defaults(func=cmd_crawl)
 
+    clips = sub.add_parser("clips", help="the clip database: export the collected clips to Parquet")
+    clips.add_argument("action", choices=["export"])
+    clips.add_argument("out", help="output file, e.g. clips.parquet")
+    clips.add_argument("--broadcaster", help="only this broadcaster id")
+    clips.add_argument("--db", help="the clip database (default: DOJO_CLIPS_DB, else <state dir>/clips.sqlite3)")
+    clips.set_defaults(func=cmd_clips)
+
     ls = sub.add_parser("list", help="list jobs, newest first")
     ls.add_argument("--queue", default="default")
     ls.add_argument("--status", help="comma-separated statuses")
@@ -350,6 +371,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if hasattr(signal, "SIGPIPE"):  # `dojo list | head` ends quietly, like other command-line tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     _apply_settings_flags(args)
     try:

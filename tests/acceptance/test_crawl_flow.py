@@ -168,3 +168,16 @@ async def test_cli_crawl_against_the_fake_crawls_the_fakes_range(api, settings, 
     assert process.returncode == 0, (out, err)
     result = json.loads(out.decode().strip().splitlines()[-1].removeprefix("result: "))
     assert result["statuses"] == {"succeeded": 3} and result["clips"] == 15 and result["errors"] == {}, result
+
+    # The clips it stored, out to Parquet.
+    out_file = tmp_path / "clips.parquet"
+    export = await asyncio.create_subprocess_exec(dojo, "clips", "export", str(out_file), "--broadcaster", "100001",
+                                                  env=env, stdout=asyncio.subprocess.PIPE,
+                                                  stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(export.communicate(), 60)
+    assert export.returncode == 0, (out, err)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out_file)
+    assert set(table.column("broadcaster_id").to_pylist()) == {"100001"}
+    assert {clip["id"] for clip in server.clips("100001")} <= set(table.column("id").to_pylist())
