@@ -503,6 +503,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--drop-rate", type=float, default=0.0)
+    p.add_argument("--write-streamers", metavar="CSV",
+                   help="also write the broadcasters it knows (--streamers, or 200) to this CSV, for --source")
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--token", default=DEFAULT_TOKEN)
     return p
@@ -537,6 +539,14 @@ async def _serve_forever(config: FakeHelixConfig, host: str, port: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if args.write_streamers:
+        import csv
+
+        with open(args.write_streamers, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["broadcaster_id", "login"])
+            writer.writeheader()
+            writer.writerows(fake_streamers(args.streamers or 200))
+        print(f"{args.streamers or 200} streamers written to {args.write_streamers}", flush=True)
     try:
         asyncio.run(_serve_forever(config_from_args(args), args.host, args.port))
     except KeyboardInterrupt:
