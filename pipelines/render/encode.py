@@ -133,7 +133,11 @@ def fast_command(stills: list[Still], audio: str, output: str, workdir: Path, *,
 
 
 #: Everything that makes a segment's bytes; part of its cache key. Change it when the recipe changes.
-SEGMENT_RECIPE = "seg-v1:libx264:high:veryfast:stillimage:bf0:yuv420p"
+#: x264 settings for stills: no lookahead or macroblock tree (nothing moves, and every slide starts with a
+#: forced IDR frame anyway) and the cheapest motion search. The repeated frames of a slide are all skip
+#: blocks, so this takes about a third off the segment pass at a few percent more bytes.
+STILL_X264_PARAMS = "rc-lookahead=0:sync-lookahead=0:mbtree=0:me=dia:subme=1"
+SEGMENT_RECIPE = f"seg-v2:libx264:high:veryfast:stillimage:bf0:yuv420p:{STILL_X264_PARAMS}"
 
 
 def segments_command(slides: list[list[Still]], pattern: str, workdir: Path, *, fps: float,
@@ -161,6 +165,7 @@ def segments_command(slides: list[list[Still]], pattern: str, workdir: Path, *, 
     stream = ffmpeg.output(
         video, pattern, f="segment", segment_format="mp4", reset_timestamps=1,
         vcodec="libx264", preset=preset, tune="stillimage", pix_fmt="yuv420p", bf=0, **options,
+        **{"x264-params": STILL_X264_PARAMS},
     )
     return _finish(stream)
 
