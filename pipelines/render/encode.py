@@ -26,7 +26,8 @@ Incremental renders (what the job runs) split the video along slide lines:
   only the slides that changed.
 - ``join_command``: the segments joined with the concat demuxer and ``-c:v
   copy`` (no re-encode; each entry carries its exact duration), muxed with the
-  *whole* narration encoded once as AAC. Joining per-slide A/V segments
+  *whole* narration encoded once as AAC (``narration_command``, which the job
+  runs beside the segment pass, so the join only copies). Joining per-slide A/V segments
   instead drifts ~30 ms per slide (AAC priming); one continuous audio track
   over video-only segments keeps sync exact.
 
@@ -170,9 +171,20 @@ def segments_command(slides: list[list[Still]], pattern: str, workdir: Path, *, 
     return _finish(stream)
 
 
+def narration_command(wav: str, output: str, *, audio_rate: int = AUDIO_RATE) -> list[str]:
+    """The whole narration → AAC in an ``.m4a``, once (the job runs it beside the segment pass)."""
+    stream = ffmpeg.output(ffmpeg.input(wav).audio, output, acodec="aac", ac=1, ar=audio_rate, aac_coder="fast",
+                           **{"b:a": AUDIO_BITRATE})
+    return _finish(stream)
+
+
 def join_command(segments: list[tuple[str, float]], audio: str, output: str, workdir: Path, *,
                  audio_rate: int = AUDIO_RATE) -> list[str]:
-    """Video segments ``(path, seconds)`` joined without re-encoding + the narration encoded once."""
+    """Video segments ``(path, seconds)`` joined without re-encoding + the narration encoded once.
+
+    ``audio`` is a WAV (encoded here) or an ``.m4a`` from ``narration_command`` (copied as it is;
+    the MP4 muxer carries its encoder delay over, so sync holds to the sample).
+    """
     listing = workdir / "segments.ffconcat"
     lines = ["ffconcat version 1.0"]
     for path, duration in segments:
@@ -181,10 +193,12 @@ def join_command(segments: list[tuple[str, float]], audio: str, output: str, wor
     total = sum(duration for _, duration in segments)
     video = ffmpeg.input(str(listing), f="concat", safe=0).video
     sound = ffmpeg.input(audio).audio
-    stream = ffmpeg.output(
-        video, sound, output, vcodec="copy", acodec="aac", ac=1, ar=audio_rate, aac_coder="fast",
-        movflags="+faststart", t=f"{total:.6f}", **{"b:a": AUDIO_BITRATE},
-    )
+    if audio.endswith(".m4a"):
+        audio_options = {"acodec": "copy"}
+    else:
+        audio_options = {"acodec": "aac", "ac": 1, "ar": audio_rate, "aac_coder": "fast", "b:a": AUDIO_BITRATE}
+    stream = ffmpeg.output(video, sound, output, vcodec="copy", movflags="+faststart", t=f"{total:.6f}",
+                           **audio_options)
     return _finish(stream)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -155,6 +156,27 @@ def _synthesize_task(voice: Voice, text: str, speed: float, engine_env: dict | N
 _remote_synthesize = None
 
 
+class _Background:
+    """``fn(*args, **kwargs)`` on a thread of its own; ``result()`` waits and re-raises its error."""
+
+    def __init__(self, fn, *args, **kwargs):
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(*args, **kwargs)
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="dojo-render-bg", daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOptions, cache: RenderCache,
                     report) -> tuple[list[SlideAudio], list[bool]]:
     engine_id = engine_class(voice.engine).cache_id(voice.voice)
@@ -167,11 +189,13 @@ def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOp
 
     import ray
 
-    if ray.is_initialized() and todo:
+    resources = resources_for(voice, ray.cluster_resources()) if ray.is_initialized() and todo else None
+    # Fan out over Ray tasks, except a single CPU slide (a re-render's usual case): a task would pay a
+    # worker's start and the engine's load, about a second, for a third of a second of speech.
+    if resources is not None and (len(todo) > 1 or resources.num_gpus):
         global _remote_synthesize
         if _remote_synthesize is None:
             _remote_synthesize = ray.remote(_synthesize_task)
-        resources = resources_for(voice, ray.cluster_resources())
         task = _remote_synthesize.options(**resources.ray_options(), max_retries=2)
         import os
 
@@ -338,15 +362,20 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
                                    pad_after=options.pad_after)
 
         mark = time.perf_counter()
+        # The narration's AAC encode runs beside the slides' segment pass; the join then only copies.
+        wav_path = workdir / "narration.wav"
+        wav_path.write_bytes(wav_bytes(track, tl.sample_rate))
+        audio_path = workdir / "narration.m4a"
+        narration = _Background(encode.encode, encode.narration_command(str(wav_path), str(audio_path)),
+                                tl.duration, cancelled=ctx.cancelled)
         segments, thumbnail, segment_hits, segments_s = _segments(deck, tl, options, cache, workdir, ctx)
         timings["slides_s"] = time.perf_counter() - mark - segments_s
         timings["segments_s"] = segments_s
 
         ctx.check_cancelled()
-        ctx.progress(0.85, stage="encoding", message="joining slides and encoding the narration")
+        ctx.progress(0.85, stage="encoding", message="joining slides and the narration")
         mark = time.perf_counter()
-        audio_path = workdir / "narration.wav"
-        audio_path.write_bytes(wav_bytes(track, tl.sample_rate))
+        narration.result()
         video_path = workdir / "video.mp4"
         args = encode.join_command(segments, str(audio_path), str(video_path), workdir)
         encode.encode(args, tl.duration, cancelled=ctx.cancelled,
