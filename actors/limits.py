@@ -20,10 +20,12 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
+import ray
+
+from .handoff import Handoff
 from .runner import actor_name
 from .settings import NAMESPACE
 
@@ -52,9 +54,11 @@ class SharedLimiter:
     @property
     def actor(self):
         if self._actor is None:  # one lookup per limiter; the handle follows the actor across restarts
-            import ray
-
-            self._actor = ray.get_actor(actor_name(self.queue), namespace=NAMESPACE)
+            try:
+                self._actor = ray.get_actor(actor_name(self.queue), namespace=NAMESPACE)
+            except ValueError:
+                raise LookupError(f"no actor for queue {self.queue!r}: a SharedLimiter works inside a dojo job "
+                                  "(which names its queue) or with queue= naming a queue of a running dojo") from None
         return self._actor
 
     async def acquire(self, n: int = 1) -> None:
@@ -122,63 +126,33 @@ class _Places:
         self.limit = limit
         self.holder = holder
         self.ttl = ttl
-        self._lock = threading.Lock()
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        self._line = Handoff(returned=lambda place: self.release(place, used=False))
         self._returns: list[str] = []
         self._leasing = False
 
     async def acquire(self) -> _Place:
-        loop = asyncio.get_running_loop()
-        waiter = (loop, loop.create_future())
-        with self._lock:
-            self._waiters.append(waiter)
+        with self._line.lock:
+            waiter = self._line.park()
         self._kick()
-        try:
-            return await waiter[1]
-        except asyncio.CancelledError:
-            with self._lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    raise
-            # A place was handed to us just as we were cancelled: pass it on.
-            if waiter[1].done() and not waiter[1].cancelled():
-                self.release(waiter[1].result(), used=False)
-            raise
+        return await self._line.wait(waiter)
 
     def release(self, place: _Place, used: bool = True) -> None:
         place.uses += used
         fresh = place.uses < REUSE and time.monotonic() - place.granted < self.ttl / 2
-        with self._lock:
-            if fresh and self._hand_over(place):
+        with self._line.lock:
+            if fresh and self._line.give(place):
                 return
             self._returns.append(place.id)
         self._kick()
-
-    def _hand_over(self, place: _Place) -> bool:
-        """Give ``place`` to the first local waiter whose loop still runs (call with the lock held)."""
-        while self._waiters:
-            loop, future = self._waiters.popleft()
-            try:
-                loop.call_soon_threadsafe(self._deliver, future, place)
-                return True
-            except RuntimeError:  # that waiter's loop is closed
-                continue
-        return False
-
-    def _deliver(self, future: asyncio.Future, place: _Place) -> None:
-        if future.done():  # cancelled between the hand-over and now
-            self.release(place, used=False)
-        else:
-            future.set_result(place)
 
     # -- the broker: actor calls run on one background loop of the process --------------------------
     def _kick(self) -> None:
         _broker().call_soon_threadsafe(self._pump)
 
     def _pump(self) -> None:
-        with self._lock:
+        with self._line.lock:
             returns, self._returns = self._returns, []
-            start = bool(self._waiters) and not self._leasing
+            start = bool(len(self._line)) and not self._leasing
             self._leasing = self._leasing or start
         if returns:
             self._actor().release_slots.remote(self.name, returns)  # fire and forget
@@ -189,30 +163,35 @@ class _Places:
         failures = 0
         try:
             while True:
-                with self._lock:
-                    want = len(self._waiters)
+                with self._line.lock:
+                    want = len(self._line)
                 if not want:
                     return
                 try:
                     granted = await self._actor().acquire_slots.remote(self.name, self.limit, self.holder, want,
                                                                         self.ttl, 5.0)
                     failures = 0
-                except Exception as exc:  # the actor is restarting: try again shortly
-                    failures += 1
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                    failures += 1  # the actor is restarting: try again shortly
                     log.warning("could not lease places of %s (%s); retrying", self.name, type(exc).__name__)
                     await asyncio.sleep(min(2.0, 0.1 * failures))
                     continue
+                except Exception as exc:  # no such queue, bad arguments: every waiter gets the error
+                    with self._line.lock:
+                        self._line.fail_all(exc)
+                    return
                 now = time.monotonic()
-                with self._lock:
+                with self._line.lock:
                     for place_id in granted:
-                        if not self._hand_over(_Place(place_id, now)):
+                        if not self._line.give(_Place(place_id, now)):
                             self._returns.append(place_id)
-                if self._returns:
+                    returning = bool(self._returns)
+                if returning:
                     self._pump()
         finally:
-            with self._lock:
+            with self._line.lock:
                 self._leasing = False
-                again = bool(self._waiters)
+                again = bool(len(self._line))
             if again:
                 self._pump()
 

@@ -23,9 +23,10 @@ import asyncio
 import math
 import threading
 import time
-from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncContextManager, AsyncIterator, Protocol, runtime_checkable
+
+from actors.handoff import Handoff
 
 
 @runtime_checkable
@@ -51,48 +52,24 @@ class Gate:
             raise ValueError(f"a gate needs at least one place, got {size}")
         self.size = size
         self._free = size
-        self._lock = threading.Lock()
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
+        self._line = Handoff(returned=lambda _: self.release())
 
     @property
     def in_use(self) -> int:
         return self.size - self._free
 
     async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._free > 0 and not self._waiters:
+        with self._line.lock:
+            if self._free > 0 and not len(self._line):
                 self._free -= 1
                 return
-            waiter = (loop, loop.create_future())
-            self._waiters.append(waiter)
-        try:
-            await waiter[1]
-        except asyncio.CancelledError:
-            with self._lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    raise
-            # The place was handed to us just as we were cancelled: pass it on.
-            if waiter[1].done() and not waiter[1].cancelled():
-                self.release()
-            raise
+            waiter = self._line.park()
+        await self._line.wait(waiter)
 
     def release(self) -> None:
-        with self._lock:
-            while self._waiters:
-                loop, future = self._waiters.popleft()
-                if loop.is_closed():
-                    continue
-                loop.call_soon_threadsafe(self._hand_over, future)
-                return
-            self._free += 1
-
-    def _hand_over(self, future: asyncio.Future) -> None:
-        if future.done():  # cancelled between the hand-over and now
-            self.release()
-        else:
-            future.set_result(None)
+        with self._line.lock:
+            if not self._line.give(None):
+                self._free += 1
 
     async def __aenter__(self) -> None:
         await self.acquire()

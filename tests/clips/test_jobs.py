@@ -37,6 +37,7 @@ def env(monkeypatch, tmp_path, fake):
     monkeypatch.setenv("DOJO_HELIX_TOKEN", DEFAULT_TOKEN)
     monkeypatch.setenv("DOJO_CLIPS_DB", str(tmp_path / "clips.sqlite3"))
     monkeypatch.setenv("DOJO_HELIX_RATE", "none")
+    monkeypatch.setenv("DOJO_HELIX_LIMITER", "local")  # no queue here, even when the session started Ray
     return tmp_path
 
 

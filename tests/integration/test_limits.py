@@ -68,3 +68,14 @@ def test_in_flight_places_hold_across_processes_and_all_go_back(settings, ray_cl
             break
         time.sleep(0.1)
     assert len(granted) == limit
+
+
+def test_a_limiter_without_its_queue_says_so_instead_of_waiting(ray_cluster):
+    limiter = SharedLimiter("host", max_in_flight=2, queue="no-such-queue")
+
+    async def use() -> None:
+        async with limiter.slot():
+            pass
+
+    with pytest.raises(LookupError, match="no actor for queue 'no-such-queue'"):
+        asyncio.run(asyncio.wait_for(use(), 30))
