@@ -23,13 +23,20 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
+# Resolved once, here in the parent: between fork and exec the child may only do the bare minimum, and
+# loading a library there (dlopen) can deadlock on a lock another thread of the parent held at the fork.
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: cancellation polling still applies
+    _prctl = None
+
+#: One fork at a time from this process's job threads (a render spawns ffmpeg from two threads).
+_spawn_lock = threading.Lock()
+
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not Linux: cancellation polling still applies
-        pass
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessFailed(Exception):
@@ -46,9 +53,10 @@ def run(args: list[str], *, cancelled: threading.Event | None = None, on_line: C
     ``on_line`` receives stdout lines (ffmpeg's ``-progress pipe:1`` output); ``on_start`` the child's pid.
     """
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=stderr,
-                                   stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
-                                   preexec_fn=_die_with_parent, close_fds=True)
+        with _spawn_lock:
+            process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=stderr,
+                                       stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
+                                       preexec_fn=_die_with_parent, close_fds=True)
         if on_start:
             on_start(process.pid)
         reader = None
