@@ -197,6 +197,8 @@ def shared_limiter(settings):
 
     if settings.rate is None:
         return SharedLimiter(f"helix:{settings.client_id or 'anonymous'}", max_in_flight=settings.max_in_flight)
-    margin = max(1, math.ceil(settings.rate * 0.1))
+    # A shared token travels back from the actor before its request leaves, so arrivals jitter more than
+    # with a local bucket: leave a quarter second's worth of tokens out of the burst (at least one).
+    margin = max(1, math.ceil(settings.rate * 0.25))
     return SharedLimiter(f"helix:{settings.client_id or 'anonymous'}", rate=settings.rate * 0.98,
                          burst=max(1, settings.burst - margin), max_in_flight=settings.max_in_flight)
