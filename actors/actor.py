@@ -266,9 +266,9 @@ class QueueService:
         self._ensure_loop()
         return self.q.heartbeat(tokens, time.time(), node, pid)
 
-    async def progress(self, token: int, job_id: str, report: dict) -> None:
+    async def progress(self, token: int, job_id: str, report: dict, n: int | None = None) -> None:
         try:
-            self.q.progress(token, report, time.time(), job_id=job_id)
+            self.q.progress(token, report, time.time(), job_id=job_id, n=n)
         except DojoError as exc:
             log.info("progress for %s refused: %s", job_id, exc.message)
             return

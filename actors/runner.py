@@ -53,9 +53,14 @@ class _Reporter:
         # Refs of fire-and-forget calls: the attempt's outcome is reported only once they have landed,
         # because an async actor need not run one caller's calls in order.
         self.sent = sent if sent is not None else []
+        self._n = 0  # numbers this attempt's progress reports, so a late older one cannot overwrite a newer
+        self._lock = threading.Lock()
 
     def progress(self, event: dict) -> None:
-        self.sent.append(self.actor.progress.remote(self.token, self.lease["job_id"], event))
+        with self._lock:
+            self._n += 1
+            n = self._n
+        self.sent.append(self.actor.progress.remote(self.token, self.lease["job_id"], event, n))
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until every progress and log call of this attempt reached the actor."""
