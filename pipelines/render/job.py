@@ -189,13 +189,11 @@ def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOp
 
     import ray
 
-    resources = resources_for(voice, ray.cluster_resources()) if ray.is_initialized() and todo else None
-    # Fan out over Ray tasks, except a single CPU slide (a re-render's usual case): a task would pay a
-    # worker's start and the engine's load, about a second, for a third of a second of speech.
-    if resources is not None and (len(todo) > 1 or resources.num_gpus):
+    if ray.is_initialized() and todo:
         global _remote_synthesize
         if _remote_synthesize is None:
             _remote_synthesize = ray.remote(_synthesize_task)
+        resources = resources_for(voice, ray.cluster_resources())
         task = _remote_synthesize.options(**resources.ray_options(), max_retries=2)
         import os
 
