@@ -153,12 +153,7 @@ class QueueService:
             job_type = self.registry.get(type_name)
             if job_type is None or job_type.external:
                 continue
-            waiters = self._waiters.get(lane)
-            while ready > 0 and waiters:
-                waiter = waiters.pop()
-                if not waiter.done():
-                    waiter.set_result(True)
-                    ready -= runner_mod.MAX_BATCH
+            self._wake(lane, math.ceil(ready / runner_mod.MAX_BATCH) if ready > 0 else 0)
             starting = sum(1 for r in self._runners.values() if r["type"] == lane and not r["leased"])
             # Quick jobs share a runner (it leases big batches); slow ones get a runner per `threads` jobs.
             quick = self._job_seconds.get(type_name, 0.0) < 0.005
@@ -175,12 +170,18 @@ class QueueService:
         asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
         # Idle runners of other lanes stop lingering and exit: Ray can give their worker processes to
         # this runner instead of starting a new one (a process start costs about a second of CPU).
-        for other, waiters in self._waiters.items():
+        for other in self._waiters:
             if other != lane:
-                while waiters:
-                    waiter = waiters.pop()
-                    if not waiter.done():
-                        waiter.set_result(True)
+                self._wake(other, len(self._waiters[other]))
+
+    def _wake(self, lane: str, runners: int) -> None:
+        """Wake up to ``runners`` of the lane's idle runners (long-polling in ``runner_lease``)."""
+        waiters = self._waiters.get(lane)
+        while runners > 0 and waiters:
+            waiter = waiters.pop()
+            if not waiter.done():
+                waiter.set_result(True)
+                runners -= 1
 
     async def _watch(self, runner_id: str, ref) -> None:
         reason = None

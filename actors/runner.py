@@ -11,6 +11,7 @@ briefly for new work, then exits, freeing its worker for the autoscaler.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -46,21 +47,17 @@ def actor_name(queue: str) -> str:
 class _Reporter:
     """Sends one attempt's progress, logs and heartbeats to the queue actor."""
 
-    def __init__(self, actor, lease: dict, sent: list | None = None):
+    def __init__(self, actor, lease: dict):
         self.actor = actor
         self.lease = lease
         self.token = lease["token"]
         # Refs of fire-and-forget calls: the attempt's outcome is reported only once they have landed,
         # because an async actor need not run one caller's calls in order.
-        self.sent = sent if sent is not None else []
-        self._n = 0  # numbers this attempt's progress reports, so a late older one cannot overwrite a newer
-        self._lock = threading.Lock()
+        self.sent: list = []
+        self._numbers = itertools.count(1)  # progress reports, so a late older one cannot overwrite a newer
 
     def progress(self, event: dict) -> None:
-        with self._lock:
-            self._n += 1
-            n = self._n
-        self.sent.append(self.actor.progress.remote(self.token, self.lease["job_id"], event, n))
+        self.sent.append(self.actor.progress.remote(self.token, self.lease["job_id"], event, next(self._numbers)))
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until every progress and log call of this attempt reached the actor."""

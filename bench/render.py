@@ -81,14 +81,14 @@ def same_inputs(store, deck_bytes: bytes, options: RenderOptions, workdir: Path)
 def segmented_encode(stills: list[encode.Still], audio: str, workdir: Path, fps: float) -> None:
     """What the job does on a cold cache: the narration's AAC beside every slide's segment in one pass,
     then the join (copies both)."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     m4a = str(workdir / "narration.m4a")
-    narration = threading.Thread(target=encode.encode, args=(encode.narration_command(audio, m4a), 0))
-    narration.start()
-    encode.encode(encode.segments_command([[still] for still in stills], str(workdir / "seg-%04d.mp4"), workdir,
-                                          fps=fps), 0)
-    narration.join()
+    with ThreadPoolExecutor(1) as beside:
+        narration = beside.submit(encode.encode, encode.narration_command(audio, m4a), 0)
+        encode.encode(encode.segments_command([[still] for still in stills], str(workdir / "seg-%04d.mp4"),
+                                              workdir, fps=fps), 0)
+        narration.result()
     segments = [(str(workdir / f"seg-{i:04d}.mp4"), still.duration) for i, still in enumerate(stills)]
     encode.encode(encode.join_command(segments, m4a, str(workdir / "segmented.mp4"), workdir), 0)
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -154,27 +154,6 @@ def _synthesize_task(voice: Voice, text: str, speed: float, engine_env: dict | N
 
 
 _remote_synthesize = None
-
-
-class _Background:
-    """``fn(*args, **kwargs)`` on a thread of its own; ``result()`` waits and re-raises its error."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                fn(*args, **kwargs)
-            except BaseException as exc:  # handed to result()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="dojo-render-bg", daemon=True)
-        self._thread.start()
-
-    def result(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOptions, cache: RenderCache,
@@ -364,9 +343,10 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         wav_path = workdir / "narration.wav"
         wav_path.write_bytes(wav_bytes(track, tl.sample_rate))
         audio_path = workdir / "narration.m4a"
-        narration = _Background(encode.encode, encode.narration_command(str(wav_path), str(audio_path)),
-                                tl.duration, cancelled=ctx.cancelled)
-        segments, thumbnail, segment_hits, segments_s = _segments(deck, tl, options, cache, workdir, ctx)
+        with ThreadPoolExecutor(1, thread_name_prefix="dojo-narration") as beside:
+            narration = beside.submit(encode.encode, encode.narration_command(str(wav_path), str(audio_path)),
+                                      tl.duration, cancelled=ctx.cancelled)
+            segments, thumbnail, segment_hits, segments_s = _segments(deck, tl, options, cache, workdir, ctx)
         timings["slides_s"] = time.perf_counter() - mark - segments_s
         timings["segments_s"] = segments_s
 
