@@ -13,8 +13,11 @@ Both stores make the same promises:
   until it expires: an HMAC-signed ``/v1/objects/...`` path served by the API
   for the local store, a presigned GET for S3.
 
-``store_from_settings`` picks S3 when ``DOJO_S3_BUCKET`` is set, else the
-local directory ``<state_dir>/objects``.
+``store_from_settings`` picks S3 when ``DOJO_S3_BUCKET`` is set (production:
+S3, R2 or any S3-compatible endpoint), else ``objects.ClusterStore``: the
+directory ``<state_dir>/objects`` on the head node, which processes on other
+nodes reach through the head-pinned objects actor (see ``actors/objects.py``
+for why). Never a node's own disk: a worker node's files are scratch.
 """
 
 from __future__ import annotations
@@ -329,7 +332,7 @@ class S3Store:
 
 
 def store_from_settings(settings) -> ObjectStore:
-    """S3 when ``DOJO_S3_BUCKET`` is set, else a ``LocalStore`` in ``settings.objects_dir``.
+    """S3 when ``DOJO_S3_BUCKET`` is set, else a ``ClusterStore`` over the head's ``settings.objects_dir``.
 
     S3 variables: DOJO_S3_BUCKET, DOJO_S3_ENDPOINT (empty for AWS), DOJO_S3_ACCESS_KEY,
     DOJO_S3_SECRET_KEY, DOJO_S3_REGION (default us-east-1).
@@ -337,7 +340,9 @@ def store_from_settings(settings) -> ObjectStore:
     env = os.environ
     bucket = env.get("DOJO_S3_BUCKET", "").strip()
     if not bucket:
-        return LocalStore(settings.objects_dir, secret=settings.secret)
+        from .objects import ClusterStore
+
+        return ClusterStore(settings.objects_dir, secret=settings.secret)
     access, secret = env.get("DOJO_S3_ACCESS_KEY", ""), env.get("DOJO_S3_SECRET_KEY", "")
     if bool(access) != bool(secret):
         raise ConfigError("set both DOJO_S3_ACCESS_KEY and DOJO_S3_SECRET_KEY, or neither to use boto3's defaults")

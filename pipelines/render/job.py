@@ -307,6 +307,15 @@ def _segments(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: 
     return [(path, span.frames * frame) for path, span in zip(paths, tl.spans)], thumbnail, hits, encode_s
 
 
+def _audio_of(video: Path) -> dict:
+    """The audio track of a rendered file as a player sees it: codec, sample rate, channels."""
+    import av
+
+    with av.open(str(video)) as container:
+        sound = container.streams.audio[0].codec_context
+        return {"codec": sound.name, "sample_rate": sound.sample_rate, "channels": sound.channels}
+
+
 def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits()) -> dict:
     """The whole render against ``store``; ``render`` (the job) builds the store from settings."""
     validate_payload(payload)
@@ -371,6 +380,11 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
                                      clips=clips, options=options.to_dict(), keys=keys, cached=hits)
         for entry, hit in zip(document["slides"], segment_hits):
             entry["segment_cached"] = hit
+        # The manifest states what the MP4 holds, read back from the file (the speech may have
+        # been synthesized at another rate than the AAC track carries).
+        document["audio"] = _audio_of(video_path)
+        document["speech_sample_rate"] = document["sample_rate"]
+        document["sample_rate"] = document["audio"]["sample_rate"]
 
         ctx.check_cancelled()
         ctx.progress(0.9, stage="uploading", message="uploading")

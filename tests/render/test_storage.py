@@ -11,6 +11,7 @@ import pytest
 
 from actors.exceptions import InvalidInput, NotFound
 from actors.settings import Settings
+from actors.objects import ClusterStore, ObjectService
 from actors.storage import LocalStore, S3Store, UploadAborted, store_from_settings, validate_key
 
 BAD_KEYS = ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\\b", "C:/x", "a\x00b", "a\nb", "x/..",
@@ -72,7 +73,8 @@ def test_store_from_settings(tmp_path, monkeypatch):
     settings = Settings(state_dir=str(tmp_path), secret="s")
     monkeypatch.delenv("DOJO_S3_BUCKET", raising=False)
     local = store_from_settings(settings)
-    assert isinstance(local, LocalStore) and local.root == tmp_path / "objects"
+    # Outside Ray (no cluster to reach) the cluster store is the head's directory itself.
+    assert isinstance(local, ClusterStore) and local.root == tmp_path / "objects" and not local.remote
     monkeypatch.setenv("DOJO_S3_BUCKET", "renders")
     monkeypatch.setenv("DOJO_S3_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("DOJO_S3_ACCESS_KEY", "a")
@@ -140,3 +142,75 @@ def test_s3_aborted_upload_leaves_no_object(s3_store, tmp_path, how):
     assert not s3_store.exists("renders/j/video.mp4")
     assert s3_store.list() == []
     assert s3_store.client.list_multipart_uploads(Bucket=s3_store.bucket).get("Uploads", []) == []
+
+
+# -- the cluster store: the head's directory, reached from other nodes through the objects actor ----------
+
+
+def test_object_service_uploads_are_all_or_nothing(tmp_path):
+    service = ObjectService(str(tmp_path / "objects"))
+    upload = service.begin("renders/j/video.mp4")
+    service.write(upload, 4, b"5678")  # chunks may arrive in any order
+    service.write(upload, 0, b"1234")
+    assert service.list() == [] and service.read("renders/j/video.mp4", 0, 8) is None
+    with pytest.raises(UploadAborted):
+        service.commit(upload, 9)  # a byte is missing: nothing is stored
+    assert service.list() == [] and list(service.tmp.iterdir()) == []
+    with pytest.raises(UploadAborted):
+        service.write(upload, 8, b"9")  # the failed upload is gone
+
+    upload = service.begin("renders/j/video.mp4")
+    service.write(upload, 0, b"12345678")
+    service.commit(upload, 8)
+    ident, data = service.read("renders/j/video.mp4", 2, 3)
+    assert data == b"345" and ident[2] == 8 and service.size("renders/j/video.mp4") == 8
+
+    aborted = service.begin("renders/j/other.mp4")
+    service.write(aborted, 0, b"x")
+    service.abort(aborted)
+    assert service.list() == ["renders/j/video.mp4"] and list(service.tmp.iterdir()) == []
+    with pytest.raises(InvalidInput):
+        service.begin(".tmp/upload-1")
+
+
+def test_object_service_restart_drops_unfinished_uploads(tmp_path):
+    service = ObjectService(str(tmp_path / "objects"))
+    upload = service.begin("a/b.bin")
+    service.write(upload, 0, b"half")
+    again = ObjectService(str(tmp_path / "objects"))  # the actor restarted: its uploader cannot finish
+    assert list(again.tmp.iterdir()) == [] and again.list() == []
+
+
+@pytest.mark.ray
+def test_cluster_store_streams_through_the_actor_in_chunks(ray_cluster, tmp_path, monkeypatch):
+    import actors.objects as objects
+
+    monkeypatch.setattr(objects, "CHUNK", 64 * 1024)  # many chunks, several in flight
+    head = ClusterStore(tmp_path / "objects", secret="s")
+    remote = ClusterStore(tmp_path / "objects", secret="s", remote=True)
+    assert not head.remote and remote.remote and head.root == remote.root
+    source = tmp_path / "video.bin"
+    source.write_bytes(bytes(range(256)) * 4099)  # ~1 MiB, not a multiple of the chunk
+    remote.put_file("renders/j/video.mp4", source)
+    remote.put_bytes("renders/j/big.bin", source.read_bytes())
+    remote.put_bytes("renders/j/small.txt", b"hi")
+    assert head.get_bytes("renders/j/video.mp4") == source.read_bytes()  # on the head's disk
+    assert remote.get_bytes("renders/j/big.bin") == source.read_bytes()
+    remote.get_file("renders/j/video.mp4", tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
+    assert remote.list("renders/j/") == ["renders/j/big.bin", "renders/j/small.txt", "renders/j/video.mp4"]
+    assert remote.size("renders/j/small.txt") == 2 and remote.exists("renders/j/small.txt")
+    remote.delete("renders/j/small.txt")
+    assert not remote.exists("renders/j/small.txt")
+    with pytest.raises(NotFound):
+        remote.get_bytes("renders/j/small.txt")
+    with pytest.raises(NotFound):
+        remote.get_file("renders/j/small.txt", tmp_path / "none.bin")
+    assert not (tmp_path / "none.bin").exists()
+
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(UploadAborted):
+        remote.put_file("renders/j/cancelled.mp4", source, cancelled=cancelled)
+    assert not head.exists("renders/j/cancelled.mp4")
+    assert head.signed_url("renders/j/video.mp4").startswith("/v1/objects/renders/j/video.mp4?exp=")
