@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import os
 import re
 import shlex
@@ -103,7 +104,8 @@ def readme_secrets() -> dict[str, set[str]]:
     return created
 
 
-def code_env_names() -> set[str]:
+@functools.cache
+def code_env_names() -> frozenset[str]:
     """DOJO_* names dojo's code uses as string constants (what it reads; docstrings do not count)."""
     names: set[str] = set()
     for folder in CODE_DIRS:
@@ -112,7 +114,7 @@ def code_env_names() -> set[str]:
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                         and re.fullmatch(r"DOJO_[A-Z0-9_]+", node.value):
                     names.add(node.value)
-    return names
+    return frozenset(names)
 
 
 def literal_kwargs(call: ast.Call) -> dict:
@@ -125,7 +127,8 @@ def literal_kwargs(call: ast.Call) -> dict:
     return out
 
 
-def requested_shapes() -> list[tuple[str, float, float, dict]]:
+@functools.cache
+def requested_shapes() -> tuple[tuple[str, float, float, dict], ...]:
     """(where, num_cpus, num_gpus, custom) of every `@job(...)` / `job(...)` and `Resources(...)` in pipelines/."""
     shapes = []
     for path in sorted((ROOT / "pipelines").rglob("*.py")):
@@ -142,7 +145,7 @@ def requested_shapes() -> list[tuple[str, float, float, dict]]:
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             shapes.append((where, kw.get("num_cpus", 1.0), kw.get("num_gpus", 0.0), kw.get("resources") or {}))
-    return shapes
+    return tuple(shapes)
 
 
 def job_modules() -> list[str]:
@@ -420,6 +423,17 @@ def test_the_gpu_image_swaps_in_onnxruntime_gpu_and_the_cpu_image_does_not():
     assert "CUDAExecutionProvider" in gpu_branch
     outside = re.sub(r'if \[ "\$TTS_RUNTIME" = gpu \]; then.*?^\s*fi\b', "", text, flags=re.S | re.M)
     assert "onnxruntime-gpu" not in re.sub(r"#.*", "", outside)
+
+
+def test_every_dockerfile_run_step_is_valid_sh():
+    """RUN lines go to /bin/sh (dash in Ray's Ubuntu images): a quoting slip fails the build, not a pod."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    steps = re.findall(r"^RUN (.*)$", text, re.M)
+    assert len(steps) >= 3
+    shell = shutil.which("dash") or "/bin/sh"
+    for step in steps:
+        result = subprocess.run([shell, "-n", "-c", step], capture_output=True, text=True)
+        assert result.returncode == 0, f"{step}\n{result.stderr}"
 
 
 def dockerignore_patterns() -> list[str]:
