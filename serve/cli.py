@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -55,6 +56,15 @@ def cmd_up(args) -> None:
     info = up(settings, num_cpus=args.num_cpus)
     print(describe(info))
     print(f"dojo is up at {info['url']}  (API token in {info['tokens']}; `dojo token` prints it)")
+    print(f"Ray token in {info['ray_token']}; for Ray's CLIs (ray status, ray job submit, serve status) "
+          "run: eval \"$(dojo env)\"")
+
+
+def cmd_env(args) -> None:
+    from .launcher import shell_exports
+
+    for name, value in shell_exports().items():
+        print(f"export {name}={shlex.quote(value)}")
 
 
 def cmd_down(args) -> None:
@@ -286,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the API and the local Ray head").set_defaults(func=cmd_down)
     sub.add_parser("token", help="print the API token").set_defaults(func=cmd_token)
+    sub.add_parser("env", help="print the exports Ray's CLIs need for this cluster: eval \"$(dojo env)\"") \
+        .set_defaults(func=cmd_env)
 
     submit = sub.add_parser("submit", help="enqueue a job")
     submit.add_argument("type")

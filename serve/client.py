@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, AsyncIterator, Iterator
 
@@ -47,16 +48,28 @@ def _spec(type: str, payload: Any, options: dict) -> dict:
 
 
 class _Bar:
-    """A tqdm bar driven by a job's events."""
+    """A job's progress from its events: a tqdm bar where a redrawn bar reads well, else plain lines.
 
-    def __init__(self, job_id: str, show: bool):
+    A terminal or a notebook kernel gets the bar. Anywhere else (CI logs,
+    ``| tee``, ``ray job logs``) carriage-return frames would glue into one
+    line, so it prints one line per status or stage change instead.
+    """
+
+    def __init__(self, job_id: str, show: bool, stream=None):
+        self.job_id = job_id
         self.bar = None
-        if show:
+        self.stream = stream or sys.stderr
+        self.lines = show and not _redraws(self.stream)
+        self.last: tuple | None = None
+        if show and not self.lines:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=1000, desc=job_id, unit="‰", bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+            self.bar = tqdm(total=1000, desc=job_id, unit="‰", file=self.stream,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
 
     def update(self, event: dict) -> None:
+        if self.lines:
+            self._line(event)
         if self.bar is None:
             return
         data = event["data"]
@@ -69,9 +82,33 @@ class _Bar:
                 self.bar.n = 1000
             self.bar.set_postfix_str(data["status"], refresh=True)
 
+    def _line(self, event: dict) -> None:
+        data = event["data"]
+        if event["kind"] == "status":
+            key, text = ("status", data["status"]), data["status"]
+        elif event["kind"] == "progress" and data.get("stage"):
+            fraction = data.get("fraction")
+            key = ("stage", data["stage"])
+            text = (f"{fraction * 100:3.0f}% " if fraction is not None else "") + data["stage"]
+        else:
+            return
+        if key != self.last:
+            self.last = key
+            print(f"{self.job_id} {text}", file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _redraws(stream) -> bool:
+    """True in a terminal or a Jupyter kernel (tqdm.auto draws a widget there)."""
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class Client:

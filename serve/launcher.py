@@ -3,6 +3,14 @@
 ``up`` is idempotent: it starts a Ray head (``ray start --head``, token auth
 kept on) only if none is running, deploys or updates the Serve app, makes sure
 the default queue's actor exists and waits until ``/healthz`` answers.
+
+The Ray token follows Ray's own conventions, so Ray's CLIs find it too:
+``RAY_AUTH_TOKEN`` or the file ``RAY_AUTH_TOKEN_PATH`` when set, else
+``~/.ray/auth_token``. ``ray start`` does not create one (only a local
+``ray.init()`` does), so on a machine that has never run Ray ``up`` makes it
+with ``ray get-auth-token --generate`` before starting the head. ``dojo env``
+prints what a shell exports for ``ray status``, ``ray job submit`` and
+``serve status`` to reach this cluster.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -44,15 +53,54 @@ def cluster_running() -> bool:
     return _ray_cli("status", f"--address={ray_address()}", check=False).returncode == 0
 
 
+def dashboard_address() -> str:
+    """Ray's job server (the dashboard), which `ray job submit` and `serve status` talk to."""
+    return f"http://127.0.0.1:{os.environ.get('DOJO_RAY_DASHBOARD_PORT', '8265')}"
+
+
+def ray_token_location() -> str:
+    """Where this process's Ray token comes from, in Ray's order of precedence."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the RAY_AUTH_TOKEN environment variable"
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+
+
+def ensure_ray_token() -> str:
+    """Make sure a Ray token exists (Ray's own ``get-auth-token --generate``); return where it is."""
+    location = ray_token_location()
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(location):
+        return location
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        # Ray would generate into ~/.ray instead, and the cluster would not use it: say so rather than guess.
+        raise SystemExit(f"RAY_AUTH_TOKEN_PATH names {location}, which does not exist; create it "
+                         "(for example `ray get-auth-token --generate > FILE`) or unset RAY_AUTH_TOKEN_PATH")
+    result = _ray_cli("get-auth-token", "--generate", check=False)
+    if result.returncode != 0 or not os.path.isfile(location):
+        raise SystemExit(f"could not create a Ray token at {location}:\n{result.stderr}")
+    log.info("generated a Ray token in %s", location)
+    return location
+
+
+def shell_exports() -> dict[str, str]:
+    """What a shell sets so Ray's own CLIs reach this cluster with its token."""
+    exports = {"RAY_AUTH_MODE": "token", "RAY_ADDRESS": ray_address(),
+               "RAY_API_SERVER_ADDRESS": dashboard_address(), "RAY_DASHBOARD_ADDRESS": dashboard_address()}
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        exports["RAY_AUTH_TOKEN_PATH"] = os.environ["RAY_AUTH_TOKEN_PATH"]
+    return exports
+
+
 def start_head(num_cpus: int | None = None) -> None:
     # Loopback only: nothing listens beyond 127.0.0.1 unless configured (cluster.yaml does).
     port = ray_address().rsplit(":", 1)[1]
     # The dashboard (on 127.0.0.1 only) is what `ray job submit` talks to.
-    dashboard_port = os.environ.get("DOJO_RAY_DASHBOARD_PORT", "8265")
+    dashboard_port = dashboard_address().rsplit(":", 1)[1]
     args = ["start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
     if num_cpus:
         args.append(f"--num-cpus={num_cpus}")
+    # DOJO_RAY_START_ARGS: more `ray start` flags (other ports, --num-gpus, --resources, ...).
+    args += shlex.split(os.environ.get("DOJO_RAY_START_ARGS", ""))
     result = _ray_cli(*args, check=False)
     if result.returncode != 0:
         raise SystemExit(f"could not start a Ray head:\n{result.stdout}\n{result.stderr}")
@@ -84,6 +132,7 @@ def up(settings: Settings, num_cpus: int | None = None) -> dict:
     from .deployment import deploy
 
     started = False
+    token = ensure_ray_token()
     if not cluster_running():
         start_head(num_cpus)
         started = True
@@ -92,7 +141,8 @@ def up(settings: Settings, num_cpus: int | None = None) -> dict:
     ray.get(queue_actor("default", settings).ping.remote())
     wait_healthy(settings)
     return {"url": f"http://{settings.host}:{settings.port}", "started_ray": started,
-            "tokens": str(settings.tokens_path), "state_dir": settings.state_dir}
+            "tokens": str(settings.tokens_path), "state_dir": settings.state_dir, "ray_token": token,
+            "ray_dashboard": dashboard_address()}
 
 
 def down() -> None:
