@@ -10,9 +10,13 @@
 - :meth:`ClipDB.export_parquet` writes the clips with pyarrow.
 
 Each call opens its own connection, so one ``ClipDB`` can be used from many
-threads (``asyncio.to_thread``) and many processes share the file; writers
-take SQLite's write lock up front (``BEGIN IMMEDIATE``) and wait up to
-``busy_timeout`` for it.
+threads (``asyncio.to_thread``) and many processes of one machine share the
+file; writers take SQLite's write lock up front (``BEGIN IMMEDIATE``) and wait
+up to ``busy_timeout`` for it.
+
+On a Ray cluster the file lives on the head and jobs never open it themselves
+(a worker node's disk is scratch): :func:`pipelines.clips.cluster_db.open_clip_db`
+gives them the head's one writer instead.
 """
 
 from __future__ import annotations
@@ -125,6 +129,21 @@ class ClipDB:
 
     def upsert_clips(self, clips: list[dict]) -> Upserted:
         """Insert new clips, update changed ones, count both; one transaction, safe to repeat."""
+        return self.upsert_many([clips])[0]
+
+    def upsert_many(self, batches: list[list[dict]]) -> list[Upserted]:
+        """Several callers' batches in one transaction (a group commit), counted per batch in order.
+
+        A clip in two batches is new in the first and unchanged (or updated) in the second,
+        exactly as if the batches had been committed one after the other.
+        """
+        if not any(batches):
+            return [Upserted() for _ in batches]
+        with self._write() as conn:
+            return [self._upsert(conn, clips) for clips in batches]
+
+    @staticmethod
+    def _upsert(conn: sqlite3.Connection, clips: list[dict]) -> Upserted:
         if not clips:
             return Upserted()
         batch: dict[str, dict] = {}
@@ -132,30 +151,29 @@ class ClipDB:
             batch[str(clip["id"])] = clip  # a clip twice in one batch counts once
         now = time.time()
         new, changed, unchanged = [], [], 0
-        with self._write() as conn:
-            known: dict[str, tuple] = {}
-            ids = list(batch)
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk:chunk + 500]
-                marks = ",".join("?" * len(part))
-                for row in conn.execute(f"SELECT id, view_count, title, is_featured FROM clips WHERE id IN ({marks})",
-                                        part):
-                    known[row[0]] = row[1:]
-            for clip_id, clip in batch.items():
-                values = (int(clip["view_count"]), clip.get("title"), int(bool(clip.get("is_featured"))))
-                if clip_id not in known:
-                    new.append(_clip_row(clip, now))
-                elif known[clip_id] != values:
-                    changed.append((*values, now, clip_id))
-                else:
-                    unchanged += 1
-            if new:
-                columns = ", ".join((*CLIP_FIELDS, "first_seen_at", "updated_at"))
-                marks = ", ".join("?" * (len(CLIP_FIELDS) + 2))
-                conn.executemany(f"INSERT INTO clips ({columns}) VALUES ({marks})", new)
-            if changed:
-                conn.executemany("UPDATE clips SET view_count = ?, title = ?, is_featured = ?, updated_at = ? "
-                                 "WHERE id = ?", changed)
+        known: dict[str, tuple] = {}
+        ids = list(batch)
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT id, view_count, title, is_featured FROM clips WHERE id IN ({marks})",
+                                    part):
+                known[row[0]] = row[1:]
+        for clip_id, clip in batch.items():
+            values = (int(clip["view_count"]), clip.get("title"), int(bool(clip.get("is_featured"))))
+            if clip_id not in known:
+                new.append(_clip_row(clip, now))
+            elif known[clip_id] != values:
+                changed.append((*values, now, clip_id))
+            else:
+                unchanged += 1
+        if new:
+            columns = ", ".join((*CLIP_FIELDS, "first_seen_at", "updated_at"))
+            marks = ", ".join("?" * (len(CLIP_FIELDS) + 2))
+            conn.executemany(f"INSERT INTO clips ({columns}) VALUES ({marks})", new)
+        if changed:
+            conn.executemany("UPDATE clips SET view_count = ?, title = ?, is_featured = ?, updated_at = ? "
+                             "WHERE id = ?", changed)
         return Upserted(new=len(new), updated=len(changed), unchanged=unchanged)
 
     def clip_ids(self, broadcaster_id: str | None = None) -> list[str]:

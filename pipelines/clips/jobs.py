@@ -36,7 +36,8 @@ from actors.exceptions import InvalidInput
 from actors.jobs import JobContext, job, register_type
 
 from .crawl import crawl_streamer, time_range
-from .db import ClipDB, read_streamers
+from .cluster_db import open_clip_db
+from .db import read_streamers
 from .exceptions import ClipsConfigError, HelixRequestError
 from .helix import HelixClient, parse_time, rfc3339
 from .limits import Limiter, local_limiter, shared_limiter
@@ -166,7 +167,7 @@ def crawl(ctx: JobContext, payload: dict | None) -> dict:
     payload = payload or {}
     settings = _settings(payload)
     settings.require_credentials()  # fail once here rather than in every child
-    db = ClipDB(settings.db_path)
+    db = open_clip_db(settings.db_path)  # the head's one database, whichever node this runs on
     streamers = read_streamers(payload.get("source") or settings.streamers, db)
     start, end = time_range(settings.lookback_hours, payload.get("started_at"), payload.get("ended_at"))
     window_hours = payload.get("window_hours") or settings.window_hours
@@ -193,7 +194,7 @@ def streamer(ctx: JobContext, payload: dict) -> dict:
 
 
 async def _crawl_one(ctx: JobContext, payload: dict, settings: ClipsSettings) -> dict:
-    db = ClipDB(settings.db_path)
+    db = open_clip_db(settings.db_path)  # the head's one database, whichever node this runs on
     async with HelixClient.from_settings(settings, limiter_for(settings)) as helix:
         return await crawl_streamer(
             payload["broadcaster_id"], helix=helix, db=db,

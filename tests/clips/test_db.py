@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,29 @@ def test_concurrent_duplicate_deliveries_insert_once(db, clips):
         results = list(pool.map(lambda _: db.upsert_clips(clips), range(8)))
     assert sum(r.new for r in results) == 30 and db.count() == 30
     assert sum(r.unchanged for r in results) == 7 * 30
+
+
+def test_a_group_commit_counts_each_batch_as_if_committed_in_turn(db, clips):
+    bumped = [dict(c, view_count=c["view_count"] + 1) for c in clips[:10]]
+    counts = db.upsert_many([clips[:20], [], clips, bumped, bumped])
+    assert [c.to_dict() for c in counts] == [
+        {"new": 20, "updated": 0, "unchanged": 0}, {"new": 0, "updated": 0, "unchanged": 0},
+        {"new": 10, "updated": 0, "unchanged": 20}, {"new": 0, "updated": 10, "unchanged": 0},
+        {"new": 0, "updated": 0, "unchanged": 10}]
+    assert db.count() == 30
+
+
+async def test_the_clip_database_actor_commits_concurrent_batches_once_each(tmp_path, clips):
+    """The actor's body without Ray: many callers at once, one bad batch, every clip stored once."""
+    from pipelines.clips.cluster_db import ClipDBService
+
+    service = ClipDBService(str(tmp_path / "clips.sqlite3"))
+    calls = [service.upsert_clips(clips[i:i + 5]) for i in range(0, 30, 5)] + [service.upsert_clips(clips)]
+    bad = service.upsert_clips([{"id": "x"}])  # no broadcaster, no view_count: refused alone
+    results = await asyncio.gather(*calls, bad, return_exceptions=True)
+    assert isinstance(results[-1], (KeyError, ValueError))
+    assert sum(r.new for r in results[:-1]) == 30 and results[-2].unchanged + results[-2].new == 30
+    assert await service.count() == 30
 
 
 def test_database_is_wal_and_round_trips_clips(db, clips):
