@@ -18,7 +18,9 @@ from .exceptions import ConfigError
 #: Ray namespace shared by every dojo process, so named actors are found.
 NAMESPACE = "dojo"
 #: The job types a new user gets: samples, presentation rendering, clip crawling.
-DEFAULT_JOB_MODULES = ("pipelines.sample", "pipelines.render.job", "pipelines.clips.jobs")
+DEFAULT_JOB_MODULES = ("pipelines.sample", "pipelines.render.job", "pipelines.clips.jobs", "pipelines.batch.job")
+#: Bounds of DOJO_URL_TTL: a signed object URL lives at least a minute and at most a week.
+URL_TTL_RANGE = (60.0, 7 * 86400.0)
 
 
 def _default_state_dir() -> str:
@@ -76,6 +78,11 @@ class Settings:
     sqlite_sync: str = "FULL"
     #: DOJO_SERVE_REPLICAS: number of API replicas.
     serve_replicas: int = 1
+    #: DOJO_PUBLIC_URL: the API's base URL as users reach it (behind a proxy, another host);
+    #: empty means http://DOJO_HOST:DOJO_PORT. Signed object URLs are built on it.
+    public_url: str = ""
+    #: DOJO_URL_TTL: seconds a signed object URL handed out by dojo stays valid (60 s .. 7 days).
+    url_ttl: float = 86400.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -95,7 +102,12 @@ class Settings:
             max_upload_bytes=_env_int("DOJO_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
             sqlite_sync=env.get("DOJO_SQLITE_SYNC", "FULL").upper(),
             serve_replicas=_env_int("DOJO_SERVE_REPLICAS", 1),
+            public_url=env.get("DOJO_PUBLIC_URL", "").strip().rstrip("/"),
+            url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
         )
+        if not URL_TTL_RANGE[0] <= settings.url_ttl <= URL_TTL_RANGE[1]:
+            raise ConfigError(f"DOJO_URL_TTL must be within {URL_TTL_RANGE[0]:.0f}..{URL_TTL_RANGE[1]:.0f} seconds, "
+                              f"got {settings.url_ttl}")
         if settings.sqlite_sync not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"DOJO_SQLITE_SYNC must be FULL, NORMAL or EXTRA, got {settings.sqlite_sync!r}")
         if settings.concurrency < 1:
@@ -117,6 +129,11 @@ class Settings:
     @property
     def tokens_path(self) -> Path:
         return Path(self.state_dir) / "tokens.json"
+
+    @property
+    def public_base(self) -> str:
+        """The API's base URL for links handed to users (DOJO_PUBLIC_URL, else the listening address)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def objects_dir(self) -> Path:
@@ -144,6 +161,8 @@ class Settings:
             "DOJO_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             "DOJO_SQLITE_SYNC": self.sqlite_sync,
             "DOJO_SERVE_REPLICAS": str(self.serve_replicas),
+            "DOJO_PUBLIC_URL": self.public_url,
+            "DOJO_URL_TTL": str(self.url_ttl),
         }
 
 

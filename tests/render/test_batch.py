@@ -39,7 +39,8 @@ def test_csv_and_parquet_manifests_parse(decks):
     rows = batch.read_manifest(decks / "m.csv")
     assert [r.label for r in rows] == ["a.md", "s1.png;s2.png"]
     assert rows[0].options == {"speed": "1.2", "resolution": "320x180"} and rows[0].script is None
-    assert [p.name for p in rows[1].deck] == ["s1.png", "s2.png"] and rows[1].script.name == "script.json"
+    assert rows[1].deck == ["s1.png", "s2.png"] and rows[1].script[0] == "script.json"
+    assert rows[0].files == [("a.md", DECK_A.encode())]
     pq.write_table(pa.table({"deck": ["b.md"], "speed": [0.9], "subtitles": [False]}), decks / "m.parquet")
     [row] = batch.read_manifest(decks / "m.parquet")
     assert row.options == {"speed": 0.9, "subtitles": False}
@@ -52,6 +53,8 @@ def test_csv_and_parquet_manifests_parse(decks):
     ("deck,resolution\na.md,huge\n", "row 1 (a.md): resolution must look like 1920x1080"),
     ("deck,script\na.md,\ns1.png;s2.png,a.md\n", "row 2 (s1.png;s2.png)"),
     ("deck\n\n", "no rows"),
+    ("deck,key\na.md,k1\nb.md,k1\n", "row 2: key 'k1' is also row 1's"),
+    ("deck\ndojo:inputs/none/deck.md\n", "row 1: deck 'dojo:inputs/none/deck.md': no such object"),
     ("script\nscript.json\n", "needs a 'deck' column"),
 ])
 def test_bad_manifests_fail_fast_naming_the_row(decks, text, message, capsys):
@@ -69,6 +72,35 @@ def test_a_text_file_renamed_png_is_named_by_row(decks):
     write_csv(decks / "m.csv", "deck\na.md\nfake.png\n")
     with pytest.raises(batch.ManifestError, match=r"row 2 \(fake.png\)"):
         batch.read_manifest(decks / "m.csv")
+
+
+def test_row_keys_follow_the_key_column_else_the_row_and_its_bytes(decks):
+    write_csv(decks / "m.csv", "deck,key,speed\na.md,,\na.md,,1.1\nb.md,mine,\n")
+    first = batch.read_manifest(decks / "m.csv")
+    assert first[2].key == "mine" and first[0].key.startswith("h:") and first[0].key != first[1].key
+    assert [r.key for r in batch.read_manifest(decks / "m.csv")] == [r.key for r in first]
+    (decks / "a.md").write_text(DECK_A + "\n---\n# 三\n", encoding="utf-8")
+    assert batch.read_manifest(decks / "m.csv")[0].key != first[0].key  # the file's bytes count
+
+
+def test_an_https_deck_is_downloaded_and_a_missing_one_names_its_row(decks):
+    import http.server
+    import threading
+
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(decks))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        write_csv(decks / "m.csv", f"deck\n{base}/a.md\n")
+        [row] = batch.read_manifest(decks / "m.csv")
+        assert row.files == [("a.md", DECK_A.encode())]
+        write_csv(decks / "m.csv", f"deck\n{base}/a.md\n{base}/gone.md\n")
+        with pytest.raises(batch.ManifestError, match=r"row 2: deck 'http://.*/gone.md': the server answered 404"):
+            batch.read_manifest(decks / "m.csv")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _check_results(path: Path, expected_rows: int) -> list[dict]:
@@ -116,5 +148,51 @@ def test_batch_as_a_separate_driver_with_ray_address(api, ray_cluster, decks):
                            "--timeout", "180", "--no-progress"], cwd=decks, env=env, capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "directly on Ray" in done.stderr
+    assert "batch j_" in done.stderr and done.stdout.strip().splitlines()[-1].startswith("results: http")
     _check_results(decks / "out.parquet", 1)
+
+
+def test_the_batch_summary_is_one_row_per_manifest_row_and_fills_the_ledger(tmp_path, monkeypatch):
+    """``render.batch``'s callback without Ray: children matched to rows by id order, reused rows kept."""
+    import io
+
+    from actors.jobs import local_context
+    from actors.settings import Settings
+    from actors.storage import store_from_settings
+    from pipelines.batch import job as batch_job
+
+    monkeypatch.setenv("DOJO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DOJO_PUBLIC_URL", "https://dojo.example.com/")
+    monkeypatch.setenv("DOJO_URL_TTL", "900")
+    store = store_from_settings(Settings.from_env())
+    store.put_bytes("renders/j_old/video.mp4", b"old")
+    store.put_bytes("renders/j_2/video.mp4", b"new")
+    payload = {"rows": [
+        {"row": 1, "key": "k1", "deck": "a.md", "reused": {"job_id": "j_old", "video": "renders/j_old/video.mp4",
+                                                           "duration_s": 3.0}},
+        {"row": 2, "key": "k2", "deck": "b.md", "render": {"deck": ["inputs/u_1/deck-000.md"]}},
+        {"row": 3, "key": "k3", "deck": "c.md", "render": {"deck": ["inputs/u_2/deck-000.md"]}}]}
+    outcomes = [  # as the actor lists them; ids ascend in enqueue order
+        {"id": "j_3", "type": "render", "status": "failed", "result": None, "error": {"message": "bad slide"}},
+        {"id": "j_2", "type": "render", "status": "succeeded", "result": {"video": "renders/j_2/video.mp4",
+                                                                            "duration_s": 4.5}, "error": None}]
+    result = batch_job.summarize(local_context("render.batch", job_id="j_batch"), payload, outcomes)
+    assert result == {"results": "batches/j_batch/results.parquet", "rows": 3, "reused": 1, "succeeded": 2,
+                      "failed": 1}
+    rows = pq.read_table(io.BytesIO(store.get_bytes(result["results"]))).to_pylist()
+    assert [(r["row"], r["job_id"], r["status"], r["reused"], r["error"]) for r in rows] == [
+        (1, "j_old", "succeeded", True, None), (2, "j_2", "succeeded", False, None), (3, "j_3", "failed", False,
+                                                                                      "bad slide")]
+    assert rows[1]["output_url"].startswith("https://dojo.example.com/v1/objects/renders/j_2/video.mp4?")
+    assert batch_job.recorded(store, "k2")["job_id"] == "j_2" and batch_job.recorded(store, "k3") is None
+    store.delete("renders/j_2/video.mp4")
+    assert batch_job.recorded(store, "k2") is None  # a ledger entry whose video is gone is not reused
+
+
+def test_signed_url_expiry_is_bounded(monkeypatch):
+    from actors.exceptions import ConfigError
+    from actors.settings import Settings
+
+    monkeypatch.setenv("DOJO_URL_TTL", str(365 * 86400))
+    with pytest.raises(ConfigError, match="DOJO_URL_TTL must be within 60..604800"):
+        Settings.from_env()
