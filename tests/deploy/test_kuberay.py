@@ -328,7 +328,7 @@ case "$1" in
   health-check)
     n=$(grep -c '^health' $log 2>/dev/null); echo health >> $log; [ "$n" -ge 2 ];;
   start)
-    echo "start $$ $*" >> $log
+    echo "start $$ $# $*" >> $log
     for i in $(seq 200); do grep -q '^up-ok' $log && exit 0; /bin/sleep 0.05; done; exit 3;;
 esac
 """)
@@ -339,7 +339,8 @@ echo up-ok >> {log}
 """)
     _stub(bin_dir / "sleep", "exit 0\n")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RAY_ADDRESS": "127.0.0.1:6379",
-           "KUBERAY_GEN_RAY_START_CMD": "ray start --head --block --num-cpus=0 --metrics-export-port=8080"}
+           # As KubeRay writes it: a JSON value in single quotes, which the shell must parse.
+           "KUBERAY_GEN_RAY_START_CMD": "ray start --head --block --num-cpus=0 --resources='{\"x\": 1}'"}
     proc = subprocess.Popen([*container["command"], script], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=30)
@@ -351,8 +352,9 @@ echo up-ok >> {log}
     assert kinds.index("up-fail") > max(i for i, k in enumerate(kinds) if k == "health")
     start = next(line for line in events if line.startswith("start"))
     # Ray's start replaced the shell (it gets the pod's SIGTERM) and got its arguments intact.
-    assert start.split()[1] == str(proc.pid)
-    assert start.split(maxsplit=2)[2] == env["KUBERAY_GEN_RAY_START_CMD"].removeprefix("ray ")
+    _, pid, argc, args = start.split(maxsplit=3)
+    assert pid == str(proc.pid)
+    assert (argc, args) == ("5", 'start --head --block --num-cpus=0 --resources={"x": 1}')
     assert "dojo up failed" in err
 
 
