@@ -182,6 +182,9 @@ def test_ray_token_goes_through_kuberay_auth_options():
     assert auth is not None, "spec.authOptions is missing: KubeRay >= 1.5.1 only hands the token to " \
                              "the operator, the autoscaler and init containers through it"
     assert auth.get("mode") == "token"
+    # KubeRay refuses token mode below Ray 2.52.0 (and without a rayVersion).
+    ray_version = tuple(int(part) for part in cluster()["spec"]["rayVersion"].split("."))
+    assert ray_version >= (2, 52, 0)
     # secretName exists from KubeRay 1.6 on; 1.5.x refuses it, so it stays out.
     assert "secretName" not in auth, "authOptions.secretName needs KubeRay >= 1.6; the README says 1.5.1"
 
