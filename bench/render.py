@@ -43,6 +43,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 from actors.jobs import local_context  # noqa: E402
 from actors.storage import LocalStore  # noqa: E402
 from pipelines.render import encode, slides, timeline  # noqa: E402
+from pipelines.render import loudness as loudness_module  # noqa: E402
 from pipelines.render.audio import wav_bytes  # noqa: E402
 from pipelines.render.cache import RenderCache  # noqa: E402
 from pipelines.render.deck import load_deck  # noqa: E402
@@ -138,6 +139,19 @@ def change_one_slide(deck_bytes: bytes) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
+def published_loudness(store, engine: str) -> tuple[float, float]:
+    """Integrated loudness and true peak of a short render with ``engine``, by ffmpeg's EBU R128 meter."""
+    language = engine_class(engine).language
+    text = ("Welcome to the benchmark. Every engine lands on one loudness." if language == "en"
+            else "ベンチマークへようこそ。どのエンジンも同じ大きさで話します。")
+    key = f"inputs/loud-{engine}/deck.md"
+    store.put_bytes(key, f"# {engine}\nNote: {text}\n\n---\n\n# two\nNote: {text}\n".encode())
+    result = run_render(local_context("render", job_id=f"j_loud_{engine}"),
+                        {"deck": [key], "options": {"engine": engine, "width": 640, "height": 360}}, store)
+    measured = loudness_module.measure(str(store.path(result["video"])), encode.ffmpeg_exe())
+    return measured.integrated_lufs, measured.true_peak_dbtp
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slides", type=int, default=10)
@@ -145,6 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-naive", action="store_true", help="skip the slow naive encode")
     parser.add_argument("--url", help="dojo API to measure total_s through (default: DOJO_URL or local settings)")
     parser.add_argument("--local", action="store_true", help="measure in-process even if a dojo answers")
+    parser.add_argument("--loudness-engines", default="openjtalk,piper,kokoro",
+                        help="engines whose published loudness and true peak are measured (comma-separated)")
     args = parser.parse_args(argv)
 
     tag = secrets.token_hex(3)
@@ -202,6 +218,12 @@ def main(argv=None) -> int:
         say(f"  re-render with one changed slide {rerender_s:.2f}s (cached audio {rerender['cached_audio']}, "
             f"cached segments {rerender.get('cached_segments')}, steps {rerender['timings']})")
 
+        loudness = {}
+        for engine in [e for e in args.loudness_engines.split(",") if e]:
+            say(f"loudness of a short {engine} render ...")
+            loudness[engine] = published_loudness(store, engine)
+            say(f"  {engine}: {loudness[engine]}")
+
     report = {
         "slides": args.slides,
         "resolution": f"{options.width}x{options.height}",
@@ -220,6 +242,9 @@ def main(argv=None) -> int:
         "speedup_vs_naive": round(naive_s / encode_s, 1) if naive_s is not None else None,
         "rerender_one_slide_s": round(rerender_s, 3),
         "rerender_fraction": round(rerender_s / total_s, 3),
+        "loudness_target_lufs": loudness_module.DEFAULT_TARGET_LUFS,
+        **{f"loudness_lufs_{engine}": figures[0] for engine, figures in loudness.items()},
+        **{f"true_peak_dbtp_{engine}": figures[1] for engine, figures in loudness.items()},
     }
     print(json.dumps(report))
     return 0

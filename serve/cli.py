@@ -146,7 +146,7 @@ def _finish_render(client: Client, job: dict) -> None:
     result = job["result"]
     objects = Path(Settings.from_env().objects_dir)
     print(f"rendered {result.get('duration_s', 0):.1f}s of video from {result.get('slides')} slides")
-    for name in ("video", "subtitles_vtt", "subtitles_srt", "thumbnail", "manifest"):
+    for name in ("video", "subtitles_vtt", "subtitles_srt", "chapters_vtt", "thumbnail", "manifest"):
         if name in outputs:
             local = objects / result[name]
             where = f"  file: {local}" if local.is_file() else ""

@@ -58,6 +58,17 @@ class Slide:
     markdown: str = ""
     narration: str = ""
 
+    def title(self) -> str:
+        """The slide's chapter title: a Markdown slide's heading (else its first line), a PDF page's
+        first line of text, else "Slide N"."""
+        text = self.markdown
+        if self.kind == "pdf":
+            text = _pdf_page_text(self.data, self.page)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        headings = [line for line in lines if line.startswith("#")]
+        first = (headings or lines or [""])[0].lstrip("#").strip().lstrip("-*+> ").strip()
+        return first[:100] or f"Slide {self.number}"
+
     def content_hash(self) -> str:
         """Identifies the picture (not the narration): equal hashes render the same still."""
         h = hashlib.sha256(f"{self.kind}\0{self.page}\0{self.markdown}\0".encode())
@@ -190,6 +201,21 @@ def _pdf_pages(data: bytes, name: str) -> int:
     if pages == 0:
         raise InvalidInput(f"file {name!r} is a PDF with no pages")
     return pages
+
+
+def _pdf_page_text(data: bytes, page: int) -> str:
+    """A PDF page's text (empty when it has none or cannot be read: a title is never worth failing for)."""
+    import pypdfium2
+
+    try:
+        document = pypdfium2.PdfDocument(data)
+        try:
+            textpage = document[page].get_textpage()
+            return textpage.get_text_range()
+        finally:
+            document.close()
+    except (pypdfium2.PdfiumError, IndexError):
+        return ""
 
 
 def _zip_images(data: bytes, name: str, limits: Limits) -> list[tuple[str, bytes]]:

@@ -52,8 +52,11 @@ from .process import ProcessFailed, run
 
 log = logging.getLogger(__name__)
 
-AUDIO_RATE = 24000
+#: What major video platforms recommend for uploads (AAC-LC, 48 kHz); the speech is resampled once.
+AUDIO_RATE = 48000
 AUDIO_BITRATE = "64k"
+#: ISO 639-1 (the engines' ``language``) → ISO 639-2/T, which MP4 stream tags use.
+MP4_LANGUAGE = {"ja": "jpn", "en": "eng"}
 
 
 def ffmpeg_exe() -> str:
@@ -171,19 +174,56 @@ def segments_command(slides: list[list[Still]], pattern: str, workdir: Path, *, 
     return _finish(stream)
 
 
-def narration_command(wav: str, output: str, *, audio_rate: int = AUDIO_RATE) -> list[str]:
-    """The whole narration → AAC in an ``.m4a``, once (the job runs it beside the segment pass)."""
-    stream = ffmpeg.output(ffmpeg.input(wav).audio, output, acodec="aac", ac=1, ar=audio_rate, aac_coder="fast",
-                           **{"b:a": AUDIO_BITRATE})
-    return _finish(stream)
+def narration_command(wav: str, output: str, *, audio_rate: int = AUDIO_RATE,
+                      gain_db: float | None = None) -> list[str]:
+    """The whole narration → AAC-LC in an ``.m4a``, once (the job runs it beside the segment pass).
+
+    With ``gain_db`` (see ``loudness``) the track is brought to its loudness target and its peaks
+    limited; without it, it is only resampled.
+    """
+    options = {"acodec": "aac", "ac": 1, "aac_coder": "fast", "b:a": AUDIO_BITRATE}
+    if gain_db is None:
+        options["ar"] = audio_rate
+    else:
+        from .loudness import filter_chain
+
+        options["af"] = filter_chain(gain_db, audio_rate)
+    return _finish(ffmpeg.output(ffmpeg.input(wav).audio, output, **options))
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A titled span of the video (one per slide)."""
+
+    start: float
+    end: float
+    title: str
+
+
+def write_chapters(path: Path, chapters: list[Chapter]) -> None:
+    """Chapters as an ffmetadata file (what ``-map_chapters`` reads), in milliseconds."""
+    def escape(text: str) -> str:
+        text = " ".join(text.split())
+        for char in "\\=;#":
+            text = text.replace(char, "\\" + char)
+        return text
+
+    lines = [";FFMETADATA1"]
+    for chapter in chapters:
+        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={int(round(chapter.start * 1000))}",
+                  f"END={int(round(chapter.end * 1000))}", f"title={escape(chapter.title)}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def join_command(segments: list[tuple[str, float]], audio: str, output: str, workdir: Path, *,
-                 audio_rate: int = AUDIO_RATE) -> list[str]:
+                 audio_rate: int = AUDIO_RATE, chapters: list[Chapter] | None = None,
+                 subtitles: str | None = None, language: str | None = None) -> list[str]:
     """Video segments ``(path, seconds)`` joined without re-encoding + the narration encoded once.
 
     ``audio`` is a WAV (encoded here) or an ``.m4a`` from ``narration_command`` (copied as it is;
-    the MP4 muxer carries its encoder delay over, so sync holds to the sample).
+    the MP4 muxer carries its encoder delay over, so sync holds to the sample). ``chapters``
+    become the MP4's chapters; ``subtitles`` (an SRT file) a ``mov_text`` caption stream.
+    ``language`` (ISO 639-1) tags the audio and caption streams.
     """
     listing = workdir / "segments.ffconcat"
     lines = ["ffconcat version 1.0"]
@@ -191,15 +231,31 @@ def join_command(segments: list[tuple[str, float]], audio: str, output: str, wor
         lines += [f"file {_quote(path)}", f"duration {duration:.6f}"]
     listing.write_text("\n".join(lines) + "\n")
     total = sum(duration for _, duration in segments)
-    video = ffmpeg.input(str(listing), f="concat", safe=0).video
-    sound = ffmpeg.input(audio).audio
+    args = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "pipe:1",
+            "-f", "concat", "-safe", "0", "-i", str(listing), "-i", audio]
+    maps = ["-map", "0:v:0", "-map", "1:a:0"]
+    codecs = ["-c:v", "copy"]
     if audio.endswith(".m4a"):
-        audio_options = {"acodec": "copy"}
+        codecs += ["-c:a", "copy"]
     else:
-        audio_options = {"acodec": "aac", "ac": 1, "ar": audio_rate, "aac_coder": "fast", "b:a": AUDIO_BITRATE}
-    stream = ffmpeg.output(video, sound, output, vcodec="copy", movflags="+faststart", t=f"{total:.6f}",
-                           **audio_options)
-    return _finish(stream)
+        codecs += ["-c:a", "aac", "-ac", "1", "-ar", str(audio_rate), "-aac_coder", "fast", "-b:a", AUDIO_BITRATE]
+    tags = []
+    code = MP4_LANGUAGE.get(language or "", "und")
+    tags += ["-metadata:s:a:0", f"language={code}"]
+    inputs = 2
+    if subtitles:
+        args += ["-i", subtitles]
+        maps += ["-map", f"{inputs}:s:0"]
+        codecs += ["-c:s", "mov_text"]
+        tags += ["-metadata:s:s:0", f"language={code}", "-metadata:s:s:0", "title=Narration"]
+        inputs += 1
+    if chapters:
+        meta = workdir / "chapters.ffmeta"
+        write_chapters(meta, chapters)
+        args += ["-f", "ffmetadata", "-i", str(meta)]
+        maps += ["-map_chapters", str(inputs)]
+        inputs += 1
+    return [*args, *maps, *codecs, *tags, "-movflags", "+faststart", "-t", f"{total:.6f}", "-y", output]
 
 
 def naive_command(stills: list[Still], audio: str, output: str, *, fps: int = 30) -> list[str]:

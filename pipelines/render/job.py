@@ -35,7 +35,7 @@ from actors.exceptions import InvalidInput
 from actors.jobs import JobCancelled, JobContext, job
 from actors.storage import UploadAborted, validate_key
 
-from . import encode, slides, subtitles, timeline
+from . import encode, loudness, slides, subtitles, timeline
 from .audio import SlideAudio, synthesize_narration, wav_bytes
 from .cache import RenderCache
 from .deck import Deck, Limits, load_deck
@@ -59,6 +59,8 @@ class RenderOptions:
     subtitles: bool = True
     burn_in: bool = False
     fps: float = 2.0
+    #: Integrated loudness target of the narration in LUFS (−16 for streaming, −23 for broadcast), or "off".
+    loudness: str = "-16"
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "RenderOptions":
@@ -109,11 +111,19 @@ class RenderOptions:
                 raise InvalidInput(f"{name} must be within 0..10 seconds, got {getattr(self, name)}")
         if not 1 <= self.fps <= 30:
             raise InvalidInput(f"fps must be within 1..30, got {self.fps}")
+        try:
+            loudness.check_target(self.loudness)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         check_voice(Voice(self.engine, self.voice))
 
     @property
     def size(self) -> tuple[int, int]:
         return self.width, self.height
+
+    @property
+    def loudness_target(self) -> float | None:
+        return loudness.check_target(self.loudness)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -307,6 +317,27 @@ def _segments(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: 
     return [(path, span.frames * frame) for path, span in zip(paths, tl.spans)], thumbnail, hits, encode_s
 
 
+def _narration(wav: Path, m4a: Path, target: float | None, duration: float, cancelled) -> dict:
+    """Encode the whole narration once, brought to its loudness target; what it measured before and after."""
+    ffmpeg = encode.ffmpeg_exe()
+    before = loudness.measure(str(wav), ffmpeg, cancelled) if target is not None else None
+    gain = loudness.gain_db(before, target) if before is not None else None
+    for _ in range(loudness.MAX_PASSES):
+        encode.encode(encode.narration_command(str(wav), str(m4a), gain_db=gain), duration, cancelled=cancelled)
+        after = loudness.measure(str(m4a), ffmpeg, cancelled)
+        more = loudness.shortfall_db(after, target)
+        if not more:
+            break
+        gain = round(gain + more, 2)  # the limiter took loudness off the peaks: ask for that much more
+    return {"target_lufs": target, "gain_db": gain, **after.to_dict(),
+            "speech": before.to_dict() if before is not None else None}
+
+
+def _chapters(deck: Deck, tl: timeline.Timeline) -> list[encode.Chapter]:
+    return [encode.Chapter(span.start, span.end, slide.title())
+            for slide, span in zip(deck.slides, tl.spans)]
+
+
 def _audio_of(video: Path) -> dict:
     """The audio track of a rendered file as a player sees it: codec, sample rate, channels."""
     import av
@@ -353,8 +384,8 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         wav_path.write_bytes(wav_bytes(track, tl.sample_rate))
         audio_path = workdir / "narration.m4a"
         with ThreadPoolExecutor(1, thread_name_prefix="dojo-narration") as beside:
-            narration = beside.submit(encode.encode, encode.narration_command(str(wav_path), str(audio_path)),
-                                      tl.duration, cancelled=ctx.cancelled)
+            narration = beside.submit(_narration, wav_path, audio_path, options.loudness_target, tl.duration,
+                                      ctx.cancelled)
             segments, thumbnail, segment_hits, segments_s = _segments(deck, tl, options, cache, workdir, ctx)
         timings["slides_s"] = time.perf_counter() - mark - segments_s
         timings["segments_s"] = segments_s
@@ -362,9 +393,16 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         ctx.check_cancelled()
         ctx.progress(0.85, stage="encoding", message="joining slides and the narration")
         mark = time.perf_counter()
-        narration.result()
+        measured = narration.result()
         video_path = workdir / "video.mp4"
-        args = encode.join_command(segments, str(audio_path), str(video_path), workdir)
+        chapters = _chapters(deck, tl)
+        srt_path = None
+        if options.subtitles and tl.cues:
+            srt_path = workdir / "captions.srt"
+            srt_path.write_text(subtitles.to_srt(tl.cues), encoding="utf-8")
+        args = encode.join_command(segments, str(audio_path), str(video_path), workdir, chapters=chapters,
+                                   subtitles=str(srt_path) if srt_path else None,
+                                   language=engine_class(voice.engine).language)
         encode.encode(args, tl.duration, cancelled=ctx.cancelled,
                       on_start=lambda pid: ctx.progress(0.85, stage="encoding", message="joining",
                                                         ffmpeg_pid=pid))
@@ -375,7 +413,8 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         keys = {"video": f"{prefix}/video.mp4", "thumbnail": f"{prefix}/thumbnail.jpg",
                 "manifest": f"{prefix}/manifest.json",
                 "subtitles_vtt": f"{prefix}/subtitles.vtt" if options.subtitles else None,
-                "subtitles_srt": f"{prefix}/subtitles.srt" if options.subtitles else None}
+                "subtitles_srt": f"{prefix}/subtitles.srt" if options.subtitles else None,
+                "chapters_vtt": f"{prefix}/chapters.vtt"}
         document = timeline.manifest(tl, engine=voice.engine, voice=voice.voice or engine_class(voice.engine).voices[0],
                                      clips=clips, options=options.to_dict(), keys=keys, cached=hits)
         for entry, hit in zip(document["slides"], segment_hits):
@@ -385,6 +424,11 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         document["audio"] = _audio_of(video_path)
         document["speech_sample_rate"] = document["sample_rate"]
         document["sample_rate"] = document["audio"]["sample_rate"]
+        document["audio"]["loudness"] = measured
+        document["audio"]["language"] = engine_class(voice.engine).language
+        document["chapters"] = [{"start_s": round(c.start, 3), "end_s": round(c.end, 3), "title": c.title}
+                                for c in chapters]
+        document["captions_in_video"] = srt_path is not None
 
         ctx.check_cancelled()
         ctx.progress(0.9, stage="uploading", message="uploading")
@@ -398,6 +442,9 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
                                         (keys["subtitles_srt"], subtitles.to_srt(tl.cues), "application/x-subrip")):
                     store.put_bytes(key, text.encode("utf-8"), content_type=kind)
                     written.append(key)
+            store.put_bytes(keys["chapters_vtt"], subtitles.chapters_vtt(chapters).encode("utf-8"),
+                            content_type="text/vtt")
+            written.append(keys["chapters_vtt"])
             store.put_bytes(keys["thumbnail"], thumbnail, content_type="image/jpeg")
             written.append(keys["thumbnail"])
             ctx.check_cancelled()
@@ -416,6 +463,7 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
     timings["total_s"] = time.perf_counter() - started
     ctx.progress(1.0, stage="done", message="done")
     return {**keys, "duration_s": round(tl.duration, 3), "slides": len(deck), "engine": voice.engine,
+            "language": engine_class(voice.engine).language,
             "cached_audio": sum(hits), "cached_segments": sum(segment_hits),
             "timings": {k: round(v, 3) for k, v in timings.items()}}
 

@@ -33,7 +33,7 @@ from .job import RenderOptions
 router = APIRouter()
 
 _OPTION_FIELDS = ("engine", "voice", "speed", "resolution", "width", "height", "pad_before", "pad_after",
-                  "subtitles", "burn_in", "fps")
+                  "subtitles", "burn_in", "fps", "loudness")
 _EXTENSIONS = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "zip": "zip", "markdown": "md"}
 
 

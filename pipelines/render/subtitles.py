@@ -26,6 +26,15 @@ def to_vtt(cues: list[Cue] | tuple[Cue, ...]) -> str:
     return "\n".join(lines)
 
 
+def chapters_vtt(chapters) -> str:
+    """A WebVTT chapters track (``<track kind="chapters">``): one cue per chapter, its title as text."""
+    lines = ["WEBVTT", ""]
+    for number, chapter in enumerate(chapters, 1):
+        lines += [f"chapter-{number}", f"{_clock(chapter.start, '.')} --> {_clock(chapter.end, '.')}",
+                  _clean(chapter.title).replace("&", "&amp;").replace("<", "&lt;"), ""]
+    return "\n".join(lines)
+
+
 def to_srt(cues: list[Cue] | tuple[Cue, ...]) -> str:
     lines = []
     for number, cue in enumerate(cues, 1):

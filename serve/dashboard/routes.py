@@ -117,7 +117,8 @@ def _login_page(error: str = "", next_path: str = "/dashboard", status: int = 40
                                                            "Content-Security-Policy": _CSP})
 
 
-_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: https: http:; "
+# A render's poster and video may come from S3 (presigned https links), hence http(s) for images and media.
+_CSP = ("default-src 'self'; img-src 'self' data: blob: https: http:; media-src 'self' blob: https: http:; "
         "connect-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; "
         "base-uri 'none'; form-action 'self'")
 

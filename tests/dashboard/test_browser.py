@@ -181,3 +181,33 @@ async def test_log_out(page):
     await page.wait_for_selector("form#login")
     response = await page.goto("/dashboard/jobs")
     assert response.status == 401
+
+
+async def test_a_render_plays_with_its_poster_captions_and_chapters(page, http):
+    import aiohttp
+
+    from pipelines.render.sample import SAMPLE
+
+    form = aiohttp.FormData()
+    form.add_field("deck", SAMPLE.encode(), filename="sample.md")
+    form.add_field("resolution", "640x360")
+    async with http.post("/v1/renders", data=form) as response:
+        job = await response.json()
+        assert response.status in (200, 201), job
+    done = await wait_job(http, job["id"], ("succeeded", "failed", "cancelled"), timeout=240)
+    assert done["status"] == "succeeded", done
+    await page.goto(f"/dashboard/jobs/{job['id']}")
+    video = page.locator("video#player")
+    await video.wait_for()
+    assert "thumbnail.jpg" in await video.get_attribute("poster")
+    captions = page.locator("video#player track[kind=captions]")
+    assert await captions.get_attribute("srclang") == "ja"
+    assert "subtitles.vtt" in await captions.get_attribute("src")
+    chapters = page.locator("#chapters li button")
+    await chapters.nth(2).wait_for()
+    assert await chapters.count() == 3
+    assert "しくみ" in await chapters.nth(1).inner_text()
+    await chapters.nth(1).click()
+    at = await page.evaluate("document.querySelector('video#player').currentTime")
+    assert at == pytest.approx(done["result"]["duration_s"] / 3, abs=2.0)
+    await shot(page, "render-player")

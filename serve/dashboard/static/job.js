@@ -88,11 +88,29 @@ export function jobPage(main, id) {
         job.children ? flowReport(job.children, job.id) : null));
     if (job.result && typeof job.result === "object") {
       api(`/jobs/${id}/outputs`).then((o) => {
-        outputs.replaceChildren(...Object.entries(o.urls).map(([name, url]) => h("p", {},
-          name === "video" ? h("video", { src: url, controls: true, preload: "metadata" }) : null,
-          h("a", { href: url, target: "_blank", rel: "noopener" }, `${name} ⤓`))));
+        outputs.replaceChildren(...(o.urls.video ? player(o.urls, job.result.language) : []),
+          ...Object.entries(o.urls).map(([name, url]) => h("p", {},
+            h("a", { href: url, target: "_blank", rel: "noopener" }, `${name} ⤓`))));
       }).catch(() => {});
     }
+  }
+
+  // A render's video: the thumbnail as poster, the narration as a captions track, and its
+  // chapters (one per slide) as buttons that jump to each slide.
+  function player(urls, language) {
+    const lang = language || "und";
+    const video = h("video", { id: "player", src: urls.video, controls: true, preload: "metadata", poster: urls.thumbnail },
+      urls.subtitles_vtt ? h("track", { kind: "captions", src: urls.subtitles_vtt, srclang: lang, label: "Narration", default: true }) : null,
+      urls.chapters_vtt ? h("track", { kind: "chapters", src: urls.chapters_vtt, srclang: lang, label: "Slides" }) : null);
+    const list = h("ol", { id: "chapters", class: "chapters" });
+    const chapters = video.querySelector("track[kind=chapters]");
+    if (chapters) {
+      chapters.track.mode = "hidden";  // load its cues without drawing them
+      chapters.addEventListener("load", () => list.replaceChildren(...Array.from(chapters.track.cues).map((cue) =>
+        h("li", {}, h("button", { type: "button", class: "link", onclick: () => { video.currentTime = cue.startTime; } },
+          `${secs(cue.startTime)} · ${cue.text}`)))));
+    }
+    return [h("p", {}, video), list];
   }
 
   function renderProgress() {
