@@ -51,13 +51,14 @@ class QueueService:
         self.store = Store(path, self.settings.sqlite_sync)
         self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
                                                    max_result_bytes=self.settings.max_result_bytes,
-                                                   lease_ttl=self.settings.lease_ttl))
+                                                   lease_ttl=self.settings.lease_ttl), now=time.time())
         self.name = name
         self.concurrency = self.settings.concurrency
         self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"}
         self._runner_ids = itertools.count()
         self._incarnation = os.urandom(3).hex()
         self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
+        self._beats: dict[str, asyncio.Future] = {}  # runner id -> its pending long-poll heartbeat
         self._commit_future: asyncio.Future | None = None
         self._recent: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
         self._new_events = asyncio.Event()
@@ -96,10 +97,12 @@ class QueueService:
                 self.q.fire_schedules(now)
                 self.q.promote_due(now)
                 lost, to_stop = self.q.expire(now)
-                for token, runner in to_stop:
-                    self._stop_runner(runner, f"attempt {token} timed out or lost its lease")
+                silent = {job["history"][-1]["token"] for job in lost
+                          if job["history"] and job["history"][-1]["outcome"] == "lost"}
                 if self.store.dirty:
                     await self._commit()
+                for token, runner in to_stop:
+                    self._stop_runner(runner, f"attempt {token} timed out or lost its lease", silent=token in silent)
                 self._dispatch()
                 self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
@@ -198,12 +201,21 @@ class QueueService:
             await self._commit()
         self._dispatch()
 
-    def _stop_runner(self, runner_id: str, why: str) -> None:
+    def _stop_runner(self, runner_id: str, why: str, silent: bool = False) -> None:
+        """Tell a runner that one of its attempts is over (cancel, timeout, lost lease).
+
+        The runner's pending heartbeat returns at once and it stops that attempt alone (its cancel event,
+        its child processes); the process is not killed, since other attempts may share it. Only a runner
+        whose lease ran out without a heartbeat (``silent``: hung or gone) is force-cancelled: all of its
+        attempts' leases are expiring with it.
+        """
+        log.info("stopping an attempt of runner %s: %s", runner_id, why)
+        waiter = self._beats.pop(runner_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
         info = self._runners.get(runner_id)
-        if info is None:
-            return  # not ours (launched before a restart): its heartbeat learns the lease is gone and stops it
-        log.info("stopping runner %s: %s", runner_id, why)
-        ray.cancel(info["ref"], force=True)
+        if silent and info is not None and info.get("ref") is not None:
+            ray.cancel(info["ref"], force=True)
 
     # -- runners -----------------------------------------------------------
     async def runner_lease(self, runner_id: str, lane: str, reports: list[dict], want: int, wait: float,
@@ -263,9 +275,34 @@ class QueueService:
                 log.info("report for %s refused: %s", report.get("job_id"), exc.message,
                          extra={"job_id": report.get("job_id"), "queue": self.name})
 
-    async def heartbeat(self, tokens: list[int], node: str | None = None, pid: int | None = None) -> dict:
+    async def heartbeat(self, tokens: list[int], node: str | None = None, pid: int | None = None,
+                        runner_id: str | None = None, wait: float = 0.0) -> dict:
+        """Extend leases; with ``wait``, long-poll: return early when an attempt of ``runner_id`` is stopped."""
         self._ensure_loop()
+        answers = self.q.heartbeat(tokens, time.time(), node, pid)
+        if wait <= 0 or runner_id is None or any(a != "ok" for a in answers.values()):
+            return answers
+        waiter = self._beats.get(runner_id)
+        if waiter is None or waiter.done():
+            waiter = self._beats[runner_id] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), wait)
+        except asyncio.TimeoutError:
+            pass
+        if self._beats.get(runner_id) is waiter and waiter.done():
+            del self._beats[runner_id]
         return self.q.heartbeat(tokens, time.time(), node, pid)
+
+    async def give_back(self, runner_id: str, released: list[int], interrupted: list[int], why: str) -> None:
+        """A retiring runner hands back leases it never started and attempts it must interrupt.
+
+        Neither spends an attempt or fails a job: they are queued again (an interrupted attempt keeps a
+        history entry). Called before the runner's process ends, so its exit loses nothing.
+        """
+        now = time.time()
+        self.q.release(released, now)
+        self.q.interrupt(interrupted, now, f"interrupted: {why}")
+        await self._commit()
 
     async def progress(self, token: int, job_id: str, report: dict, n: int | None = None) -> None:
         try:

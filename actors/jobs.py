@@ -41,13 +41,17 @@ class Backoff:
             raise InvalidInput("backoff delay and cap must be >= 0 and jitter within 0..1")
 
     def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Delay after the failure of ``attempt`` (1-based)."""
-        base = self.delay if self.strategy == "fixed" else self.delay * 2 ** (attempt - 1)
+        """Delay after the failure of ``attempt`` (1-based): within 0..cap, jitter included.
+
+        Jitter spreads a delay ``jitter`` of itself both ways, but never past the cap: a delay at the
+        cap is spread below it only, so capped retries still do not all land at the same instant.
+        """
+        base = self.delay if self.strategy == "fixed" else self.delay * 2.0 ** min(attempt - 1, 1000)
         base = min(base, self.cap)
         if self.jitter:
             spread = base * self.jitter
-            base += (rng or random).uniform(-spread, spread)
-        return max(0.0, base)
+            base = (rng or random).uniform(base - spread, min(base + spread, self.cap))
+        return min(self.cap, max(0.0, base))
 
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "delay": self.delay, "cap": self.cap, "jitter": self.jitter}
@@ -110,6 +114,10 @@ class JobType:
     on_children_done: Callable[["JobContext", Any, list], Any] | None = None
     #: Jobs one runner process runs at once on threads (for I/O-bound work; CPU-bound keeps 1).
     threads: int = 1
+    #: "thread" (default): attempts share runner processes and are stopped on their own (cancel event,
+    #: their child processes killed); "process": each attempt has a runner process to itself, for code that
+    #: cannot be stopped cooperatively (a long C call): after the grace its process ends, harming nobody.
+    isolation: str = "thread"
 
 
 REGISTRY: dict[str, JobType] = {}
@@ -130,8 +138,15 @@ def job(
     validate: Callable[[Any], None] | None = None,
     on_children_done: Callable[["JobContext", Any, list], Any] | None = None,
     threads: int = 1,
+    isolation: str = "thread",
 ):
     """Register ``perform(ctx, payload)`` as a job type (the function's name by default).
+
+    A cancel or timeout stops one attempt: ``ctx.cancelled`` is set (``ctx.check_cancelled()``
+    raises), the child processes it spawned are killed, and it has a short grace to return. Code
+    that cannot look at ``ctx`` should use ``isolation="process"`` (one attempt per runner process):
+    a thread cannot be killed, so an attempt that ignores its stop ends its whole process once its
+    neighbours are done.
 
     ``on_children_done(ctx, payload, outcomes)`` runs once all children the job
     enqueued (``ctx.enqueue_many``) are final; ``outcomes`` is a list of
@@ -150,6 +165,7 @@ def job(
             validate=validate,
             on_children_done=on_children_done,
             threads=threads,
+            isolation=isolation,
         )
         register_type(job_type)
         perform.job_type = job_type
@@ -171,6 +187,12 @@ def register_type(job_type: JobType) -> None:
         raise ConfigError(f"job type {job_type.name!r}: max_attempts must be >= 1")
     if not 1 <= job_type.threads <= 256:
         raise ConfigError(f"job type {job_type.name!r}: threads must be within 1..256")
+    if job_type.isolation not in ("thread", "process"):
+        raise ConfigError(f"job type {job_type.name!r}: isolation must be 'thread' or 'process', "
+                          f"got {job_type.isolation!r}")
+    if job_type.isolation == "process" and job_type.threads != 1:
+        raise ConfigError(f"job type {job_type.name!r}: isolation='process' runs one attempt per process; "
+                          f"drop threads={job_type.threads}")
     REGISTRY[job_type.name] = job_type
 
 
@@ -190,6 +212,10 @@ def get_type(name: str) -> JobType:
     except KeyError:
         known = ", ".join(sorted(REGISTRY)) or "none registered"
         raise UnknownJobType(f"unknown job type {name!r}; known types: {known}", known=sorted(REGISTRY)) from None
+
+
+#: Children per enqueue call from a job (the queue's ``Limits.max_batch``).
+ENQUEUE_CHUNK = 1000
 
 
 class PermanentFailure(Exception):
@@ -249,8 +275,16 @@ class JobContext:
         return self.enqueue_many([{"type": type, "payload": payload, **options}])[0]
 
     def enqueue_many(self, specs: list[dict]) -> list[dict]:
-        """Enqueue children in one call; the parent's callback runs when all are final."""
-        return self._reporter.enqueue(specs)
+        """Enqueue children (any number: sent in calls of ``ENQUEUE_CHUNK``); the callback runs when all are final.
+
+        Give children a ``unique_key``: if this attempt is a retry, a child that an earlier attempt
+        enqueued and that already finished is returned again instead of being run and counted twice.
+        """
+        specs = list(specs)
+        out: list[dict] = []
+        for start in range(0, len(specs), ENQUEUE_CHUNK):
+            out += self._reporter.enqueue(specs[start:start + ENQUEUE_CHUNK])
+        return out
 
 
 class LocalReporter:

@@ -129,7 +129,8 @@ def _key(spec: dict, key: str) -> str | None:
 class JobQueue:
     """All the state of one queue. Single-threaded: the actor serializes calls."""
 
-    def __init__(self, name: str, store: Store, limits: Limits = Limits(), rng: random.Random | None = None):
+    def __init__(self, name: str, store: Store, limits: Limits = Limits(), rng: random.Random | None = None,
+                 now: float | None = None):
         if not QUEUE_NAME.match(name):
             raise InvalidInput(f"queue name {name!r} must match {QUEUE_NAME.pattern}")
         self.name = name
@@ -161,6 +162,8 @@ class JobQueue:
         # Jobs per status, kept as they change (stats and metrics must not scan the table).
         self.counts: dict[str, int] = defaultdict(int, store.count_by_status())
         self.buckets = Buckets(store.buckets())
+        self._loaded_at = now  # when the state was reloaded (None: keep the stored lease expiries)
+        self._settle: list[str] = []  # waiting parents found complete at reload; finished by promote_due
         self._load()
 
     # -- loading -----------------------------------------------------------
@@ -177,6 +180,11 @@ class JobQueue:
                 self._push_delayed(record)
             elif status == "running":
                 lease = record["lease"]
+                if self._loaded_at is not None:
+                    # Heartbeats extend leases in memory only (persisting them would cost a commit per beat),
+                    # so a stored expiry says nothing about a worker that is alive now: the lease's clock
+                    # restarts at the reload, and only a worker that stays silent for a TTL after it is lost.
+                    lease["expires"] = max(lease["expires"], self._loaded_at + lease["ttl"])
                 self._running[lease["token"]] = record["id"]
                 self._runner_tokens[lease["runner"]].add(lease["token"])
                 heapq.heappush(self._expiry, (lease["expires"], lease["token"]))
@@ -184,6 +192,12 @@ class JobQueue:
                     heapq.heappush(self._deadlines, (lease["deadline"], lease["token"]))
                 if record.get("concurrency_key"):
                     self._key_running[record["concurrency_key"]] += 1
+        for record in self.jobs.values():
+            if record.get("children") is not None:
+                # The table is the truth: a parent row saved before a crash may lag its children's rows.
+                record["children"] = self._recount(record["id"])
+                if record["status"] == "waiting" and record["children"]["final"] >= record["children"]["total"]:
+                    self._settle.append(record["id"])
         if self.jobs:
             log.info("queue %s reloaded %d unfinished jobs (%d running)", self.name, len(self.jobs),
                      len(self._running), extra={"queue": self.name})
@@ -305,16 +319,22 @@ class JobQueue:
             if parent is None or parent["status"] != "running":
                 raise InvalidInput(f"parent job {parent_id!r} is not running in queue {self.name!r}; "
                                    "children are enqueued by a running job (ctx.enqueue_many)")
+        finished = {parent_id: self._finished_children(parent_id) for parent_id in parents}
         out = []
         for record in records:
             key = record["unique_key"]
             if key and key in self._unique:
                 out.append((self.jobs[self._unique[key]], False))
                 continue
+            if key and record["parent_id"] and key in finished[record["parent_id"]]:
+                out.append((finished[record["parent_id"]][key], False))  # a retried parent's earlier child
+                continue
             record["id"] = self.ids.next(now)
             self.jobs[record["id"]] = record
             if record["parent_id"]:
-                self._children_of(self.jobs[record["parent_id"]])["total"] += 1
+                parent = self.jobs[record["parent_id"]]
+                self._children_of(parent)["total"] += 1
+                self._save(parent)  # the count commits with the child's row, never after it
             self._stream_seq["job:" + record["id"]] = 0  # a new stream: no need to ask the store
             if key:
                 self._unique[key] = record["id"]
@@ -490,14 +510,7 @@ class JobQueue:
 
     def _end(self, job: dict, token: int, outcome: str, now: float, *, error: dict | None = None,
              retry: bool = True, duration: float | None = None) -> dict:
-        lease = job["lease"]
-        started = lease["started_at"]
-        job["history"].append({
-            "attempt": job["attempts"], "token": token, "runner": lease["runner"], "node": lease.get("node"),
-            "pid": lease.get("pid"), "started_at": started, "ended_at": now,
-            "duration": round(duration if duration is not None else now - started, 6), "outcome": outcome,
-            "error": error,
-        })
+        self._record(job, token, outcome, now, error, duration)
         self._release_slot(job, token)
         job["lease"] = None
         if error is not None:
@@ -526,6 +539,18 @@ class JobQueue:
                          error=error and error.get("message"))
         return job
 
+    @staticmethod
+    def _record(job: dict, token: int, outcome: str, now: float, error: dict | None,
+                duration: float | None = None) -> None:
+        lease = job["lease"]
+        started = lease["started_at"]
+        job["history"].append({
+            "attempt": job["attempts"], "token": token, "runner": lease["runner"], "node": lease.get("node"),
+            "pid": lease.get("pid"), "started_at": started, "ended_at": now,
+            "duration": round(duration if duration is not None else now - started, 6), "outcome": outcome,
+            "error": error,
+        })
+
     def _release_slot(self, job: dict, token: int) -> None:
         self._running.pop(token, None)
         runner = job["lease"]["runner"]
@@ -543,6 +568,36 @@ class JobQueue:
                 if waiting and waiting["status"] == "queued":
                     self._push_ready(waiting)
                     break
+
+    def _finished_children(self, parent_id: str) -> dict[str, dict]:
+        """A retried parent's finished children by unique_key: enqueuing one again returns it, uncounted."""
+        parent = self.jobs[parent_id]
+        if parent["attempts"] <= 1 or not parent.get("children"):
+            return {}
+        return {c["unique_key"]: c for c in self.store.children_of(parent_id)
+                if c.get("unique_key") and c["status"] in FINAL}
+
+    def _recount(self, parent_id: str) -> dict:
+        """A parent's run report, rebuilt from its children's rows."""
+        children = {"total": 0, "final": 0, "counts": {}, "errors": {}, "sums": {}}
+        for child in self.store.children_of(parent_id):
+            children["total"] += 1
+            if child["status"] in FINAL:
+                self._count_child(children, child, child["status"])
+        return children
+
+    @staticmethod
+    def _count_child(children: dict, child: dict, status: str) -> None:
+        children["final"] += 1
+        children["counts"][status] = children["counts"].get(status, 0) + 1
+        if status != "succeeded" and child.get("error"):
+            message = str(child["error"].get("message"))[:200]
+            if message in children["errors"] or len(children["errors"]) < 50:
+                children["errors"][message] = children["errors"].get(message, 0) + 1
+        if isinstance(child.get("result"), dict):
+            for field, value in child["result"].items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    children["sums"][field] = children["sums"].get(field, 0) + value
 
     def _children_of(self, parent: dict) -> dict:
         if not parent.get("children"):
@@ -573,16 +628,7 @@ class JobQueue:
         if parent is None:
             return
         children = self._children_of(parent)
-        children["final"] += 1
-        children["counts"][status] = children["counts"].get(status, 0) + 1
-        if status != "succeeded" and child.get("error"):
-            message = str(child["error"].get("message"))[:200]
-            if message in children["errors"] or len(children["errors"]) < 50:
-                children["errors"][message] = children["errors"].get(message, 0) + 1
-        if isinstance(child.get("result"), dict):
-            for field, value in child["result"].items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    children["sums"][field] = children["sums"].get(field, 0) + value
+        self._count_child(children, child, status)
         fraction = children["final"] / max(children["total"], 1)
         parent["progress"] = {"fraction": fraction, "stage": "children",
                               "message": f"{children['final']}/{children['total']} children done"}
@@ -620,6 +666,29 @@ class JobQueue:
             self._status(job, "queued", now, released=True)
             self._push_ready(job)
 
+    def interrupt(self, tokens: Iterable[int], now: float, reason: str) -> None:
+        """Queue running attempts again without spending them: their runner had to end for another job's sake.
+
+        The attempt keeps a history entry (outcome ``interrupted``) but not its number: the job is not
+        failed and loses none of its budget. A cancel requested meanwhile wins.
+        """
+        for token in list(tokens):
+            job_id = self._running.get(token)
+            if job_id is None:
+                continue
+            job = self.jobs[job_id]
+            if job["cancel_requested"]:
+                self._end(job, token, "cancelled", now, error={
+                    "type": "Cancelled", "message": "cancelled while running", "traceback": None})
+                continue
+            self._record(job, token, "interrupted", now, {"type": "Interrupted", "message": reason,
+                                                          "traceback": None})
+            self._release_slot(job, token)
+            job["lease"] = None
+            job["attempts"] -= 1
+            self._status(job, "queued", now, interrupted=True)
+            self._push_ready(job)
+
     def lose(self, tokens: Iterable[int], now: float, reason: str) -> list[dict]:
         """The attempts holding these leases are gone (worker died, lease expired)."""
         lost = []
@@ -646,6 +715,10 @@ class JobQueue:
 
     # -- time --------------------------------------------------------------
     def promote_due(self, now: float) -> int:
+        while self._settle:
+            parent = self.jobs.get(self._settle.pop())
+            if parent is not None and parent["status"] == "waiting":
+                self._children_done(parent, now)
         moved = 0
         while self._delayed and self._delayed[0][0] <= now:
             _, job_id, ver = heapq.heappop(self._delayed)

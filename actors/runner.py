@@ -14,7 +14,6 @@ import ctypes
 import itertools
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -23,8 +22,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import ray
 
+from .heartbeat import Heartbeat
 from .queue import LANE_SEP
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
+from .stopping import ATTEMPTS, install_spawn_hook
 from .settings import NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 BATCH_TARGET_S = 0.02
 MAX_BATCH = 256
 LINGER_S = 0.5
-GRACE_S = 2.0
 #: Captured stdout/stderr per attempt: at most this many bytes reach the job's log, in batches of lines.
 LOG_CAPTURE_BYTES = 256 * 1024
 LOG_BATCH_LINES = 50
@@ -175,65 +175,6 @@ def _capture_output(actor, token: int, sent: list | None = None):
     return out, err
 
 
-class _Heartbeat(threading.Thread):
-    """Extends the leases in hand; stops the process if the queue says the attempt is over."""
-
-    def __init__(self, actor, runner_id: str, interval: float):
-        super().__init__(daemon=True, name="dojo-heartbeat")
-        self.actor = actor
-        self.runner_id = runner_id
-        self.interval = interval
-        self.current: dict[int, threading.Event] = {}
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
-        while not self.stopped.wait(self.interval):
-            with self.lock:
-                tokens = list(self.current)
-            if not tokens:
-                continue
-            try:
-                answers = ray.get(self.actor.heartbeat.remote(tokens, node, pid), timeout=self.interval * 2)
-            except Exception as exc:  # the actor may be restarting; the lease outlives a short gap
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            for token, answer in answers.items():
-                if answer != "ok":
-                    self._stop(int(token), answer)
-
-    def _stop(self, token: int, answer: str) -> None:
-        with self.lock:
-            event = self.current.get(token)
-        if event is None:
-            return
-        event.set()
-        # Cooperative first; if the job ignores ctx.cancelled, end the process (and its children).
-        if not self.stopped.wait(GRACE_S):
-            with self.lock:
-                still = token in self.current
-            if still:
-                log.warning("attempt %s is %s; stopping the worker process", token, answer)
-                _kill_children()
-                os._exit(1)
-
-
-def _kill_children() -> None:
-    """SIGKILL this process's child processes (ffmpeg, sleep, ...)."""
-    me = str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            if fields[1] == me:
-                os.kill(int(entry), signal.SIGKILL)
-        except (OSError, IndexError):
-            continue
-
-
 def _set_child_subreaper() -> None:
     """Make orphaned grandchildren re-parent to this worker, so a kill finds them."""
     try:
@@ -268,17 +209,21 @@ def _route_output(capture) -> None:
     sys.stdout.local.target, sys.stderr.local.target = capture if capture else (None, None)
 
 
-def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
-    """Run one leased attempt; return its report (never raises)."""
+def execute(actor, lease: dict, registry, heartbeat: Heartbeat | None) -> dict:
+    """Run one leased attempt; return its report (never raises).
+
+    The attempt is registered in ``stopping.ATTEMPTS`` while it runs: that is how a stop finds its
+    cancel event and the child processes it spawned, and what the heartbeat extends.
+    """
     job_type = registry.get(lease["type"])
     cancelled = threading.Event()
     reporter = _Reporter(actor, lease)
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
                      max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled)
     report = {"token": lease["token"], "job_id": lease["job_id"], "type": lease["type"]}
+    attempt = ATTEMPTS.begin(lease["token"], cancelled)
     if heartbeat is not None:
-        with heartbeat.lock:
-            heartbeat.current[lease["token"]] = cancelled
+        heartbeat.wake.set()
     started = time.perf_counter()
     capture = _capture_output(actor, lease["token"], reporter.sent)
     _route_output(capture)
@@ -305,9 +250,7 @@ def execute(actor, lease: dict, registry, heartbeat: _Heartbeat | None) -> dict:
         for stream in capture:
             stream.close_attempt()
         reporter.settle()  # the outcome must not overtake the attempt's last progress and log lines
-        if heartbeat is not None:
-            with heartbeat.lock:
-                heartbeat.current.pop(lease["token"], None)
+        ATTEMPTS.end(attempt)
     return report
 
 
@@ -318,62 +261,75 @@ def run_jobs(queue: str, runner_id: str, lane: str, lease_ttl: float, modules: t
     os.environ.update(env or {})
     os.environ["DOJO_CURRENT_QUEUE"] = queue
     _set_child_subreaper()
+    install_spawn_hook()
     registry = load_modules(modules)
     actor = ray.get_actor(actor_name(queue), namespace=NAMESPACE)
-    heartbeat = _Heartbeat(actor, runner_id, max(0.2, lease_ttl / 3))
+    heartbeat = Heartbeat(actor, runner_id, lane, max(0.2, lease_ttl / 3), _call)
     heartbeat.start()
-    node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+    heartbeat.node, heartbeat.pid = ray.get_runtime_context().get_node_id(), os.getpid()
     job_type = registry.get(lane.partition(LANE_SEP)[0])
-    threads = job_type.threads if job_type is not None else 1
     try:
-        if threads > 1:
-            return _run_threaded(actor, runner_id, lane, registry, heartbeat, threads, node, pid)
-        return _run_serial(actor, runner_id, lane, registry, heartbeat, node, pid)
+        if job_type is not None and job_type.threads > 1:
+            return _run_threaded(actor, registry, heartbeat, job_type.threads)
+        alone = job_type is not None and job_type.isolation == "process"
+        return _run_serial(actor, registry, heartbeat, MAX_BATCH if not alone else 1)
     finally:
         heartbeat.stopped.set()
+        heartbeat.wake.set()
 
 
-def _run_serial(actor, runner_id, lane, registry, heartbeat, node, pid) -> int:
-    """One job at a time; one actor call reports a batch and leases the next (batches grow for quick jobs)."""
-    reports: list[dict] = []
+def _run_serial(actor, registry, heartbeat: Heartbeat, most: int) -> int:
+    """One job at a time; one actor call reports a batch and leases the next (batches grow for quick jobs).
+
+    The batch's unstarted leases are held by the heartbeat, so a retiring runner gives them back.
+    """
     want, ran = 1, 0
     while True:
-        leases = _call(actor.runner_lease, runner_id, lane, reports, want, LINGER_S, node, pid)
+        leases = heartbeat.lease(want, LINGER_S)
         if not leases:
+            if heartbeat.retiring.is_set():
+                heartbeat.park()
             return ran
+        heartbeat.hold(leases)
         started = time.perf_counter()
-        reports = [execute(actor, lease, registry, heartbeat) for lease in leases]
+        for lease in leases:
+            if not heartbeat.claim(lease):
+                heartbeat.park()
+            heartbeat.report(execute(actor, lease, registry, heartbeat))
         ran += len(leases)
         per_job = (time.perf_counter() - started) / len(leases)
-        want = max(1, min(MAX_BATCH, int(BATCH_TARGET_S / max(per_job, 1e-6))))
+        want = max(1, min(most, int(BATCH_TARGET_S / max(per_job, 1e-6))))
 
 
-def _run_threaded(actor, runner_id, lane, registry, heartbeat, threads, node, pid) -> int:
+def _run_threaded(actor, registry, heartbeat: Heartbeat, threads: int) -> int:
     """Up to ``threads`` jobs at once; as soon as one finishes it is reported and another leased.
 
     No job waits for the slowest of a batch: the pipeline stays full.
     """
     ran = 0
-    reports: list[dict] = []
     in_flight: set = set()
     called = 0.0
     with ThreadPoolExecutor(threads, thread_name_prefix="dojo-job") as pool:
         while True:
+            if heartbeat.retiring.is_set() and not in_flight:
+                heartbeat.park()
             free = threads - len(in_flight)
             # Report and refill when half the threads are free (or a batch is getting old), so quick
             # jobs share actor calls while slow ones are never held back for long.
-            if free > 0 and (not in_flight or free * 2 >= threads or time.monotonic() - called > BATCH_TARGET_S):
+            if free > 0 and not heartbeat.retiring.is_set() and (
+                    not in_flight or free * 2 >= threads or time.monotonic() - called > BATCH_TARGET_S):
                 # Long-poll for work only when idle; otherwise just take what is ready now.
-                leases = _call(actor.runner_lease, runner_id, lane, reports, free,
-                               0.0 if in_flight else LINGER_S, node, pid)
+                leases = heartbeat.lease(free, 0.0 if in_flight else LINGER_S)
                 called = time.monotonic()
-                reports = []
                 for lease in leases:
                     in_flight.add(pool.submit(execute, actor, lease, registry, heartbeat))
                 if not in_flight:
+                    if heartbeat.retiring.is_set():
+                        heartbeat.park()
                     return ran
             done, in_flight = wait(in_flight, timeout=BATCH_TARGET_S, return_when=FIRST_COMPLETED)
-            reports += [future.result() for future in done]
+            for future in done:
+                heartbeat.report(future.result())
             ran += len(done)
 
 

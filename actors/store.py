@@ -185,6 +185,17 @@ class Store:
         args.append(limit)
         return [_loads(d) for (d,) in self.db.execute(sql, args)]
 
+    def children_of(self, parent_id: str) -> list[dict]:
+        """Every child row of a job, staged writes included (a flow's report is recounted from these)."""
+        rows = {}
+        for (data,) in self.db.execute("SELECT data FROM jobs WHERE parent_id=?", (parent_id,)):
+            record = _loads(data)
+            rows[record["id"]] = record
+        for job_id, row in self._jobs.items():
+            if row[5] == parent_id:
+                rows[job_id] = row[6]
+        return [r for i, r in rows.items() if i not in self._deleted]
+
     def count_by_status(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
 

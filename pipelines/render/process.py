@@ -1,15 +1,19 @@
 """Child processes that die with the job.
 
-ffmpeg runs as a child of the worker. Two things must kill it: the job being
-cancelled or timing out (we poll ``cancelled`` while waiting and kill it),
-and the worker itself dying (Ray force-cancels by killing the worker; Linux's
-``PR_SET_PDEATHSIG`` makes the kernel send SIGKILL to the child then).
+ffmpeg runs as a child of the worker, in a process group of its own. Two
+things must kill it: the job being cancelled or timing out (we poll
+``cancelled`` while waiting and kill its group; the runner also kills the
+groups an attempt spawned, see ``actors/stopping.py``), and the worker itself
+dying (Linux's ``PR_SET_PDEATHSIG`` makes the kernel send SIGKILL to the child
+then). The group is what keeps a stop to one job: other jobs' children in the
+same worker live in other groups.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import tempfile
@@ -56,7 +60,7 @@ def run(args: list[str], *, cancelled: threading.Event | None = None, on_line: C
         with _spawn_lock:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=stderr,
                                        stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
-                                       preexec_fn=_die_with_parent, close_fds=True)
+                                       preexec_fn=_die_with_parent, close_fds=True, start_new_session=True)
         if on_start:
             on_start(process.pid)
         reader = None
@@ -83,7 +87,10 @@ def run(args: list[str], *, cancelled: threading.Event | None = None, on_line: C
                     raise TimeoutError(f"{args[0].rsplit('/', 1)[-1]} ran past {timeout}s")
         finally:
             if process.poll() is None:
-                process.kill()
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)  # the child and anything it started
+                except (ProcessLookupError, PermissionError):
+                    process.kill()
                 process.wait()
             if reader is not None:
                 reader.join(timeout=5)
