@@ -107,7 +107,7 @@ def test_the_same_manifest_again_reuses_succeeded_rows(head, two_decks):
     assert len(after) == len(before), "a re-run queued renders for rows that had succeeded"
     # --force renders every row again.
     forced = submit(head, two_decks, ENTRYPOINT + " --force")
-    assert wait_final(head, forced) == "SUCCEEDED"
+    assert wait_final(head, forced) == "SUCCEEDED", head.jobs.get_job_logs(forced)[-3000:]
     rows = results_of(head.jobs.get_job_logs(forced))
     assert [r["reused"] for r in rows] == [False, False] and not {r["job_id"] for r in rows} & {j["id"] for j in before}
 
