@@ -113,6 +113,14 @@ class ClusterClipDB:
         return ray.get(self.actor.count.remote())
 
 
+_handles: dict[str, ClusterClipDB] = {}
+
+
 def open_clip_db(path: str | Path) -> ClipDB | ClusterClipDB:
     """The clip database at ``path`` on the head: through its actor inside Ray, the file itself outside."""
-    return ClusterClipDB(path) if ray.is_initialized() else ClipDB(path)
+    if not ray.is_initialized():
+        return ClipDB(path)
+    handle = _handles.get(str(path))
+    if handle is None:  # one lookup per process and file, not one per job
+        handle = _handles[str(path)] = ClusterClipDB(path)
+    return handle

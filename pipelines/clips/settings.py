@@ -44,7 +44,8 @@ class ClipsSettings:
     client_id: str = ""
     #: DOJO_HELIX_TOKEN: an app access token (sent as Authorization: Bearer).
     token: str = ""
-    #: DOJO_CLIPS_DB: path of the clip database (SQLite); default <DOJO_STATE_DIR>/clips.sqlite3.
+    #: DOJO_CLIPS_DB: path of the clip database (SQLite) on the head node; default <DOJO_STATE_DIR>/clips.sqlite3.
+    #: Jobs on other nodes never open it: they write through its actor (cluster_db.open_clip_db).
     db_path: str = ""
     #: DOJO_CLIPS_STREAMERS: where streamers come from: 'db' (the streamers table) or a .csv/.parquet path.
     streamers: str = "db"

@@ -51,7 +51,7 @@ def can_isolate_disks() -> str | None:
 class TwoNodeCluster:
     """``start()``, then ``add_worker()``; drivers use ``env``; always ``stop()``."""
 
-    def __init__(self, worker_cpus: int = 2, env: dict[str, str] | None = None):
+    def __init__(self, worker_cpus: int = 2, env: dict[str, str] | None = None, head_cpus: int = 0):
         self.tmp = Path(tempfile.mkdtemp(prefix="dojo-multinode-"))
         self.state_dir = self.tmp / "state"
         self.state_dir.mkdir()
@@ -59,6 +59,7 @@ class TwoNodeCluster:
         self.api_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.worker_cpus = worker_cpus
+        self.head_cpus = head_cpus  # 0: the head runs no jobs (as in cluster.yaml); >0: a one-node baseline
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("DOJO_", "RAY_"))},
             "RAY_AUTH_MODE": "token",
@@ -97,24 +98,17 @@ class TwoNodeCluster:
         log.close()  # the child holds its own copy
         return proc.pid
 
-    def _wait_nodes(self, count: int, timeout: float, leader: int, name: str) -> None:
+    def _wait_started(self, leader: int, name: str, timeout: float) -> None:
+        # `ray start` prints this once its node has registered with the GCS (no driver needed to ask).
+        log = self.tmp / f"{name}.log"
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if not os.path.exists(f"/proc/{leader}") or _zombie(leader):
-                raise RuntimeError(f"{name} exited:\n{(self.tmp / f'{name}.log').read_text()[-4000:]}")
-            if self.alive_nodes() >= count:
+            if "Ray runtime started" in log.read_text():
                 return
-            time.sleep(0.5)
-        raise RuntimeError(f"{name} did not join in {timeout}s:\n{(self.tmp / f'{name}.log').read_text()[-4000:]}")
-
-    def alive_nodes(self) -> int:
-        code = ("import ray; ray.init(address='%s', logging_level='ERROR');"
-                "print(sum(n['Alive'] for n in ray.nodes()))" % self.address)
-        done = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True)
-        try:
-            return int(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return 0
+            if _zombie(leader):
+                raise RuntimeError(f"{name} exited:\n{log.read_text()[-4000:]}")
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} did not start in {timeout}s:\n{log.read_text()[-4000:]}")
 
     def node_ids(self) -> dict[str, str]:
         """Alive nodes' ids by name: 'head', or the worker name given to ``add_worker``."""
@@ -129,12 +123,12 @@ class TwoNodeCluster:
                 ids["head" if name.startswith("node:") else name] = node_id
         return ids
 
-    def _start_node(self, name: str, argv, count: int, timeout: float, attempts: int = 3) -> int:
+    def _start_node(self, name: str, argv, timeout: float, attempts: int = 3) -> int:
         # Ray gives a node 30 s to register with the GCS; on a loaded CI machine that can pass: try again.
         for attempt in range(attempts):
             leader = self._spawn(name, argv())
             try:
-                self._wait_nodes(count, timeout, leader, name)
+                self._wait_started(leader, name, timeout)
                 return leader
             except RuntimeError:
                 _killpg(leader)
@@ -145,9 +139,9 @@ class TwoNodeCluster:
     def start(self, timeout: float = 90) -> "TwoNodeCluster":
         self._head = self._start_node("head", lambda: [
             str(BIN / "ray"), "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-            "--num-cpus=0", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+            f"--num-cpus={self.head_cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
             f"--ray-client-server-port={free_port()}", f"--temp-dir={self.tmp / 'ray'}", *self._ports(), "--block"],
-            1, timeout)
+            timeout)
         return self
 
     def add_worker(self, name: str = "worker", timeout: float = 90) -> None:
@@ -160,7 +154,7 @@ class TwoNodeCluster:
             script = f"mount -t tmpfs dojo-{name} {self.state_dir} && exec {ray_start}"
             return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
-        self.workers[name] = self._start_node(name, argv, self.alive_nodes() + 1, timeout)
+        self.workers[name] = self._start_node(name, argv, timeout)
 
     def kill_worker(self, name: str) -> None:
         _killpg(self.workers.pop(name))
