@@ -295,10 +295,50 @@ class AsyncClient:
     async def retry(self, job_id: str) -> dict:
         return await self._call("POST", f"/v1/jobs/{job_id}/retry")
 
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[dict]:
-        """Live events over WebSocket until the job is final; reconnects with the last sequence."""
+    async def delete(self, job_id: str) -> dict:
+        return await self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    async def stats(self, queue: str = "default") -> dict:
+        return await self._call("GET", f"/v1/queues/{queue}")
+
+    async def outputs(self, job_id: str) -> dict:
+        """Signed URLs of the objects a job produced (e.g. a render's video)."""
+        return await self._call("GET", f"/v1/jobs/{job_id}/outputs")
+
+    async def render(self, deck: str | list[str], script: str | None = None, **options) -> dict:
+        """Upload a deck and queue its render (see ``Client.render``)."""
         import aiohttp
 
+        form = aiohttp.FormData()
+        for path in [deck] if isinstance(deck, str) else list(deck):
+            with open(path, "rb") as fh:
+                form.add_field("deck", fh.read(), filename=os.path.basename(path))
+        if script:
+            with open(script, "rb") as fh:
+                form.add_field("script", fh.read(), filename=os.path.basename(script))
+        for key, value in options.items():
+            if value is not None:
+                form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
+        async with self.session.post(f"{self.url}/v1/renders", data=form) as response:
+            body = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiError(response.status, body)
+            return body
+
+    async def events(self, job_id: str, after: int = 0, follow: bool = True) -> AsyncIterator[dict]:
+        """The job's events after ``after``; with follow, live over WebSocket until the job is final.
+
+        A dropped connection is opened again with ``after`` = the last sequence received, so
+        no event is missed or repeated.
+        """
+        import asyncio
+
+        import aiohttp
+
+        if not follow:
+            for event in (await self._call("GET", f"/v1/jobs/{job_id}/events", after=after))["events"]:
+                yield event
+            return
         last = after
         while True:
             try:
@@ -313,12 +353,15 @@ class AsyncClient:
                         yield event
                         if event["kind"] == "status" and event["data"]["status"] in FINAL:
                             return
-            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError):
-                import asyncio
-
-                await asyncio.sleep(0.5)
+            except aiohttp.WSServerHandshakeError as exc:
+                if 400 <= exc.status < 500:  # refused (token, unknown job): trying again will not help
+                    raise ApiError(exc.status, {"message": exc.message}) from None
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.2)  # the connection dropped: open it again after the last sequence
 
     async def wait(self, job_id: str, progress: bool = True) -> dict:
+        """Until the job is final (progress as ``Client.wait`` shows it); returns the job."""
         bar = _Bar(job_id, progress)
         try:
             async for event in self.events(job_id):
