@@ -1,8 +1,14 @@
 """The one typed door into the queue actors, for serve/ and for code on the cluster.
 
-``Queues`` finds (or creates) the named, detached actor of each queue and
-exposes its calls as coroutines. Nothing outside actors/ calls an actor
-method by name.
+``Queues`` finds the named, detached actor of each queue and exposes its
+calls as coroutines. Nothing outside actors/ calls an actor method by name.
+
+A queue exists when its actor is alive or its database is in the state dir
+(so queues survive a restart of the cluster); ``default`` always exists. Only
+the calls that create (``enqueue``, ``schedule_put``, ``create``) may start the
+actor of a new queue, and at most ``DOJO_MAX_QUEUES`` queues exist: every
+queue actor is a process on the head, so a read or a stray name must not make
+one.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from typing import Any, AsyncIterator
 
 import ray
 
-from .exceptions import InvalidInput
+from pathlib import Path
+
+from .exceptions import DojoError, InvalidInput, NotFound
 from .queue import QUEUE_NAME, queue_of
 from .runner import actor_name
 from .settings import NAMESPACE, Settings
@@ -34,6 +42,32 @@ def queue_actor(queue: str, settings: Settings):
     return QueueActor.options(**options).remote(queue, settings.env())
 
 
+DEFAULT_QUEUE = "default"
+
+
+class UnknownQueue(NotFound):
+    """No queue has that name; create it by enqueueing a job into it (with the API token)."""
+
+
+class TooManyQueues(DojoError):
+    """This dojo has as many queues as DOJO_MAX_QUEUES allows; reuse a queue or raise the limit."""
+
+    status = 409
+
+
+def queue_files(settings: Settings) -> set[str]:
+    """Names of the queues with a database in the state dir (they exist, running or not)."""
+    folder = Path(settings.state_dir) / "queues"
+    return {p.stem for p in folder.glob("*.sqlite3") if QUEUE_NAME.match(p.stem)}
+
+
+def live_queues() -> set[str]:
+    """Names of the queues whose actor is alive in the cluster."""
+    prefix = actor_name("")
+    return {a["name"][len(prefix):] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == NAMESPACE and a.get("name", "").startswith(prefix)}
+
+
 class Queues:
     """Async facade over every queue's actor."""
 
@@ -41,11 +75,42 @@ class Queues:
         self.settings = settings
         self._actors: dict[str, Any] = {}
 
-    def actor(self, queue: str):
+    def actor(self, queue: str, create: bool = False):
+        """The queue's actor; UnknownQueue unless the queue exists or ``create`` is set.
+
+        Only calls made for the API token's creating operations pass ``create``.
+        """
         handle = self._actors.get(queue)
         if handle is None:
-            handle = self._actors[queue] = queue_actor(queue, self.settings)
+            handle = self._actors[queue] = self._open(queue, create)
         return handle
+
+    def _open(self, queue: str, create: bool):
+        if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+            raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+        try:
+            return ray.get_actor(actor_name(queue), namespace=NAMESPACE)
+        except ValueError:  # no live actor of that name
+            pass
+        if queue != DEFAULT_QUEUE and queue not in queue_files(self.settings):
+            if not create:
+                raise UnknownQueue(f"no queue named {queue!r}; queues are created by enqueueing a job into "
+                                   "them with the API token", queue=queue)
+            count = len(queue_files(self.settings) | live_queues() | {DEFAULT_QUEUE})
+            if count >= self.settings.max_queues:
+                raise TooManyQueues(f"queue {queue!r} would be queue {count + 1}, over DOJO_MAX_QUEUES="
+                                    f"{self.settings.max_queues}; reuse an existing queue or raise DOJO_MAX_QUEUES",
+                                    limit=self.settings.max_queues)
+        return queue_actor(queue, self.settings)
+
+    def exists(self, queue: str) -> str:
+        """``queue`` when it exists; InvalidInput for a bad name, UnknownQueue for an unknown one."""
+        self.actor(queue)
+        return queue
+
+    async def create(self, queue: str) -> dict:
+        """Create the queue (idempotent): its actor starts and its database is written."""
+        return await self.actor(queue, create=True).ping.remote()
 
     def forget(self, queue: str) -> None:
         self._actors.pop(queue, None)
@@ -63,7 +128,7 @@ class Queues:
         if len(by_queue) > 1:
             raise InvalidInput("one request enqueues into one queue; send one request per queue")
         [(queue, _)] = by_queue.items()
-        return await self.actor(queue).enqueue.remote(specs)
+        return await self.actor(queue, create=True).enqueue.remote(specs)
 
     async def get(self, job_id: str) -> dict:
         return await self.actor(queue_of(job_id)).get.remote(job_id)
@@ -112,7 +177,7 @@ class Queues:
         return await self.actor(queue).pull_report.remote(token, job_id, action, body)
 
     async def schedule_put(self, queue: str, data: dict) -> dict:
-        return await self.actor(queue).schedule_put.remote(data)
+        return await self.actor(queue, create=True).schedule_put.remote(data)
 
     async def schedule_list(self, queue: str) -> list[dict]:
         return await self.actor(queue).schedule_list.remote()

@@ -83,6 +83,9 @@ class Settings:
     public_url: str = ""
     #: DOJO_URL_TTL: seconds a signed object URL handed out by dojo stays valid (60 s .. 7 days).
     url_ttl: float = 86400.0
+    #: DOJO_MAX_QUEUES: most queues this dojo holds (each is an actor process on the head);
+    #: creating one more is refused with 409. Queues are made only by the API token's enqueues.
+    max_queues: int = 64
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -104,12 +107,15 @@ class Settings:
             serve_replicas=_env_int("DOJO_SERVE_REPLICAS", 1),
             public_url=env.get("DOJO_PUBLIC_URL", "").strip().rstrip("/"),
             url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
+            max_queues=_env_int("DOJO_MAX_QUEUES", 64),
         )
         if not URL_TTL_RANGE[0] <= settings.url_ttl <= URL_TTL_RANGE[1]:
             raise ConfigError(f"DOJO_URL_TTL must be within {URL_TTL_RANGE[0]:.0f}..{URL_TTL_RANGE[1]:.0f} seconds, "
                               f"got {settings.url_ttl}")
         if settings.sqlite_sync not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"DOJO_SQLITE_SYNC must be FULL, NORMAL or EXTRA, got {settings.sqlite_sync!r}")
+        if settings.max_queues < 1:
+            raise ConfigError(f"DOJO_MAX_QUEUES must be at least 1, got {settings.max_queues}")
         if settings.concurrency < 1:
             raise ConfigError(f"DOJO_CONCURRENCY must be at least 1, got {settings.concurrency}")
         return settings.with_tokens()
@@ -163,6 +169,7 @@ class Settings:
             "DOJO_SERVE_REPLICAS": str(self.serve_replicas),
             "DOJO_PUBLIC_URL": self.public_url,
             "DOJO_URL_TTL": str(self.url_ttl),
+            "DOJO_MAX_QUEUES": str(self.max_queues),
         }
 
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
 from actors.facade import Queues
-from actors.queue import QUEUE_NAME, STATUSES, queue_of
+from actors.queue import STATUSES, queue_of
 from actors.settings import Settings
 from actors.storage import LocalStore, store_from_settings
 
@@ -170,8 +170,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     async def list_jobs(queue: str = "default", type: str | None = None, status: str | None = None,
                         since: float | None = None, until: float | None = None, cursor: str | None = None,
                         q: str | None = None, limit: int = 50):
-        if not QUEUE_NAME.match(queue):
-            raise InvalidInput(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+        _check_queue(queue)
         statuses = status.split(",") if status else None
         if statuses and set(statuses) - set(STATUSES):
             raise InvalidInput(f"unknown status {sorted(set(statuses) - set(STATUSES))}; use {list(STATUSES)}")
@@ -237,6 +236,13 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, ALL, after))
 
+    @app.put("/v1/queues/{queue}", tags=["queues"], dependencies=[Depends(admin)])
+    async def queue_create(queue: str):
+        """Create a queue (idempotent; enqueueing into a new queue creates it too). At most DOJO_MAX_QUEUES."""
+        check_queue(queue)
+        await call(queues.create(queue))
+        return await call(queues.stats(queue))
+
     @app.get("/v1/queues/{queue}", tags=["queues"], dependencies=[Depends(admin)])
     async def queue_stats(queue: str):
         _check_queue(queue)
@@ -298,8 +304,10 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
                   "example": {"name": "clips-hourly", "cron": "0 * * * *", "timezone": "UTC", "missed": "skip",
                               "job": {"type": "clips.crawl", "payload": {}}}}}}}})
     async def schedule_put(request: Request, queue: str = "default"):
-        """Create or replace a cron schedule (one job per tick, exactly once, across restarts)."""
-        _check_queue(queue)
+        """Create or replace a cron schedule (one job per tick, exactly once, across restarts).
+
+        Like enqueueing, it creates the queue when it is new."""
+        check_queue(queue)
         return await call(queues.schedule_put(queue, await json_body(request)))
 
     @app.get("/v1/schedules", tags=["schedules"], dependencies=[Depends(admin)])
@@ -406,7 +414,9 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     def principal_ws(websocket: WebSocket) -> Principal:
         return auth.principal(websocket.headers.get("authorization"), websocket.query_params.get("token"))
 
-    _check_queue = check_queue
+    def _check_queue(queue: str) -> str:
+        """A well-formed name of an existing queue (422 / 404); never creates the queue."""
+        return queues.exists(check_queue(queue))
 
     return app
 

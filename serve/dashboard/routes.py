@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from actors.exceptions import DojoError, Forbidden, InvalidInput, NotFound
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
-from actors.settings import NAMESPACE
+from actors.facade import DEFAULT_QUEUE, live_queues, queue_files
 
 from ..http import check_queue, read_json, with_keepalive
 from . import session as sessions
@@ -79,18 +79,19 @@ class _Unavailable(DojoError):
     status = 503
 
 
-_check_queue = check_queue
 _json = read_json
+
+
+def _check_queue(request: Request | WebSocket, queue: str) -> str:
+    """A well-formed name of an existing queue (422 / 404); a read never creates a queue."""
+    return request.app.state.queues.exists(check_queue(queue))
 
 
 def known_queues(settings) -> list[str]:
     """Queues with a database in the state dir or a live actor; always includes ``default``."""
-    names = {"default"}
-    names.update(p.stem for p in (Path(settings.state_dir) / "queues").glob("*.sqlite3"))
+    names = {DEFAULT_QUEUE} | queue_files(settings)
     try:
-        for actor in ray.util.list_named_actors(all_namespaces=True):
-            if actor.get("namespace") == NAMESPACE and actor.get("name", "").startswith("queue:"):
-                names.add(actor["name"][len("queue:"):])
+        names |= live_queues()
     except Exception:  # noqa: BLE001  (Ray not reachable: the state dir still answers)
         pass
     return sorted(n for n in names if QUEUE_NAME.match(n))
@@ -200,7 +201,7 @@ async def api_queues(request: Request, window: float = 3600, bucket: float = 60,
     if not 60 <= window <= 7 * 86400 or not 1 <= bucket <= window:
         raise InvalidInput("window must be 60..604800 seconds and bucket 1..window seconds")
     queues = request.app.state.queues
-    names = [_check_queue(only)] if only else await asyncio.to_thread(known_queues, request.app.state.settings)
+    names = [_check_queue(request, only)] if only else await asyncio.to_thread(known_queues, request.app.state.settings)
     answers = await asyncio.gather(*(call(queues.insights(n, window, bucket)) for n in names),
                                    return_exceptions=True)
     out = []
@@ -218,7 +219,7 @@ async def api_jobs(request: Request, queue: str = "default", type: str | None = 
                    cursor: str | None = None, limit: int = 50, order: str = "newest", parent: str | None = None):
     """One page of jobs; ``next_cursor`` continues it. ``order`` is ``newest`` or ``oldest``."""
     _session(request)
-    _check_queue(queue)
+    _check_queue(request, queue)
     statuses = [s for s in (status or "").split(",") if s]
     if set(statuses) - set(STATUSES):
         raise InvalidInput(f"unknown status {sorted(set(statuses) - set(STATUSES))}; use {list(STATUSES)}")
@@ -381,7 +382,7 @@ async def api_schedules(request: Request):
 @router.post("/dashboard/api/schedules/{queue}/{name}/{action}")
 async def api_schedule_action(queue: str, name: str, action: str, request: Request):
     _write_session(request)
-    _check_queue(queue)
+    _check_queue(request, queue)
     queues = request.app.state.queues
     if not hasattr(queues, "schedule_list"):
         raise NotFound("this dojo has no schedules")
@@ -408,7 +409,7 @@ async def ws_queue(websocket: WebSocket, queue: str, after: int = 0):
 
     async def check():
         await _ws_check(websocket)
-        _check_queue(queue)
+        _check_queue(websocket, queue)
     await _ws_stream(websocket, check, lambda: websocket.app.state.hub.follow(queue, ALL, after))
 
 
