@@ -3,7 +3,7 @@
 Why this design (and not a second server): a worker node's disk is scratch —
 the autoscaler adds and removes those machines — so the one lasting copy of
 an object lives on the head, in ``<state_dir>/objects``, next to the queues'
-databases. One named, detached actor (``dojo:objects``), pinned to the head
+databases. One named, detached actor per directory (``dojo:objects:<hash>``), pinned to the head
 like the queue actors, owns that directory:
 
 - it moves bytes over Ray's own transport, which every node already has and
@@ -29,6 +29,7 @@ disk out of the data path and makes objects outlive the cluster.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import threading
@@ -42,7 +43,8 @@ from .exceptions import InvalidInput, NotFound
 from .settings import NAMESPACE
 from .storage import LocalStore, UploadAborted, validate_key
 
-ACTOR_NAME = "dojo:objects"
+#: The actor of a directory is named after it (``dojo:objects:<hash>``): one per head directory.
+ACTOR_PREFIX = "dojo:objects:"
 #: Bytes per actor call when streaming (Ray moves args and results this big through its object store).
 CHUNK = 8 * 1024 * 1024
 #: Chunks in flight per stream: enough to overlap transfer and disk, bounded memory (WINDOW * CHUNK).
@@ -153,10 +155,14 @@ class ObjectService:
 ObjectsActor = ray.remote(ObjectService)
 
 
+def actor_name(root: str) -> str:
+    return ACTOR_PREFIX + hashlib.sha1(str(root).encode()).hexdigest()[:12]
+
+
 def objects_actor(root: str):
-    """The cluster's objects actor, created on first use on the head (detached, restarted if it dies)."""
+    """The actor of the head's directory ``root``, created on first use (detached, restarted if it dies)."""
     return ObjectsActor.options(
-        name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        name=actor_name(root), namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=0, max_concurrency=32, num_cpus=0, resources={"node:__internal_head__": 0.001},
     ).remote(root)
 
@@ -195,10 +201,7 @@ class ClusterStore(LocalStore):
                     else:
                         self._actor = objects_actor(str(self.root))
                         head = ray.get(self._actor.describe.remote())
-                        here = ray.get_runtime_context().get_node_id()
-                        # On the head, the actor's directory is the one truth (it may differ from ours).
-                        self.root = Path(head["root"])
-                        self._remote = head["node_id"] != here
+                        self._remote = head["node_id"] != ray.get_runtime_context().get_node_id()
                     if not self._remote:
                         self.root.mkdir(parents=True, exist_ok=True)
         return self._remote
