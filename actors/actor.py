@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 
+from . import launcher as launcher_mod
 from . import retention
 from . import runner as runner_mod
 from . import scaling
@@ -41,11 +42,13 @@ class QueueService:
     """The body of the queue actor (``QueueActor = ray.remote(QueueService)``)."""
 
     def __init__(self, name: str, env: dict[str, str]):
+        os.umask(0o077)  # the queue's database (and its -wal, -shm) 0600, folders it makes 0700
         os.environ.update(env)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.settings = Settings.from_env()
-        # Jobs see the DOJO_* settings `dojo up` was given (e.g. DOJO_HELIX_URL), wherever they run.
-        self._job_env = {k: v for k, v in os.environ.items() if k.startswith("DOJO_")}
+        # Jobs see the DOJO_* settings `dojo up` was given (e.g. DOJO_HELIX_URL), wherever they run,
+        # but no token or secret (Settings.job_env).
+        self._job_env = self.settings.job_env()
         self.registry = load_modules(self.settings.job_modules)
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)
@@ -54,7 +57,8 @@ class QueueService:
                                                    lease_ttl=self.settings.lease_ttl), now=time.time())
         self.name = name
         self.concurrency = self.settings.concurrency
-        self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"}
+        self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"(, "adopted")}
+        self._launcher = None  # the detached actor that owns our runner tasks (actors/launcher.py)
         self._runner_ids = itertools.count()
         self._incarnation = os.urandom(3).hex()
         self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
@@ -167,10 +171,10 @@ class QueueService:
 
     def _launch(self, job_type, lane: str, resources: Resources) -> None:
         runner_id = f"{self.name}:{self._incarnation}:{next(self._runner_ids)}"
-        ref = runner_mod.run_jobs.options(name=f"dojo:{job_type.name}", **resources.ray_options()).remote(
-            self.name, runner_id, lane, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
-        self._runners[runner_id] = {"type": lane, "ref": ref, "leased": False}
-        asyncio.get_running_loop().create_task(self._watch(runner_id, ref))
+        options = {"name": f"dojo:{job_type.name}", **resources.ray_options()}
+        args = (self.name, runner_id, lane, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
+        self._runners[runner_id] = {"type": lane, "ref": None, "leased": False}
+        asyncio.get_running_loop().create_task(self._start_runner(runner_id, options, args))
         # Idle runners of other lanes stop lingering and exit: Ray can give their worker processes to
         # this runner instead of starting a new one (a process start costs about a second of CPU).
         for other in self._waiters:
@@ -185,6 +189,22 @@ class QueueService:
             if not waiter.done():
                 waiter.set_result(True)
                 runners -= 1
+
+    async def _start_runner(self, runner_id: str, options: dict, args: tuple) -> None:
+        """Have the launcher submit the runner (it owns the task, so the runner outlives this actor)."""
+        try:
+            if self._launcher is None:
+                self._launcher = launcher_mod.launcher()
+            [ref] = await self._launcher.launch.remote(options, args)
+        except Exception as exc:  # the launcher is restarting: the next dispatch tries again
+            log.warning("could not launch runner %s: %s", runner_id, exc)
+            self._launcher = None
+            self._runners.pop(runner_id, None)
+            return
+        info = self._runners.get(runner_id)
+        if info is not None:
+            info["ref"] = ref
+        await self._watch(runner_id, ref)
 
     async def _watch(self, runner_id: str, ref) -> None:
         reason = None
@@ -215,7 +235,10 @@ class QueueService:
             waiter.set_result(True)
         info = self._runners.get(runner_id)
         if silent and info is not None and info.get("ref") is not None:
-            ray.cancel(info["ref"], force=True)
+            try:
+                ray.cancel(info["ref"], force=True)
+            except Exception as exc:  # noqa: BLE001  (its leases are lost anyway)
+                log.warning("could not stop runner %s: %s", runner_id, exc)
 
     # -- runners -----------------------------------------------------------
     async def runner_lease(self, runner_id: str, lane: str, reports: list[dict], want: int, wait: float,
@@ -230,7 +253,7 @@ class QueueService:
             if len(self._runners) >= self.concurrency:
                 await self._commit()
                 return []
-            info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True}
+            info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True, "adopted": True}
         info["leased"] = True
         leases = self.q.lease(runner_id, [lane], want, now, node=node, pid=pid)
         # An idle runner lingers for more work of its lane, unless another lane waits for a runner to
@@ -245,14 +268,13 @@ class QueueService:
             except asyncio.TimeoutError:
                 pass
             leases = self.q.lease(runner_id, [lane], want, time.time(), node=node, pid=pid)
-        if not leases and info.get("ref") is None:
+        if not leases and info.get("adopted"):
             self._runners.pop(runner_id, None)
-        if reports:
-            await self._commit()  # the runner forgets its reports once this call returns
-        elif self.store.dirty:
-            # A lease needs no commit before it is handed out: if the actor dies first, the job is simply
-            # queued again on restart and the orphaned attempt's token (an older epoch) is refused.
-            self._schedule_commit()
+        if reports or self.store.dirty:
+            # The runner forgets its reports once this call returns, and a lease is durable before it is
+            # handed out: no reader sees 'running' that a restart would turn back into 'queued'. One group
+            # commit carries every runner's call of this moment.
+            await self._commit()
         return leases
 
     def _others_starting(self, lane: str) -> bool:

@@ -92,8 +92,9 @@ class Heartbeat(threading.Thread):
                 continue
             try:
                 answers = ray.get(self.actor.heartbeat.remote(tokens, self.node, self.pid, self.runner_id,
-                                                              self.interval), timeout=self.interval + 10)
-            except Exception as exc:  # the actor may be restarting; the lease outlives a short gap
+                                                              self.interval), timeout=self.interval + 2)
+            except Exception as exc:  # the actor may be restarting: try again soon (a call sent into the
+                # restart can hang), the lease outlives a short gap
                 log.warning("heartbeat failed: %s", exc)
                 self.stopped.wait(min(self.interval, 1.0))
                 continue

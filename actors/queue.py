@@ -69,6 +69,8 @@ class Limits:
 
 
 LANE_SEP = "\x1f"
+#: After a reload, a running lease expires this many TTLs later unless its worker heartbeats.
+RELOAD_TTLS = 2
 
 
 def lane_of(job: dict) -> str:
@@ -183,8 +185,9 @@ class JobQueue:
                 if self._loaded_at is not None:
                     # Heartbeats extend leases in memory only (persisting them would cost a commit per beat),
                     # so a stored expiry says nothing about a worker that is alive now: the lease's clock
-                    # restarts at the reload, and only a worker that stays silent for a TTL after it is lost.
-                    lease["expires"] = max(lease["expires"], self._loaded_at + lease["ttl"])
+                    # restarts at the reload. Two TTLs, because a worker's first calls after the restart
+                    # can be held up while Ray reconnects it; a worker silent that long is lost.
+                    lease["expires"] = max(lease["expires"], self._loaded_at + RELOAD_TTLS * lease["ttl"])
                 self._running[lease["token"]] = record["id"]
                 self._runner_tokens[lease["runner"]].add(lease["token"])
                 heapq.heappush(self._expiry, (lease["expires"], lease["token"]))

@@ -1,0 +1,66 @@
+"""Flows and restarts against real Ray: fan-out of any size, and live work that survives an actor restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+
+import pytest
+import ray
+
+from actors.facade import queue_actor
+
+pytestmark = pytest.mark.ray
+
+TTL = 5.0
+
+
+@pytest.fixture(scope="module")
+def flow_settings(settings):
+    return dataclasses.replace(settings, job_modules=(*settings.job_modules, "tests.integration.flowjobs"),
+                               lease_ttl=TTL)
+
+
+def _queue(flow_settings, tag: str):
+    name = f"{tag}{time.time_ns() % 10**8}"
+    actor = queue_actor(name, flow_settings)
+    ray.get(actor.ping.remote())
+    return name, actor
+
+
+def _wait_for(actor, job_id: str, statuses: tuple, limit: float = 180.0) -> dict:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            job = ray.get(actor.get.remote(job_id), timeout=30)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            time.sleep(0.2)  # the actor is restarting
+            continue
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {statuses}")
+
+
+def test_a_fan_out_of_more_children_than_one_call_carries_completes(flow_settings, ray_cluster):
+    name, actor = _queue(flow_settings, "fan")
+    [parent] = ray.get(actor.enqueue.remote([{"type": "it_fan_out", "queue": name, "payload": {"children": 1_500}}]))
+    done = _wait_for(actor, parent["id"], ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"] == {"children": 1_500, "succeeded": 1_500, "distinct": 1_500}
+    assert done["children"]["total"] == 1_500 and done["children"]["counts"] == {"succeeded": 1_500}
+
+
+def test_a_job_heartbeating_for_twice_its_ttl_across_an_actor_restart_runs_once(flow_settings, ray_cluster):
+    name, actor = _queue(flow_settings, "restart")
+    [job] = ray.get(actor.enqueue.remote([{"type": "it_long", "queue": name, "payload": {"seconds": 2 * TTL + 2}}]))
+    _wait_for(actor, job["id"], ("running",))
+    time.sleep(TTL + 1)  # silent (heartbeats only) for longer than its TTL: the stored expiry has passed
+    first = ray.get(actor.ping.remote())
+    os.kill(first["pid"], signal.SIGKILL)
+    done = _wait_for(actor, job["id"], ("succeeded", "failed", "cancelled"))
+    assert ray.get(actor.ping.remote())["pid"] != first["pid"], "the actor was not restarted"
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done["history"]
+    assert [h["outcome"] for h in done["history"]] == ["succeeded"], done["history"]
