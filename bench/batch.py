@@ -26,7 +26,6 @@ import secrets
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -54,6 +53,8 @@ def make_decks(folder: Path, decks: int, slides: int, tag: str) -> list[str]:
 
 
 def through_api(head: RayHead, folder: Path, names: list[str]) -> float:
+    from concurrent.futures import ThreadPoolExecutor  # imports `queue`: only once bench/ is off the path
+
     from serve.client import Client
 
     client = Client(head.api, head.api_token)

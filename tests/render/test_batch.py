@@ -196,3 +196,15 @@ def test_signed_url_expiry_is_bounded(monkeypatch):
     monkeypatch.setenv("DOJO_URL_TTL", str(365 * 86400))
     with pytest.raises(ConfigError, match="DOJO_URL_TTL must be within 60..604800"):
         Settings.from_env()
+
+
+def test_out_takes_an_s3_uri_through_pyarrow(s3_store, s3_server, monkeypatch):
+    """``--out s3://...``: the results table goes through pyarrow's filesystems (here a real SeaweedFS)."""
+    from pipelines.batch.driver import write_out
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
+    endpoint = s3_server["endpoint"].split("://", 1)[1]
+    write_out(b"PAR1-table", f"s3://{s3_store.bucket}/runs/results.parquet?endpoint_override={endpoint}&scheme=http"
+                             "&region=us-east-1")
+    assert s3_store.get_bytes("runs/results.parquet") == b"PAR1-table"
