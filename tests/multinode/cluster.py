@@ -67,6 +67,8 @@ class TwoNodeCluster:
             "RAY_ADDRESS": self.address,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+            # A loaded machine may take a while to start a node's agent; Ray's raylet aborts after 30 s.
+            "RAY_agent_register_timeout_ms": "180000",
             # A dead node is noticed within seconds (the kill test waits on it).
             "RAY_health_check_period_ms": "1000",
             "RAY_health_check_failure_threshold": "3",
