@@ -42,11 +42,13 @@ class QueueService:
     """The body of the queue actor (``QueueActor = ray.remote(QueueService)``)."""
 
     def __init__(self, name: str, env: dict[str, str]):
+        os.umask(0o077)  # the queue's database (and its -wal, -shm) 0600, folders it makes 0700
         os.environ.update(env)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.settings = Settings.from_env()
-        # Jobs see the DOJO_* settings `dojo up` was given (e.g. DOJO_HELIX_URL), wherever they run.
-        self._job_env = {k: v for k, v in os.environ.items() if k.startswith("DOJO_")}
+        # Jobs see the DOJO_* settings `dojo up` was given (e.g. DOJO_HELIX_URL), wherever they run,
+        # but no token or secret (Settings.job_env).
+        self._job_env = self.settings.job_env()
         self.registry = load_modules(self.settings.job_modules)
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)

@@ -68,6 +68,13 @@ def live_queues() -> set[str]:
             if a.get("namespace") == NAMESPACE and a.get("name", "").startswith(prefix)}
 
 
+def _positive(limit) -> int:
+    """A read's ``limit``: a whole number of at least 1 (SQLite takes -1 for "everything")."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput(f"limit must be a whole number of at least 1, got {limit!r}")
+    return limit
+
+
 class Queues:
     """Async facade over every queue's actor."""
 
@@ -134,6 +141,7 @@ class Queues:
         return await self.actor(queue_of(job_id)).get.remote(job_id)
 
     async def list(self, queue: str, **filters) -> list[dict]:
+        _positive(filters.get("limit", 1))
         return await self.actor(queue).list.remote(filters)
 
     async def cancel(self, job_id: str) -> dict:
@@ -146,7 +154,7 @@ class Queues:
         return await self.actor(queue_of(job_id)).delete.remote(job_id)
 
     async def events(self, queue: str, stream: str, after: int, limit: int = 1000) -> list[dict]:
-        return await self.actor(queue).events.remote(stream, after, limit)
+        return await self.actor(queue).events.remote(stream, after, _positive(limit))
 
     async def publish(self, queue: str, channel: str, message: Any) -> dict:
         return await self.actor(queue).publish.remote(channel, message)
@@ -156,11 +164,12 @@ class Queues:
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
         """A job's log events after seq ``after`` and its current status."""
-        return await self.actor(queue_of(job_id)).logs.remote(job_id, after, limit)
+        return await self.actor(queue_of(job_id)).logs.remote(job_id, after, _positive(limit))
 
     async def browse(self, queue: str, oldest_first: bool = False, after_id: str | None = None,
                      **filters) -> list[dict]:
         """Jobs of a queue newest first (``before_id`` cursor) or oldest first (``after_id`` cursor)."""
+        _positive(filters.get("limit", 1))
         return await self.actor(queue).browse.remote(filters, oldest_first, after_id)
 
     async def insights(self, queue: str, window: float = 3600.0, bucket: float = 60.0) -> dict:

@@ -26,7 +26,7 @@ from .heartbeat import Heartbeat
 from .queue import LANE_SEP
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
 from .stopping import ATTEMPTS, install_spawn_hook
-from .settings import NAMESPACE
+from .settings import NAMESPACE, scrub_job_secrets
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ def run_jobs(queue: str, runner_id: str, lane: str, lease_ttl: float, modules: t
              env: dict[str, str] | None = None) -> int:
     """Lease and run jobs of one lane (a type and its resources) until none are left; returns how many ran."""
     os.environ.update(env or {})
+    scrub_job_secrets()  # a Ray worker inherits the raylet's environment, tokens included
     os.environ["DOJO_CURRENT_QUEUE"] = queue
     _set_child_subreaper()
     install_spawn_hook()

@@ -6,6 +6,8 @@ Every field documents its variable; the CLI flags of ``dojo up`` mirror them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -21,6 +23,9 @@ NAMESPACE = "dojo"
 DEFAULT_JOB_MODULES = ("pipelines.sample", "pipelines.render.job", "pipelines.clips.jobs", "pipelines.batch.job")
 #: Bounds of DOJO_URL_TTL: a signed object URL lives at least a minute and at most a week.
 URL_TTL_RANGE = (60.0, 7 * 86400.0)
+#: What a job's process must never hold: they mint any token, cookie or URL. Jobs parse untrusted
+#: decks and media, and so do their children (ffmpeg); they get DOJO_OBJECTS_KEY instead.
+JOB_SECRETS = ("DOJO_API_TOKEN", "DOJO_WORKER_TOKEN", "DOJO_SECRET")
 
 
 def _default_state_dir() -> str:
@@ -83,6 +88,9 @@ class Settings:
     public_url: str = ""
     #: DOJO_URL_TTL: seconds a signed object URL handed out by dojo stays valid (60 s .. 7 days).
     url_ttl: float = 86400.0
+    #: DOJO_OBJECTS_KEY: signs object URLs and nothing else; derived from DOJO_SECRET (leave it unset).
+    #: Job processes get it in place of the secret, so a job can hand out its outputs' URLs but mint no token.
+    objects_key: str = ""
     #: DOJO_MAX_QUEUES: most queues this dojo holds (each is an actor process on the head);
     #: creating one more is refused with 409. Queues are made only by the API token's enqueues.
     max_queues: int = 64
@@ -108,6 +116,7 @@ class Settings:
             public_url=env.get("DOJO_PUBLIC_URL", "").strip().rstrip("/"),
             url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
             max_queues=_env_int("DOJO_MAX_QUEUES", 64),
+            objects_key=env.get("DOJO_OBJECTS_KEY", ""),
         )
         if not URL_TTL_RANGE[0] <= settings.url_ttl <= URL_TTL_RANGE[1]:
             raise ConfigError(f"DOJO_URL_TTL must be within {URL_TTL_RANGE[0]:.0f}..{URL_TTL_RANGE[1]:.0f} seconds, "
@@ -118,6 +127,8 @@ class Settings:
             raise ConfigError(f"DOJO_MAX_QUEUES must be at least 1, got {settings.max_queues}")
         if settings.concurrency < 1:
             raise ConfigError(f"DOJO_CONCURRENCY must be at least 1, got {settings.concurrency}")
+        if settings.objects_key and not settings.secret:
+            return settings  # a job's process: it holds no tokens, on purpose (see job_env)
         return settings.with_tokens()
 
     def with_tokens(self) -> "Settings":
@@ -140,6 +151,13 @@ class Settings:
     def public_base(self) -> str:
         """The API's base URL for links handed to users (DOJO_PUBLIC_URL, else the listening address)."""
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def object_signing_key(self) -> str:
+        """The key of signed object URLs: DOJO_OBJECTS_KEY, else derived from the secret ("" without one)."""
+        if self.objects_key or not self.secret:
+            return self.objects_key
+        return hmac.new(self.secret.encode(), b"dojo object urls", hashlib.sha256).hexdigest()
 
     @property
     def objects_dir(self) -> Path:
@@ -172,6 +190,35 @@ class Settings:
             "DOJO_MAX_QUEUES": str(self.max_queues),
         }
 
+    def job_env(self) -> dict[str, str]:
+        """The environment of a job's process: ``env()`` without JOB_SECRETS, with the object URL key."""
+        env = {k: v for k, v in self.env().items() if k not in JOB_SECRETS}
+        env["DOJO_OBJECTS_KEY"] = self.object_signing_key
+        return env
+
+
+def scrub_job_secrets(environ=os.environ) -> None:
+    """Remove JOB_SECRETS from a job process's environment (a Ray worker inherits the raylet's)."""
+    for name in JOB_SECRETS:
+        environ.pop(name, None)
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory, creating it and its missing parents readable by this user only (0700).
+
+    The state dir holds tokens, queue databases and objects; a directory dojo did not create
+    keeps the mode its owner gave it.
+    """
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process
+            continue
+        folder.chmod(0o700)  # whatever the umask
+    return path
+
 
 def load_or_create_tokens(state_dir: Path) -> dict[str, str]:
     """Read the generated tokens, or write new random ones (mode 0600)."""
@@ -180,7 +227,7 @@ def load_or_create_tokens(state_dir: Path) -> dict[str, str]:
     path = state_dir / "tokens.json"
     if path.exists():
         return json.loads(path.read_text())
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     tokens = {
         "api_token": "dojo_api_" + secrets.token_urlsafe(24),
         "worker_token": "dojo_wrk_" + secrets.token_urlsafe(24),

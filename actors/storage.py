@@ -35,6 +35,7 @@ from typing import BinaryIO, Callable, Protocol
 from urllib.parse import quote
 
 from .exceptions import ConfigError, InvalidInput, NotFound
+from .settings import private_dir
 
 #: Largest key accepted (S3's own limit).
 MAX_KEY_LENGTH = 1024
@@ -106,7 +107,7 @@ class LocalStore:
         self.root = Path(root)
         self.secret = secret
         self.url_prefix = url_prefix.rstrip("/")
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)  # objects are the users' data: 0700 (files are 0600, from mkstemp)
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -120,8 +121,7 @@ class LocalStore:
 
     def _atomic_write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
         target = self.path(key)
-        tmp_dir = self.root / self.TMP
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp_dir = private_dir(self.root / self.TMP)  # the first write may be what creates the root
         fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -342,7 +342,7 @@ def store_from_settings(settings) -> ObjectStore:
     if not bucket:
         from .objects import ClusterStore
 
-        return ClusterStore(settings.objects_dir, secret=settings.secret)
+        return ClusterStore(settings.objects_dir, secret=settings.object_signing_key)
     access, secret = env.get("DOJO_S3_ACCESS_KEY", ""), env.get("DOJO_S3_SECRET_KEY", "")
     if bool(access) != bool(secret):
         raise ConfigError("set both DOJO_S3_ACCESS_KEY and DOJO_S3_SECRET_KEY, or neither to use boto3's defaults")

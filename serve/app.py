@@ -12,9 +12,10 @@ import importlib
 import json
 import logging
 import time
+from typing import Annotated
 
 import ray
-from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,13 +27,22 @@ from actors.settings import Settings
 from actors.storage import LocalStore, store_from_settings
 
 from .auth import Authenticator, Principal, mint
-from .http import check_queue, read_json, with_keepalive
+from .http import BodyLimit, check_queue, read_json, with_keepalive
 from .hub import ALL, Hub
 
 log = logging.getLogger(__name__)
 
 READ_TOKEN_TTL = 24 * 3600
+#: ``limit`` of event reads: at least 1 (SQLite reads -1 as "no limit"); more than 1000 reads 1000.
+Limit = Annotated[int, Query(ge=1, description="at most this many events (1..1000)")]
 MAX_BODY_BYTES = 16 * 1024 * 1024
+FORM_BODY_BYTES = 64 * 1024  # the dashboard's login and logout forms
+#: An object is what a job wrote from untrusted input: the browser must not guess it is HTML, and if
+#: it opens one as a page, that page runs no script, loads nothing and is an origin of its own.
+OBJECT_HEADERS = {"X-Content-Type-Options": "nosniff",
+                  "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; "
+                                             "style-src 'unsafe-inline'; frame-ancestors 'none'",
+                  "Referrer-Policy": "no-referrer"}
 PUBLIC_JOB_FIELDS = ("id", "queue", "type", "status", "payload", "priority", "attempts", "max_attempts", "run_at",
                      "created_at", "updated_at", "started_at", "finished_at", "timeout", "unique_key",
                      "concurrency_key", "concurrency_limit", "resources", "backoff", "result", "result_key", "error",
@@ -91,13 +101,19 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error_response(InvalidInput(f"invalid request: {problems}"))
 
+    def body_limit(path: str) -> int:
+        if path.startswith("/v1/renders"):
+            return settings.max_upload_bytes
+        if path.startswith(("/dashboard/login", "/dashboard/logout")):
+            return FORM_BODY_BYTES
+        return MAX_BODY_BYTES
+
+    # The body is counted as it streams, whatever reads it. Added before the middleware below, so it
+    # is inside it: its BodyTooLarge reaches the error handlers as itself, not in an ExceptionGroup.
+    app.add_middleware(BodyLimit, limit_for=body_limit)
+
     @app.middleware("http")
-    async def limits_and_ray_errors(request: Request, call_next):
-        length = request.headers.get("content-length")
-        limit = settings.max_upload_bytes if request.url.path.startswith("/v1/renders") else MAX_BODY_BYTES
-        if length and length.isdigit() and int(length) > limit:
-            return error_response(_TooLarge(f"request body is {length} bytes, over the limit of {limit} bytes; "
-                                            "put large inputs in object storage", limit=limit))
+    async def ray_errors(request: Request, call_next):
         try:
             return await call_next(request)
         except Exception as exc:  # noqa: BLE001
@@ -169,13 +185,11 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.get("/v1/jobs", tags=["jobs"], dependencies=[Depends(admin)])
     async def list_jobs(queue: str = "default", type: str | None = None, status: str | None = None,
                         since: float | None = None, until: float | None = None, cursor: str | None = None,
-                        q: str | None = None, limit: int = 50):
+                        q: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50):
         _check_queue(queue)
         statuses = status.split(",") if status else None
         if statuses and set(statuses) - set(STATUSES):
             raise InvalidInput(f"unknown status {sorted(set(statuses) - set(STATUSES))}; use {list(STATUSES)}")
-        if not 1 <= limit <= 500:
-            raise InvalidInput(f"limit must be within 1..500, got {limit}")
         if cursor:
             queue_of(cursor)
         jobs = await call(queues.list(queue, status=statuses, type=type.split(",") if type else None,
@@ -205,7 +219,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         return {"deleted": job_id}
 
     @app.get("/v1/jobs/{job_id}/events", tags=["events"])
-    async def job_events(job_id: str, request: Request, after: int = 0, limit: int = 1000):
+    async def job_events(job_id: str, request: Request, after: int = 0, limit: Limit = 1000):
         principal(request).require_read("job", job_id)
         queue_of(job_id)
         await call(queues.get(job_id))
@@ -223,7 +237,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         await _ws_stream(websocket, check, lambda: hub.follow(queue_of(job_id), "job:" + job_id, after))
 
     @app.get("/v1/queues/{queue}/events", tags=["events"], dependencies=[Depends(admin)])
-    async def queue_events(queue: str, request: Request, after: int = 0, limit: int = 1000):
+    async def queue_events(queue: str, request: Request, after: int = 0, limit: Limit = 1000):
         _check_queue(queue)
         if "text/event-stream" in request.headers.get("accept", ""):
             return _sse(hub.follow(queue, ALL, _last_event_id(request, after)), "gseq")
@@ -268,13 +282,13 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
         if not isinstance(store, LocalStore):
             raise NotFound("objects live in S3 here; use the presigned URLs from /v1/jobs/{id}/outputs")
-        if not exp or not sig or not store.verify(key, exp, sig):
+        if not exp or not sig or not (exp + sig).isascii() or not store.verify(key, exp, sig):
             raise Unauthorized("this object URL is unsigned, tampered with or expired; get a fresh one from "
                                "GET /v1/jobs/{id}/outputs")
         path = store.path(key)
         if not path.is_file():
             raise NotFound(f"no object with key {key!r}")
-        return FileResponse(path)
+        return FileResponse(path, headers=OBJECT_HEADERS)
 
     # -- channels (pub/sub; the same event log as jobs) ------------------------------
     @app.post("/v1/channels/{name}/messages", status_code=201, tags=["channels"], dependencies=[Depends(admin)])
@@ -425,12 +439,6 @@ class QueueUnavailable(DojoError):
     """The queue's actor is restarting; retry the request shortly (nothing was changed)."""
 
     status = 503
-
-
-class _TooLarge(DojoError):
-    """The request body is over the size limit; send less (large inputs go to object storage)."""
-
-    status = 413
 
 
 def _exists(store, key: str) -> bool:

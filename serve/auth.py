@@ -42,6 +42,11 @@ class Principal:
         raise Forbidden(f"this token cannot read {scope} {name!r}; mint one with POST /v1/tokens")
 
 
+def same(sent: str, expected: str) -> bool:
+    """Constant-time equality of a value a client sent (any characters) and the one expected."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def _sign(secret: str, message: str) -> str:
     digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
@@ -85,17 +90,17 @@ class Authenticator:
         token = token or query_token
         if not token:
             raise Unauthorized()
-        if hmac.compare_digest(token, self.api_token):
+        if same(token, self.api_token):
             return Principal("admin")
-        if hmac.compare_digest(token, self.worker_token):
+        if same(token, self.worker_token):
             return Principal("worker")
         if token.startswith("dojo."):
             parts = token.split(".")
             if len(parts) == 5:
                 _, scope, name, expiry, signature = parts
                 body = f"{scope}.{name}.{expiry}"
-                if hmac.compare_digest(signature, _sign(self.secret, body)):
-                    if not expiry.isdigit() or int(expiry) < time.time():
+                if same(signature, _sign(self.secret, body)):
+                    if not (expiry.isascii() and expiry.isdigit()) or int(expiry) < time.time():
                         raise Unauthorized("this scoped token has expired; mint a new one with POST /v1/tokens")
                     return Principal("scoped", scope, _unb64(name))
         raise Unauthorized("the token is not valid for this server (check `dojo token` or DOJO_API_TOKEN)")

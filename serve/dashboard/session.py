@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from actors.exceptions import Forbidden, Unauthorized
 
+from ..auth import same
+
 COOKIE = "dojo_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL = 12 * 3600
@@ -55,9 +57,9 @@ def read_session(secret: str, cookie: str | None, now: float | None = None) -> S
     if not cookie or cookie.count(".") != 2:
         return None
     expiry, nonce, signature = cookie.split(".")
-    if not hmac.compare_digest(signature, _sign(secret, "session", f"{expiry}.{nonce}")):
+    if not same(signature, _sign(secret, "session", f"{expiry}.{nonce}")):
         return None
-    if not expiry.isdigit() or int(expiry) < (now or time.time()):
+    if not (expiry.isascii() and expiry.isdigit()) or int(expiry) < (now or time.time()):
         return None
     return Session("cookie", nonce, int(expiry))
 
@@ -70,7 +72,7 @@ def check_csrf(secret: str, session: Session, method: str, sent: str | None) -> 
     """Refuse a state-changing cookie request without the session's CSRF token."""
     if session.via != "cookie" or method.upper() in SAFE_METHODS:
         return
-    if not sent or not hmac.compare_digest(sent, csrf_token(secret, session)):
+    if not sent or not same(sent, csrf_token(secret, session)):
         raise Forbidden("this request needs the dashboard's CSRF token in the X-CSRF-Token header; "
                         "reload the dashboard page and try again")
 

@@ -6,16 +6,44 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from actors.jobs import job
 from actors.runner import actor_name
 from actors.settings import NAMESPACE
 
 pytestmark = pytest.mark.ray
+THIS_MODULE = "tests.acceptance.test_security"
+#: What no job's process may hold: they mint any token, cookie or object URL.
+JOB_SECRETS = ("DOJO_API_TOKEN", "DOJO_WORKER_TOKEN", "DOJO_SECRET")
+
+
+@job("security_env_probe", max_attempts=1, num_cpus=0.25)
+def env_probe(ctx, payload) -> dict:
+    """What a job and its child process hold in their environments, and an object URL the job signed."""
+    from actors.settings import Settings
+    from actors.storage import store_from_settings
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(f"/proc/{child.pid}/environ", "rb") as fh:
+            child_env = fh.read()
+    finally:
+        child.kill()
+        child.wait()
+    settings = Settings.from_env()
+    store = store_from_settings(settings)
+    key = f"security/{ctx.job_id}/probe.txt"
+    store.put_bytes(key, b"made by a job")
+    return {"own": sorted(os.environ), "child": sorted({e.split(b"=", 1)[0].decode() for e in child_env.split(b"\0")
+                                                        if e}),
+            "api_token": settings.api_token, "url": store.signed_url(key, 600)}
 
 
 def _fresh_queue() -> str:
@@ -116,3 +144,139 @@ async def test_max_queues_refuses_one_more_and_existing_queues_survive_their_act
     assert sum((await again.stats(allowed))["counts"].values()) == 1
     assert _actor_exists(ray_cluster, allowed)
     assert os.path.exists(Path(settings.state_dir) / "queues" / f"{allowed}.sqlite3")
+
+
+# -- bounded input ------------------------------------------------------------------------------
+async def _a_job(s, api, headers) -> str:
+    async with s.post(f"{api}/v1/jobs", json={"type": "echo", "payload": 1}, headers=headers) as r:
+        return (await r.json())["id"]
+
+
+async def test_limit_must_be_positive_everywhere(api, headers):
+    async with aiohttp.ClientSession() as s:
+        job_id = await _a_job(s, api, headers)
+        for path in (f"/v1/jobs/{job_id}/events", "/v1/queues/default/events", "/v1/jobs", f"/v1/jobs/{job_id}/logs",
+                     "/dashboard/api/jobs"):
+            for bad in (-1, 0):
+                async with s.get(f"{api}{path}?limit={bad}", headers=headers) as r:
+                    answer = await r.json()
+                    assert r.status == 422, (path, bad, r.status, answer)
+                    assert "limit" in answer["message"], answer
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(api, headers):
+    deep = {"type": "echo", "payload": {}}
+    node = deep["payload"]
+    for _ in range(200):
+        node["a"] = {}
+        node = node["a"]
+    async with aiohttp.ClientSession() as s:
+        for body in (b"[" * 100_000 + b"]" * 100_000, json.dumps(deep).encode()):
+            async with s.post(f"{api}/v1/jobs", data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+                answer = await r.json()
+                assert r.status == 400, (r.status, answer)
+                assert "deeper than" in answer["message"], answer
+
+
+async def test_a_chunked_body_is_limited_while_it_streams(api, headers):
+    from serve.app import MAX_BODY_BYTES
+
+    sent = 0
+
+    async def chunks():
+        nonlocal sent
+        yield b"["
+        block = b" " * 65536
+        while sent < 4 * MAX_BODY_BYTES:
+            sent += len(block)
+            yield block
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{api}/v1/jobs", data=chunks(), headers={**headers, "Content-Type": "application/json"}) as r:
+            answer = await r.json()
+            assert r.status == 413, (r.status, answer)
+            assert "over the limit" in answer["message"]
+            assert "chunked" in r.request_info.headers.get("Transfer-Encoding", "")
+
+
+async def test_non_ascii_credentials_are_refused_not_a_500(api, headers, settings):
+    odd = "\u00e9t\u00e9"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{api}/v1/jobs", headers={"Authorization": f"Bearer {odd}".encode().decode("latin-1")}) as r:
+            assert r.status == 401, await r.text()
+        async with s.get(f"{api}/v1/jobs", params={"token": odd}) as r:
+            assert r.status == 401, await r.text()
+        async with s.get(f"{api}/v1/jobs", params={"token": f"dojo.job.eA.9999999999.{odd}"}) as r:
+            assert r.status == 401, await r.text()
+        async with s.get(f"{api}/v1/objects/renders/x.mp4", params={"exp": "9999999999", "sig": odd}) as r:
+            assert r.status == 401, await r.text()
+        async with s.get(f"{api}/dashboard/api/jobs", headers={"Cookie": f"dojo_session=9999999999.{odd}.{odd}"
+                                                               .encode().decode("latin-1")}) as r:
+            assert r.status == 401, await r.text()
+        async with s.post(f"{api}/dashboard/login", data={"token": settings.api_token}, allow_redirects=False) as r:
+            assert r.status == 303
+            cookie = r.cookies["dojo_session"].value
+        async with s.post(f"{api}/dashboard/api/jobs", json={"type": "echo"},
+                          headers={"Cookie": f"dojo_session={cookie}",
+                                   "X-CSRF-Token": odd.encode().decode("latin-1")}) as r:
+            assert r.status == 403, await r.text()
+
+
+# -- no secrets in job processes ----------------------------------------------------------------
+async def test_jobs_and_their_children_hold_no_tokens_or_secret_yet_sign_their_output_urls(api, settings):
+    from actors.facade import Queues
+
+    probe_settings = dataclasses.replace(settings, job_modules=(*settings.job_modules, THIS_MODULE))
+    queues = Queues(probe_settings)
+    [created] = await queues.enqueue([{"type": "security_env_probe", "queue": _fresh_queue()}])
+    deadline = time.monotonic() + 120
+    while (done := await queues.get(created["id"]))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, done
+        await asyncio.sleep(0.1)
+    assert done["status"] == "succeeded", done["error"]
+    report = done["result"]
+    for where in ("own", "child"):
+        assert "DOJO_STATE_DIR" in report[where]  # the job's settings did arrive
+        assert not set(JOB_SECRETS) & set(report[where]), (where, report[where])
+    assert report["api_token"] == ""  # and Settings.from_env() in a job did not fetch them from tokens.json
+    async with aiohttp.ClientSession() as s:
+        async with s.get(api + report["url"]) as r:
+            assert r.status == 200 and await r.read() == b"made by a job"
+
+
+# -- objects and files ----------------------------------------------------------------------------
+async def test_objects_are_served_nosniff_and_sandboxed(api, headers, settings):
+    from actors.storage import store_from_settings
+
+    store = store_from_settings(settings)
+    key = f"security/{uuid.uuid4().hex}/page.html"
+    store.put_bytes(key, b"<script>alert(document.cookie)</script>")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(api + store.signed_url(key, 600)) as r:
+            assert r.status == 200
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            policy = r.headers["Content-Security-Policy"]
+            assert "sandbox" in policy and "default-src 'none'" in policy
+
+
+async def test_the_state_dir_and_queue_databases_are_private(settings, tmp_path):
+    import stat
+
+    from actors.facade import Queues
+    from actors.settings import Settings
+    from actors.storage import LocalStore
+
+    fresh = Settings(state_dir=str(tmp_path / "home" / "dojo")).with_tokens()
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(fresh.state_dir).stat().st_mode) == 0o700
+    assert stat.S_IMODE(fresh.tokens_path.stat().st_mode) == 0o600
+    LocalStore(tmp_path / "objects", secret="s").put_bytes("a/b", b"x")
+    assert stat.S_IMODE((tmp_path / "objects").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "objects" / "a" / "b").stat().st_mode) == 0o600
+
+    queue = _fresh_queue()
+    await Queues(settings).enqueue([{"type": "echo", "queue": queue}])
+    database = Path(settings.state_dir) / "queues" / f"{queue}.sqlite3"
+    assert stat.S_IMODE(database.parent.stat().st_mode) & 0o077 == 0
+    for path in database.parent.glob(f"{queue}.sqlite3*"):  # with its -wal and -shm
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
