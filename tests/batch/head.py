@@ -120,10 +120,15 @@ class RayHead:
         code = ("import ray\nfrom actors.settings import NAMESPACE, Settings\nfrom serve.deployment import deploy\n"
                 "from serve.launcher import wait_healthy\ns = Settings.from_env()\n"
                 "ray.init(address='auto', namespace=NAMESPACE, log_to_driver=False)\ndeploy(s)\nwait_healthy(s, 120)\n")
-        done = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_ADDRESS": self.address},
-                              cwd=str(ROOT), capture_output=True, text=True, timeout=max(30, deadline - time.time()))
-        if done.returncode:
-            raise RuntimeError(f"deploying the API failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        for attempt in range(3):
+            # The job server can answer before the head's raylet registered ("No node info found"): retry.
+            done = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_ADDRESS": self.address},
+                                  cwd=str(ROOT), capture_output=True, text=True,
+                                  timeout=max(30, deadline - time.time()))
+            if not done.returncode:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"deploying the API failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
     def stop(self) -> None:
         if self._leader is None:
