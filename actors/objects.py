@@ -167,6 +167,20 @@ def objects_actor(root: str):
     ).remote(root)
 
 
+_placed: dict[tuple[str, str], tuple[object, bool]] = {}
+
+
+def _where(root: str) -> tuple[object, bool]:
+    """``root``'s actor and whether this process is on another node; asked once per process and Ray job."""
+    context = ray.get_runtime_context()
+    key = (root, context.get_job_id())
+    if key not in _placed:
+        actor = objects_actor(root)
+        head = ray.get(actor.describe.remote())
+        _placed[key] = (actor, head["node_id"] != context.get_node_id())
+    return _placed[key]
+
+
 class ClusterStore(LocalStore):
     """The zero-configuration store: ``LocalStore`` on the head node, the objects actor elsewhere.
 
@@ -199,9 +213,7 @@ class ClusterStore(LocalStore):
                     if not ray.is_initialized():
                         self._remote = False
                     else:
-                        self._actor = objects_actor(str(self.root))
-                        head = ray.get(self._actor.describe.remote())
-                        self._remote = head["node_id"] != ray.get_runtime_context().get_node_id()
+                        self._actor, self._remote = _where(str(self.root))
                     if not self._remote:
                         self.root.mkdir(parents=True, exist_ok=True)
         return self._remote
