@@ -118,9 +118,13 @@ def kill_children(attempt: Attempt) -> None:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    if attempt.finished.is_set():
+        return  # its thread may run another attempt now: its children are not this one's
+    with ATTEMPTS.lock:
+        others = {g for a in ATTEMPTS.by_token.values() if a is not attempt for g in a.groups}
     try:
         with open(f"/proc/self/task/{attempt.thread}/children") as fh:
-            pids = [int(p) for p in fh.read().split()]
+            pids = [int(p) for p in fh.read().split() if int(p) not in others]
     except OSError:
         pids = []
     for pid in pids:

@@ -1,0 +1,66 @@
+"""Stopping one attempt: the queue's side (interrupt, release) and the job type's isolation option (no Ray)."""
+
+import random
+import subprocess
+import threading
+
+import pytest
+
+import pipelines.sample  # noqa: F401  (registers the sample job types)
+from actors import stopping
+from actors.exceptions import ConfigError
+from actors.jobs import JobType, register_type
+from actors.queue import JobQueue, Limits
+from actors.store import Store
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def q(tmp_path):
+    return JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10), rng=random.Random(1), now=T0)
+
+
+def test_an_interrupted_attempt_is_queued_again_without_spending_an_attempt(q):
+    [(job, _)] = q.enqueue_many([{"type": "echo", "max_attempts": 1}], T0)
+    [lease] = q.lease("r", None, 1, T0)
+    q.interrupt([lease["token"]], T0 + 1, "interrupted: a neighbour ignored its stop")
+    record = q.get(job["id"])
+    assert record["status"] == "queued" and record["attempts"] == 0 and record["error"] is None
+    assert [h["outcome"] for h in record["history"]] == ["interrupted"]
+    [again] = q.lease("r", None, 1, T0 + 2)
+    assert again["attempt"] == 1
+    assert q.complete(again["token"], None, T0 + 3)["status"] == "succeeded"
+
+
+def test_a_cancel_requested_before_the_interrupt_wins(q):
+    [(job, _)] = q.enqueue_many([{"type": "echo"}], T0)
+    [lease] = q.lease("r", None, 1, T0)
+    q.jobs[job["id"]]["cancel_requested"] = True
+    q.interrupt([lease["token"]], T0 + 1, "interrupted")
+    assert q.get(job["id"])["status"] == "cancelled"
+
+
+def test_isolation_is_thread_or_process_and_process_runs_one_attempt_at_a_time():
+    with pytest.raises(ConfigError, match="isolation must be"):
+        register_type(JobType(name="bad-isolation", perform=lambda c, p: None, isolation="container"))
+    with pytest.raises(ConfigError, match="one attempt per process"):
+        register_type(JobType(name="bad-threads", perform=lambda c, p: None, isolation="process", threads=4))
+
+
+def test_a_stop_kills_the_attempts_own_children_and_leaves_other_attempts_children_alone():
+    stopping.install_spawn_hook()
+    mine = stopping.ATTEMPTS.begin(1, threading.Event())
+    child = subprocess.Popen(["sleep", "60"])
+    stopping.ATTEMPTS.end(mine)
+    mine.finished.clear()
+    other = stopping.ATTEMPTS.begin(2, threading.Event())
+    neighbour = subprocess.Popen(["sleep", "60"])
+    try:
+        assert stopping.stop(mine, "cancel", grace=0.01) is False  # nobody ended it: it is abandoned
+        assert mine.cancelled.is_set() and child.wait(timeout=30) == -9
+        assert neighbour.poll() is None, "a neighbour's child was killed"
+    finally:
+        stopping.ATTEMPTS.end(other)
+        neighbour.kill()
+        neighbour.wait()
