@@ -124,7 +124,7 @@ class RayHead:
             # The job server can answer before the head's raylet registered ("No node info found"): retry.
             done = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_ADDRESS": self.address},
                                   cwd=str(ROOT), capture_output=True, text=True,
-                                  timeout=max(30, deadline - time.time()))
+                                  timeout=max(120, deadline - time.time()))
             if not done.returncode:
                 return
             time.sleep(2)
