@@ -41,9 +41,9 @@ def env_probe(ctx, payload) -> dict:
     store = store_from_settings(settings)
     key = f"security/{ctx.job_id}/probe.txt"
     store.put_bytes(key, b"made by a job")
-    return {"own": sorted(os.environ), "child": sorted({e.split(b"=", 1)[0].decode() for e in child_env.split(b"\0")
-                                                        if e}),
-            "api_token": settings.api_token, "url": store.signed_url(key, 600)}
+    child_names = {entry.split(b"=", 1)[0].decode() for entry in child_env.split(b"\0") if entry}
+    return {"own": sorted(os.environ), "child": sorted(child_names), "api_token": settings.api_token,
+            "url": store.signed_url(key, 600)}
 
 
 def _fresh_queue() -> str:
@@ -170,9 +170,10 @@ async def test_deeply_nested_json_is_a_400_not_a_500(api, headers):
     for _ in range(200):
         node["a"] = {}
         node = node["a"]
+    as_json = {**headers, "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
         for body in (b"[" * 100_000 + b"]" * 100_000, json.dumps(deep).encode()):
-            async with s.post(f"{api}/v1/jobs", data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+            async with s.post(f"{api}/v1/jobs", data=body, headers=as_json) as r:
                 answer = await r.json()
                 assert r.status == 400, (r.status, answer)
                 assert "deeper than" in answer["message"], answer
@@ -191,8 +192,9 @@ async def test_a_chunked_body_is_limited_while_it_streams(api, headers):
             sent += len(block)
             yield block
 
+    as_json = {**headers, "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{api}/v1/jobs", data=chunks(), headers={**headers, "Content-Type": "application/json"}) as r:
+        async with s.post(f"{api}/v1/jobs", data=chunks(), headers=as_json) as r:
             answer = await r.json()
             assert r.status == 413, (r.status, answer)
             assert "over the limit" in answer["message"]
