@@ -35,3 +35,5 @@ threaded_child = job("iso_threaded_child", max_attempts=1, num_cpus=0.25, thread
 serial_child = job("iso_serial_child", max_attempts=1, num_cpus=0.25)(_child)
 threaded_stubborn = job("iso_threaded_stubborn", max_attempts=1, num_cpus=0.25, threads=8)(_stubborn)
 serial_stubborn = job("iso_serial_stubborn", max_attempts=1, num_cpus=0.25)(_stubborn)
+#: Each attempt in a runner process of its own: ending that process after the grace harms nobody.
+alone_stubborn = job("iso_alone_stubborn", max_attempts=1, num_cpus=0.25, isolation="process")(_stubborn)

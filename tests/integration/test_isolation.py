@@ -120,3 +120,12 @@ def test_a_serial_job_that_ignores_the_stop_gives_back_the_rest_of_its_batch(iso
     blocker, others = _run(iso_settings, "iso_serial_stubborn", [{"seconds": 0}], [{"seconds": 0}] * 30,
                            block=600, how="cancel")
     _assert_only_the_blocker_stopped(blocker, others, "cancel")
+
+
+def test_a_process_isolated_job_that_ignores_the_stop_ends_its_own_process_only(iso_settings, ray_cluster):
+    blocker, others = _run(iso_settings, "iso_alone_stubborn", [{"seconds": 0}] * 2, [{"seconds": 0}] * 10,
+                           block=600, how="cancel")
+    _assert_only_the_blocker_stopped(blocker, others, "cancel")
+    runner_pid = blocker["history"][-1]["pid"]
+    assert all(h["pid"] != runner_pid for j in others for h in j["history"] if h["started_at"] > blocker["started_at"])
+    _wait(lambda: _gone(runner_pid), f"the stubborn job's runner process {runner_pid} to end", 60)
