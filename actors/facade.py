@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import ray
-
-from pathlib import Path
 
 from .exceptions import DojoError, InvalidInput, NotFound
 from .queue import QUEUE_NAME, queue_of
