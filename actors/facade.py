@@ -175,8 +175,9 @@ class Queues:
         """Depth, running jobs and the last ``window`` seconds of a queue (for the dashboard)."""
         return await self.actor(queue).insights.remote(window, bucket)
 
-    async def ping(self, queue: str) -> dict:
-        return await self.actor(queue).ping.remote()
+    async def ping(self, queue: str, create: bool = False) -> dict:
+        """The queue's state; ``create`` starts a queue that does not exist yet (an operator's call)."""
+        return await self.actor(queue, create=create).ping.remote()
 
     async def pull_lease(self, queue: str, worker: str, types: list[str] | None, n: int, ttl: float) -> list[dict]:
         return await self.actor(queue).pull_lease.remote(worker, types, n, ttl)

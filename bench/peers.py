@@ -275,7 +275,7 @@ async def _dojo_enqueue(queues, specs: list[dict]) -> None:
 
 
 async def _dojo_warm(queues, queue: str) -> None:
-    await queues.ping(queue)
+    await queues.ping(queue, create=True)
     await _dojo_enqueue(queues, [{"type": "noop", "queue": queue} for _ in range(40)])
     counts = await _dojo_wait(queues, queue, 40, 60)
     if counts["succeeded"] < 40:
@@ -315,7 +315,7 @@ async def dojo_sleep(queues, queue: str, n: int, timeout: float) -> dict:
 
 
 async def dojo_latency(queues, queue: str, samples: int, timeout: float) -> dict:
-    await queues.ping(queue)
+    await queues.ping(queue, create=True)
     latencies: list[float] = []
     deadline = time.monotonic() + timeout
     for i in range(samples + WARMUP):
@@ -343,7 +343,7 @@ async def dojo_latency(queues, queue: str, samples: int, timeout: float) -> dict
 async def dojo_kill(queues, queue: str, n: int, work: str, recover_s: float, timeout: float) -> dict:
     import marks
 
-    await queues.ping(queue)
+    await queues.ping(queue, create=True)
     folder = os.path.join(work, f"dojo-kill-{queue}")
     os.makedirs(folder)
     specs = [{"type": "bench_mark", "queue": queue, "payload": {"dir": folder, "i": i}} for i in range(n)]

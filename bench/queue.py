@@ -33,7 +33,7 @@ from common import free_port, pct  # noqa: E402
 
 async def bench_noop(queues, n: int) -> float:
     queue = "bench"
-    await queues.ping(queue)
+    await queues.ping(queue, create=True)
     start = time.perf_counter()
     for i in range(0, n, 1000):
         await queues.enqueue([{"type": "noop", "queue": queue} for _ in range(min(1000, n - i))])
@@ -67,7 +67,7 @@ def bench_ray(n: int) -> float:
 
 async def bench_dispatch(queues, samples: int) -> list[float]:
     queue = "latency"
-    await queues.ping(queue)
+    await queues.ping(queue, create=True)
     latencies = []
     for i in range(samples + 5):
         sent = time.time()
