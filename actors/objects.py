@@ -40,7 +40,7 @@ from pathlib import Path
 import ray
 
 from .exceptions import InvalidInput, NotFound
-from .settings import NAMESPACE
+from .settings import NAMESPACE, private_dir
 from .storage import LocalStore, UploadAborted, validate_key
 
 #: The actor of a directory is named after it (``dojo:objects:<hash>``): one per head directory.
@@ -59,8 +59,7 @@ class ObjectService:
 
     def __init__(self, root: str):
         self.store = LocalStore(root)
-        self.tmp = self.store.root / LocalStore.TMP
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = private_dir(self.store.root / LocalStore.TMP)
         self._uploads: dict[str, tuple[str, Path, float]] = {}  # id -> (key, temp path, last touched)
         self._lock = threading.Lock()
         # Uploads of an earlier incarnation of this actor cannot be finished: their ids died with it.
@@ -80,7 +79,7 @@ class ObjectService:
         self._sweep()
         upload_id = secrets.token_hex(8)
         path = self.tmp / f"{_UPLOAD_PREFIX}{upload_id}"
-        path.touch()
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))  # users' data: this user only
         with self._lock:
             self._uploads[upload_id] = (key, path, time.monotonic())
         return upload_id
@@ -215,7 +214,7 @@ class ClusterStore(LocalStore):
                     else:
                         self._actor, self._remote = _where(str(self.root))
                     if not self._remote:
-                        self.root.mkdir(parents=True, exist_ok=True)
+                        private_dir(self.root)
         return self._remote
 
     # -- writes ---------------------------------------------------------------------------------

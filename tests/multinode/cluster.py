@@ -93,8 +93,12 @@ class TwoNodeCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> int:
         log = open(self.tmp / f"{name}.log", "w")
+        env = self.env
+        if name != "head":
+            # As on a second machine: no dojo settings, tokens or secrets; what a job needs comes through Ray.
+            env = {k: v for k, v in self.env.items() if not k.startswith("DOJO_")}
         # A new session: the node's raylet, workers and ffmpeg children stay in this group, and only they.
-        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(ROOT))
         self._procs.append(proc)
         log.close()  # the child holds its own copy
