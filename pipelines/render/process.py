@@ -4,16 +4,16 @@ ffmpeg runs as a child of the worker, in a process group of its own. Two
 things must kill it: the job being cancelled or timing out (we poll
 ``cancelled`` while waiting and kill its group; the runner also kills the
 groups an attempt spawned, see ``actors/stopping.py``), and the worker itself
-dying (Linux's ``PR_SET_PDEATHSIG`` makes the kernel send SIGKILL to the child
-then). The group is what keeps a stop to one job: other jobs' children in the
+dying (Linux's ``PR_SET_PDEATHSIG``, set by ``setpriv`` before it execs the
+command, makes the kernel send SIGKILL to the child then). The group is what keeps a stop to one job: other jobs' children in the
 same worker live in other groups.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,22 +25,20 @@ from actors.jobs import JobCancelled
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-
-# Resolved once, here in the parent: between fork and exec the child may only do the bare minimum, and
-# loading a library there (dlopen) can deadlock on a lock another thread of the parent held at the fork.
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: cancellation polling still applies
-    _prctl = None
+#: util-linux's ``setpriv`` sets PR_SET_PDEATHSIG and then execs the command in the same process, so the
+#: child runs no Python between fork and exec. A ``preexec_fn`` did run Python there, and under load a
+#: render's ffmpeg child sometimes hung forever on a lock another thread of the worker (Ray's, the
+#: heartbeat's) held at the fork; the render then sat "running" until its timeout.
+_SETPRIV = shutil.which("setpriv")
 
 #: One fork at a time from this process's job threads (a render spawns ffmpeg from two threads).
 _spawn_lock = threading.Lock()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _dies_with_parent(args: list[str]) -> list[str]:
+    if _SETPRIV is None:  # not Linux, or no util-linux: cancellation polling still applies
+        return list(args)
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *args]
 
 
 class ProcessFailed(Exception):
@@ -58,9 +56,9 @@ def run(args: list[str], *, cancelled: threading.Event | None = None, on_line: C
     """
     with tempfile.TemporaryFile() as stderr:
         with _spawn_lock:
-            process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=stderr,
+            process = subprocess.Popen(_dies_with_parent(args), stdin=subprocess.DEVNULL, stderr=stderr,
                                        stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
-                                       preexec_fn=_die_with_parent, close_fds=True, start_new_session=True)
+                                       close_fds=True, start_new_session=True)
         if on_start:
             on_start(process.pid)
         reader = None
