@@ -254,11 +254,25 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat | None) -> dict:
     return report
 
 
+def _adopt_env(env: dict[str, str] | None) -> None:
+    """This process's DOJO_* settings become exactly the queue's.
+
+    Ray reuses a worker process for other tasks, so a runner of one queue may start where another
+    queue's runner ran: a setting only that queue had (DOJO_CLIPS_DB, DOJO_HELIX_URL, ...) must not
+    stay behind and steer this queue's jobs.
+    """
+    if env is None:
+        return
+    for name in [name for name in os.environ if name.startswith("DOJO_") and name not in env]:
+        del os.environ[name]
+    os.environ.update(env)
+
+
 @ray.remote(max_retries=0)
 def run_jobs(queue: str, runner_id: str, lane: str, lease_ttl: float, modules: tuple[str, ...],
              env: dict[str, str] | None = None) -> int:
     """Lease and run jobs of one lane (a type and its resources) until none are left; returns how many ran."""
-    os.environ.update(env or {})
+    _adopt_env(env)
     scrub_job_secrets()  # a Ray worker inherits the raylet's environment, tokens included
     os.environ["DOJO_CURRENT_QUEUE"] = queue
     _set_child_subreaper()

@@ -19,6 +19,7 @@ and optionally ``app.state.store`` (an object store; else built from settings).
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -28,7 +29,9 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from actors.exceptions import DojoError, InvalidInput, PayloadTooLarge
 
 from .deck import Deck, Limits, check_name, load_deck, sniff
-from .job import RenderOptions
+
+if TYPE_CHECKING:  # job.py imports this module to mount its router, so the job is imported when used
+    from .job import RenderOptions
 
 router = APIRouter()
 
@@ -40,6 +43,8 @@ _EXTENSIONS = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "zip": "zip", "markdow
 def validate_render(files: list[tuple[str, bytes]], script: tuple[str, bytes] | None, options: dict,
                     limits: Limits = Limits()) -> tuple[Deck, RenderOptions]:
     """Every check of a render request; raises InvalidInput and touches no storage."""
+    from .job import RenderOptions
+
     render_options = RenderOptions.from_dict(options)
     deck = load_deck(files, script, limits)
     return deck, render_options

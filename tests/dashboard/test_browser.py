@@ -193,7 +193,7 @@ async def test_a_render_plays_with_its_poster_captions_and_chapters(page, http):
     form.add_field("resolution", "640x360")
     async with http.post("/v1/renders", data=form) as response:
         job = await response.json()
-        assert response.status in (200, 201), job
+        assert response.status == 202, job
     done = await wait_job(http, job["id"], ("succeeded", "failed", "cancelled"), timeout=240)
     assert done["status"] == "succeeded", done
     await page.goto(f"/dashboard/jobs/{job['id']}")

@@ -27,4 +27,6 @@ def test_kuberay_cluster_autoscales_both_groups_from_zero_with_a_cpu_less_head()
     assert spec["enableInTreeAutoscaling"] is True
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert {g["groupName"]: g["minReplicas"] for g in spec["workerGroupSpecs"]} == {"cpu-worker": 0, "gpu-worker": 0}
-    assert "dojo up" in docs["RayJob"]["spec"]["entrypoint"]
+    # The head's own start command runs `dojo up` (every head restart brings the API back).
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "dojo up" in " ".join(head.get("args") or head.get("command") or [])
