@@ -213,12 +213,12 @@ def _descendants(pid: int) -> list[int]:
 def scenario_kill() -> dict:
     """A node running jobs disappears (its raylet and every process under it): they run again elsewhere.
 
-    Four 5 s jobs spread over two worker nodes; one node is killed mid-run. (The fake provider keeps
+    Four 8 s jobs spread over two worker nodes; one node is killed mid-run. (The fake provider keeps
     listing a node killed behind its back as "pending", so the autoscaler will not replace it as a
     cloud would; the jobs rerun on the surviving node.)
     """
     queue = Queue("kill")
-    ids = queue.enqueue("scale_cpu", 4, seconds=5)
+    ids = queue.enqueue("scale_cpu", 4, seconds=8)
 
     def running_on_two_nodes():
         jobs = [queue.get(j) for j in ids]
@@ -226,7 +226,10 @@ def scenario_kill() -> dict:
         return jobs if len(nodes) >= 2 else None
 
     jobs = wait_for(running_on_two_nodes, 90)
-    victim = next(j["lease"]["node"] for j in jobs if j["status"] == "running" and j["lease"].get("node"))
+    # The node whose jobs started last: the other node's may already be near their end (its node came
+    # up first), and a job that finished before the kill was never hit.
+    running = [j for j in jobs if j["status"] == "running" and j["lease"].get("node")]
+    victim = max(running, key=lambda j: j.get("started_at") or 0)["lease"]["node"]
     hit = [j["id"] for j in jobs if j["status"] == "running" and j["lease"]["node"] == victim]
     time.sleep(1.0)  # well into the attempts
     for pid in _descendants(_raylet_pid(victim)):
