@@ -35,6 +35,22 @@ _SETPRIV = shutil.which("setpriv")
 _spawn_lock = threading.Lock()
 
 
+def _await_exec(pid: int, limit_s: float = 2.0) -> None:
+    """Wait until ``setpriv`` has set the death signal and exec'd the command (its /proc exe changes).
+
+    Until then the child would outlive a worker killed in that instant; a second at most, usually
+    a millisecond.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            if os.path.realpath(f"/proc/{pid}/exe") != os.path.realpath(_SETPRIV):
+                return
+        except OSError:
+            return
+        time.sleep(0.001)
+
+
 def _dies_with_parent(args: list[str]) -> list[str]:
     if _SETPRIV is None:  # not Linux, or no util-linux: cancellation polling still applies
         return list(args)
@@ -59,6 +75,8 @@ def run(args: list[str], *, cancelled: threading.Event | None = None, on_line: C
             process = subprocess.Popen(_dies_with_parent(args), stdin=subprocess.DEVNULL, stderr=stderr,
                                        stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
                                        close_fds=True, start_new_session=True)
+        if _SETPRIV is not None:
+            _await_exec(process.pid)
         if on_start:
             on_start(process.pid)
         reader = None
