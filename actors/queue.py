@@ -681,8 +681,7 @@ class JobQueue:
                 continue
             job = self.jobs[job_id]
             if job["cancel_requested"]:
-                self._end(job, token, "cancelled", now, error={
-                    "type": "Cancelled", "message": "cancelled while running", "traceback": None})
+                self._end_cancelled(job, token, now)
                 continue
             self._record(job, token, "interrupted", now, {"type": "Interrupted", "message": reason,
                                                           "traceback": None})
@@ -691,6 +690,11 @@ class JobQueue:
             job["attempts"] -= 1
             self._status(job, "queued", now, interrupted=True)
             self._push_ready(job)
+
+    def _end_cancelled(self, job: dict, token: int, now: float) -> dict:
+        """A running attempt whose job was cancelled meanwhile ends as cancelled, whatever stopped it."""
+        return self._end(job, token, "cancelled", now,
+                         error={"type": "Cancelled", "message": "cancelled while running", "traceback": None})
 
     def lose(self, tokens: Iterable[int], now: float, reason: str) -> list[dict]:
         """The attempts holding these leases are gone (worker died, lease expired)."""
@@ -701,8 +705,7 @@ class JobQueue:
                 continue
             job = self.jobs[job_id]
             if job["cancel_requested"]:
-                lost.append(self._end(job, token, "cancelled", now, error={
-                    "type": "Cancelled", "message": "cancelled while running", "traceback": None}))
+                lost.append(self._end_cancelled(job, token, now))
                 continue
             log.warning("job %s attempt %d lost: %s", job_id, job["attempts"], reason,
                         extra={"job_id": job_id, "attempt": job["attempts"], "queue": self.name})
@@ -791,8 +794,7 @@ class JobQueue:
         if job["status"] == "running":
             token, runner = job["lease"]["token"], job["lease"]["runner"]
             job["cancel_requested"] = True
-            self._end(job, token, "cancelled", now, error={"type": "Cancelled", "message": "cancelled while running",
-                                                           "traceback": None})
+            self._end_cancelled(job, token, now)
             return job, (token, runner)
         job["cancel_requested"] = True
         job["finished_at"] = now
