@@ -92,3 +92,13 @@ class Forbidden(DojoError):
     """The token is valid but does not grant this action."""
 
     status = 403
+
+
+class UnknownQueue(NotFound):
+    """No queue has that name; create it by enqueueing a job into it (with the API token)."""
+
+
+class TooManyQueues(DojoError):
+    """This dojo has as many queues as DOJO_MAX_QUEUES allows; reuse a queue or raise the limit."""
+
+    status = 409

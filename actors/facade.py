@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator
 
 import ray
 
-from .exceptions import DojoError, InvalidInput, NotFound
+from .exceptions import InvalidInput, TooManyQueues, UnknownQueue
 from .queue import QUEUE_NAME, queue_of
 from .runner import actor_name
 from .settings import NAMESPACE, Settings
@@ -42,16 +42,6 @@ def queue_actor(queue: str, settings: Settings):
 
 
 DEFAULT_QUEUE = "default"
-
-
-class UnknownQueue(NotFound):
-    """No queue has that name; create it by enqueueing a job into it (with the API token)."""
-
-
-class TooManyQueues(DojoError):
-    """This dojo has as many queues as DOJO_MAX_QUEUES allows; reuse a queue or raise the limit."""
-
-    status = 409
 
 
 def queue_files(settings: Settings) -> set[str]:

@@ -119,7 +119,8 @@ async def test_the_api_token_creates_a_queue_by_enqueueing_or_explicitly(api, he
 
 async def test_max_queues_refuses_one_more_and_existing_queues_survive_their_actor(settings, ray_cluster):
     from actors.exceptions import NotFound
-    from actors.facade import DEFAULT_QUEUE, Queues, TooManyQueues, live_queues, queue_files
+    from actors.exceptions import TooManyQueues
+    from actors.facade import DEFAULT_QUEUE, Queues, live_queues, queue_files
 
     existing = queue_files(settings) | live_queues() | {DEFAULT_QUEUE}
     capped = dataclasses.replace(settings, max_queues=len(existing) + 1)
