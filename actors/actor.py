@@ -24,16 +24,18 @@ from . import launcher as launcher_mod
 from . import retention
 from . import runner as runner_mod
 from . import scaling
-from .exceptions import DojoError
+from .exceptions import DojoError, Forbidden
 from .jobs import Resources, load_modules
 from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits, split_lane
+from .reads import Reader
 from .settings import Settings
-from .store import Store
+from .store import Store, select_events, select_jobs, select_logs
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
+PULL = "pull:"  # runner name prefix of a pull worker's leases
 DEPTH_EVERY_S = 5.0
 RECENT_EVENTS = 20_000
 
@@ -52,6 +54,7 @@ class QueueService:
         self.registry = load_modules(self.settings.job_modules)
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)
+        self.reader = Reader(path)  # history reads: read-only connections off this loop (actors/reads.py)
         self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
                                                    max_result_bytes=self.settings.max_result_bytes,
                                                    lease_ttl=self.settings.lease_ttl), now=time.time())
@@ -59,6 +62,7 @@ class QueueService:
         self.concurrency = self.settings.concurrency
         self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"(, "adopted")}
         self._launcher = None  # the detached actor that owns our runner tasks (actors/launcher.py)
+        self._objects = None  # the object store, made when a deleted job's objects must go
         self._runner_ids = itertools.count()
         self._incarnation = os.urandom(3).hex()
         self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
@@ -69,6 +73,7 @@ class QueueService:
         self._loop_task: asyncio.Task | None = None
         self._committed_gseq = self.store.max_gseq()
         self._swept_at = 0.0
+        self._pruned_at, self._prune_every = 0.0, retention.PRUNE_EVERY_S
         self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
         self._slots: dict[str, dict[str, float]] = {}
         self._slot_waiters: dict[str, list[asyncio.Future]] = {}
@@ -116,6 +121,12 @@ class QueueService:
                     self._swept_at = now
                     if retention.sweep(self.q, now):
                         await self._commit()
+                        asyncio.get_running_loop().create_task(self._forget_objects())
+                if now - self._pruned_at >= self._prune_every:
+                    # A page of jobs at a time, between commits; again in a second while there is more.
+                    self._pruned_at = now
+                    full = retention.prune_events(self.store, now) >= retention.PRUNE_PAGE
+                    self._prune_every = 1.0 if full else retention.PRUNE_EVERY_S
             except Exception:
                 log.exception("queue %s tick failed", self.name)
             await asyncio.sleep(TICK_S)
@@ -342,24 +353,45 @@ class QueueService:
         await self._commit()
 
     # -- the pull API (workers outside Ray) ---------------------------------
+    def pull_types(self) -> list[str]:
+        """What pull workers may lease here: the external types, and DOJO_PULL_TYPES for this queue."""
+        allowed = {t for t, jt in self.registry.items() if jt.external} | self.settings.pull_types_of(self.name)
+        return sorted(allowed)
+
     async def pull_lease(self, worker: str, types: list[str] | None, n: int, ttl: float) -> list[dict]:
+        """Lease jobs for a worker outside Ray: only of the types pull workers may run (``pull_types``).
+
+        Ray-dispatched types (a render, a crawl) are not theirs: leasing one would hand its payload to
+        the worker token and let it complete the job."""
         self._ensure_loop()
-        external = [t for t, jt in self.registry.items() if jt.external]
-        leases = self.q.lease(f"pull:{worker}", types or external, n, time.time(), ttl=ttl, node=worker)
+        allowed = self.pull_types()
+        refused = sorted(set(types or ()) - set(allowed))
+        if refused:
+            raise Forbidden(f"pull workers may not lease {refused} in queue {self.name!r}; they run external "
+                            f"types only ({allowed or 'none here'}); DOJO_PULL_TYPES allows more")
+        leases = self.q.lease(f"{PULL}{worker}", types or allowed, n, time.time(), ttl=ttl, node=worker)
         await self._commit()
         return leases
 
     async def pull_report(self, token: int, job_id: str, action: str, body: dict) -> dict:
+        """A pull worker's report on its lease ``job_id:token``; only for leases of pull workers."""
         now = time.time()
+        if token in self.q._running or action in ("heartbeat", "progress"):
+            # StaleLease unless the token is the current lease of this very job (a repeated complete or
+            # fail of a finished attempt is answered by JobQueue as before).
+            lease = self.q._lease_of(token, job_id)["lease"]
+            if not lease["runner"].startswith(PULL):
+                raise Forbidden(f"lease {job_id}:{token} belongs to a Ray runner, not a pull worker")
         if action == "heartbeat":
-            answer = self.q.heartbeat([token], now)[token]
-            if answer == "stale":
-                self.q._lease_of(token, job_id)  # raises StaleLease with the standard message
-            return {"status": answer}
+            return {"status": self.q.heartbeat([token], now)[token]}
         if action == "progress":
             self.q.progress(token, body, now, job_id=job_id)
             job = self.q.get(job_id)
         elif action == "complete":
+            foreign = retention.foreign_objects(job_id, body.get("result"), body.get("result_key"))
+            if foreign:
+                raise Forbidden(f"a result may name only objects of its own job (under <kind>/{job_id}/); "
+                                f"{foreign} belong to other jobs")
             job = self.q.complete(token, body.get("result"), now, job_id=job_id, result_key=body.get("result_key"))
         elif action == "fail":
             job = self.q.fail(token, body.get("error") or "failed", now, job_id=job_id,
@@ -384,7 +416,7 @@ class QueueService:
         self._ensure_loop()
         if self.store.dirty:
             await self._commit()
-        return self.store.list_jobs(**filters)
+        return await self.reader.run(select_jobs, **filters)
 
     async def cancel(self, job_id: str) -> dict:
         job, stops = self.q.cancel_tree(job_id, time.time())
@@ -399,7 +431,7 @@ class QueueService:
             await self._commit()
         out, cursor = [], None
         while True:
-            page = self.store.list_jobs(parent_id=job_id, before_id=cursor, limit=1000)
+            page = await self.reader.run(select_jobs, parent_id=job_id, before_id=cursor, limit=1000)
             out += [{"id": j["id"], "type": j["type"], "status": j["status"], "result": j["result"],
                      "error": j["error"]} for j in page]
             if len(page) < 1000:
@@ -414,6 +446,17 @@ class QueueService:
     async def delete(self, job_id: str) -> None:
         self.q.delete(job_id)
         await self._commit()
+        await self._forget_objects()
+
+    async def _forget_objects(self) -> None:
+        """Delete the stored objects of the jobs deleted and committed so far (off the actor's loop)."""
+        jobs, self.q.forgotten = self.q.forgotten, []
+        if jobs and any(retention.folders_of(job) for job in jobs):
+            if self._objects is None:
+                from .storage import store_from_settings
+
+                self._objects = store_from_settings(self.settings)
+            await asyncio.to_thread(retention.delete_objects, self._objects, jobs)
 
     async def publish(self, channel: str, message) -> dict:
         event = self.q.publish(channel, message, time.time())
@@ -426,7 +469,7 @@ class QueueService:
             self.q.get(stream[4:])
         if self.store.dirty:
             await self._commit()
-        return self.store.events_after(stream, after, limit)
+        return await self.reader.run(select_events, stream, after, limit)
 
     async def stats(self) -> dict:
         self._ensure_loop()
@@ -443,38 +486,16 @@ class QueueService:
         job = self.q.get(job_id)
         if self.store.dirty:
             await self._commit()
-        rows = self.store.db.execute(
-            "SELECT seq, at, data FROM events WHERE stream=? AND kind='log' AND seq>? ORDER BY seq LIMIT ?",
-            ("job:" + job_id, after, limit)).fetchall()
-        import orjson
-
-        return {"job_id": job_id, "status": job["status"], "last_seq": self.store.last_seq("job:" + job_id),
-                "events": [{"seq": seq, "at": at, **orjson.loads(data)} for seq, at, data in rows]}
+        events, last_seq = await self.reader.run(select_logs, job_id, after, limit)
+        return {"job_id": job_id, "status": job["status"], "last_seq": last_seq, "events": events}
 
     async def browse(self, filters: dict, oldest_first: bool = False, after_id: str | None = None) -> list[dict]:
         """Like ``list`` (newest first, cursor ``before_id``), or oldest first with cursor ``after_id``."""
         if self.store.dirty:
             await self._commit()
-        if not oldest_first:
-            return self.store.list_jobs(**filters)
-        where, args = [], []
-        for column in ("status", "type"):
-            if filters.get(column):
-                where.append(f"{column} IN ({','.join('?' * len(filters[column]))})")
-                args += list(filters[column])
-        for column, key, op in (("parent_id", "parent_id", "="), ("created_at", "created_after", ">="),
-                                ("created_at", "created_before", "<"), ("id", None, ">")):
-            value = after_id if key is None else filters.get(key)
-            if value is not None and value != "":
-                where.append(f"{column}{op}?")
-                args.append(value)
-        if filters.get("text"):
-            where.append("instr(data, ?) > 0")
-            args.append(filters["text"])
-        sql = "SELECT data FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
-        import orjson
-
-        return [orjson.loads(d) for (d,) in self.store.db.execute(sql, [*args, filters.get("limit", 100)])]
+        if oldest_first:
+            filters = {**filters, "oldest_first": True, "after_id": after_id, "before_id": None}
+        return await self.reader.run(select_jobs, **filters)
 
     async def insights(self, window: float = 3600.0, bucket: float = 60.0) -> dict:
         """The queue's last ``window`` seconds: throughput, failure rate, run-time percentiles, a series."""
@@ -486,8 +507,8 @@ class QueueService:
         running = [{"id": j["id"], "type": j["type"], "node": (j.get("lease") or {}).get("node"),
                     "started_at": (j.get("lease") or {}).get("started_at")}
                    for j in self.q.jobs.values() if j["status"] == "running"]
-        return {**stats, "window": window_stats(self.store.db, since, now), "series": series(self.store.db, since,
-                now, bucket), "running_jobs": running[:1000], "runners": len(self._runners),
+        window, chart = await self.reader.run(lambda db: (window_stats(db, since, now), series(db, since, now, bucket)))
+        return {**stats, "window": window, "series": chart, "running_jobs": running[:1000], "runners": len(self._runners),
                 "concurrency": self.concurrency, "last_gseq": self._committed_gseq}
 
     async def ping(self) -> dict:
@@ -508,8 +529,8 @@ class QueueService:
                 missing = recent[-1]["gseq"] - cursor
                 batch = list(itertools.islice(recent, len(recent) - missing, len(recent) - missing + 2000)) \
                     if missing > 0 else []
-            else:
-                batch = self.store.events_after(None, cursor, 2000)
+            else:  # a subscriber behind the recent events catches up from the store, off this loop
+                batch = await self.reader.run(select_events, None, cursor, 2000)
             if batch:
                 cursor = batch[-1]["gseq"]
                 self.metrics.fanout_lag(time.time() - batch[-1]["at"])

@@ -7,20 +7,81 @@ as with every other change. Unfinished jobs are never touched, whatever their
 age. Unset or ``0`` keeps everything (the default). The queue actor calls it
 from its tick about once an hour; a sweep removes at most ``limit`` jobs, so a
 large backlog is worked off over several ticks without a long pause.
+
+A job's objects go with it. A job writes its outputs under a folder named by
+its id (``renders/<job id>/video.mp4``, ``batches/<job id>/results.parquet``);
+that folder is what it owns. ``outputs_of(job)`` is the part of its result the
+API signs URLs for: only keys in its own folder, so a result that names
+another job's object (a pull worker's, say) gets no URL for it. When a job is
+deleted (``DELETE /v1/jobs/{id}`` or this sweep), ``delete_objects`` removes
+its folders, so no signed URL outlives the job it was made for.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 
 from .exceptions import ConfigError
 from .store import FINAL
 
 log = logging.getLogger(__name__)
 
+#: A job id as a folder name (``queue.queue_of`` checks the same shape).
+JOB_ID = re.compile(r"j_[0-9a-f]{20}(\.[a-z0-9][a-z0-9_-]{0,39})?")
 SWEEP_EVERY_S = 3600.0
 PAGE = 500
+
+
+def owns(job_id: str, key: object) -> bool:
+    """True when ``key`` is an object key inside the job's own folder (``<kind>/<job id>/...``)."""
+    return isinstance(key, str) and job_id in key.split("/")[:-1]
+
+
+def outputs_of(job: dict) -> dict:
+    """The entries of a job's result that name objects it owns (what the API signs URLs for)."""
+    result = job.get("result")
+    if not isinstance(result, dict):
+        return {}
+    return {name: key for name, key in result.items() if owns(job["id"], key)}
+
+
+def foreign_objects(job_id: str, result: object, result_key: object = None) -> list[str]:
+    """Keys in a result (its top-level values, and ``result_key``) inside another job's folder."""
+    values = [*(result.values() if isinstance(result, dict) else [result]), result_key]
+    return sorted(v for v in values if isinstance(v, str) and not owns(job_id, v)
+                  and any(JOB_ID.fullmatch(segment) for segment in v.split("/")[:-1]))
+
+
+def folders_of(job: dict) -> set[str]:
+    """The folders (``renders/<job id>/``) of the objects a job's result names."""
+    out, todo = set(), [job.get("result")]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif owns(job["id"], value):
+            segments = value.split("/")
+            out.add("/".join(segments[:segments.index(job["id"]) + 1]) + "/")
+    return out
+
+
+def delete_objects(store, jobs: list[dict]) -> int:
+    """Delete every object in the folders of these (deleted) jobs; returns how many. Blocking I/O."""
+    removed = 0
+    for job in jobs:
+        for folder in sorted(folders_of(job)):
+            try:
+                for key in store.list(folder):
+                    store.delete(key)
+                    removed += 1
+            except Exception:  # noqa: BLE001 - a storage error must not break the queue; the objects stay, logged
+                log.exception("could not delete the objects of job %s under %s", job["id"], folder,
+                              extra={"job_id": job["id"]})
+    return removed
 
 
 def retention_days(env: dict | None = None) -> float:
@@ -45,8 +106,10 @@ def sweep(queue, now: float, days: float | None = None, limit: int = 10_000) -> 
     cutoff = now - days * 86400
     removed, cursor = 0, None
     while removed < limit:
-        # A job finishes after it is created, so created_before narrows the scan without missing any.
-        page = queue.store.list_jobs(status=list(FINAL), created_before=cutoff, before_id=cursor, limit=PAGE)
+        # A job finishes after it is created, so created_before narrows the scan without missing any; oldest
+        # first, so the pages come from the old end of the index and a large queue is not read through.
+        page = queue.store.list_jobs(status=list(FINAL), created_before=cutoff, after_id=cursor, oldest_first=True,
+                                     limit=PAGE)
         if not page:
             break
         for job in page:
@@ -63,3 +126,43 @@ def sweep(queue, now: float, days: float | None = None, limit: int = 10_000) -> 
         log.info("retention: queue %s forgot %d jobs finished before %d days ago", queue.name, removed, days,
                  extra={"queue": queue.name})
     return removed
+
+
+# -- events of finished jobs ---------------------------------------------------------------------
+PRUNE_PAGE = 500
+PRUNE_EVERY_S = 60.0
+DEFAULT_EVENT_DAYS = 7.0
+
+
+def event_retention_days(env: dict | None = None) -> float:
+    """``DOJO_EVENT_RETENTION_DAYS``: days the events of a finished job are kept (default 7; 0 keeps all).
+
+    After that, a finished job keeps only its last event (its final status), so its stream's sequence
+    goes on where it ended if the job is retried. 7 days is the dashboard's longest statistics window,
+    and the window only counts events of jobs that finished inside it, so pruning never changes it.
+    """
+    raw = (env if env is not None else os.environ).get("DOJO_EVENT_RETENTION_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_EVENT_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ConfigError(f"DOJO_EVENT_RETENTION_DAYS must be a number of days (e.g. 7), got {raw!r}") from None
+    if days < 0:
+        raise ConfigError(f"DOJO_EVENT_RETENTION_DAYS must be >= 0 (0 keeps every event), got {raw!r}")
+    return days
+
+
+def prune_events(store, now: float, days: float | None = None, limit: int = PRUNE_PAGE) -> int:
+    """Delete the events (all but the last) of up to ``limit`` jobs that finished before ``now - days``.
+
+    Writes in its own short transaction on the writer's connection; call it between commits (the queue
+    actor's tick does). Returns how many jobs it pruned: ``limit`` means there is more to do.
+    """
+    days = event_retention_days() if days is None else days
+    if not days or days <= 0:
+        return 0
+    pruned = store.prune_events(now - days * 86400, limit)
+    if pruned:
+        log.info("retention: queue pruned the events of %d jobs finished over %g days ago", pruned, days)
+    return pruned

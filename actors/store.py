@@ -8,6 +8,8 @@ columns that listing filters on; events are append-only rows.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import sqlite3
 
@@ -27,7 +29,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 CREATE INDEX IF NOT EXISTS jobs_type ON jobs (type, id);
-CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_status_type ON jobs (status, type, id);
+DROP INDEX IF EXISTS jobs_parent;
+CREATE INDEX IF NOT EXISTS jobs_parent_id ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (updated_at, id) WHERE status IN ('succeeded', 'failed', 'cancelled');
 CREATE TABLE IF NOT EXISTS events (
     gseq INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
@@ -41,6 +46,31 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
+
+#: What a search (``text``) finds: a job's id, type, parent, unique key, payload (as JSON text) and its
+#: error's type and message, as one document of a trigram index (substrings of three characters or more,
+#: in any script, case-sensitive like the ``instr`` scan it replaces). Rows keep their rowid across updates (UPSERT), so the index row of a
+#: job follows it; the triggers re-index only when a job's error changes.
+_SEARCH_TEXT = """(new.id || char(10) || new.type || char(10) || coalesce(new.parent_id, '') || char(10) ||
+    coalesce(json_extract(new.data, '$.unique_key'), '') || char(10) ||
+    coalesce(json_extract(new.data, '$.payload'), '') || char(10) ||
+    coalesce(json_extract(new.data, '$.error.type'), '') || ' ' ||
+    coalesce(json_extract(new.data, '$.error.message'), ''))"""
+SEARCH_SCHEMA = f"""
+CREATE VIRTUAL TABLE IF NOT EXISTS job_text USING fts5(body, tokenize='trigram case_sensitive 1');
+CREATE TRIGGER IF NOT EXISTS job_text_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_text(rowid, body) VALUES (new.rowid, {_SEARCH_TEXT});
+END;
+CREATE TRIGGER IF NOT EXISTS job_text_update AFTER UPDATE OF data ON jobs
+WHEN json_extract(old.data, '$.error') IS NOT json_extract(new.data, '$.error') BEGIN
+    DELETE FROM job_text WHERE rowid = old.rowid;
+    INSERT INTO job_text(rowid, body) VALUES (new.rowid, {_SEARCH_TEXT});
+END;
+CREATE TRIGGER IF NOT EXISTS job_text_delete AFTER DELETE ON jobs BEGIN
+    DELETE FROM job_text WHERE rowid = old.rowid;
+END;
+"""
+_BACKFILL = "INSERT INTO job_text(rowid, body) SELECT rowid, " + _SEARCH_TEXT.replace("new.", "") + " FROM jobs"
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -63,12 +93,23 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self._ensure_search_index()
         self._jobs: dict[str, tuple] = {}
         self._deleted: set[str] = set()
         self._events: list[tuple] = []
         self._meta: dict[str, str] = {}
         self._schedules: dict[str, str | None] = {}
         self._buckets: dict[str, str] = {}
+
+    def _ensure_search_index(self) -> None:
+        """Create the search index and its triggers; a database from before them is indexed once here."""
+        had = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='job_text'").fetchone()
+        try:
+            self.db.executescript("BEGIN;" + SEARCH_SCHEMA + ("" if had else _BACKFILL + ";") + "COMMIT;")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     # -- staging -----------------------------------------------------------
     def put_job(self, record: dict) -> None:
@@ -112,8 +153,11 @@ class Store:
         db.execute("BEGIN")
         try:
             if jobs:
+                # An upsert, not INSERT OR REPLACE: the row keeps its rowid, which the search index uses.
                 db.executemany(
-                    "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO jobs VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET type=excluded.type, "
+                    "status=excluded.status, created_at=excluded.created_at, updated_at=excluded.updated_at, "
+                    "parent_id=excluded.parent_id, data=excluded.data",
                     [(*row[:6], _compact(row[6])) for row in jobs.values()],
                 )
             if deleted:
@@ -155,35 +199,9 @@ class Store:
         for (data,) in self.db.execute(f"SELECT data FROM jobs WHERE status NOT IN ({placeholders})", FINAL):
             yield _loads(data)
 
-    def list_jobs(self, *, status=None, type=None, parent_id=None, created_after=None, created_before=None,
-                  before_id=None, limit=100, text=None) -> list[dict]:
-        where, args = [], []
-        for column, value in (("status", status), ("type", type)):
-            if value:
-                values = value if isinstance(value, (list, tuple)) else [value]
-                where.append(f"{column} IN ({','.join('?' * len(values))})")
-                args.extend(values)
-        if parent_id:
-            where.append("parent_id=?")
-            args.append(parent_id)
-        if created_after is not None:
-            where.append("created_at>=?")
-            args.append(created_after)
-        if created_before is not None:
-            where.append("created_at<?")
-            args.append(created_before)
-        if before_id:
-            where.append("id<?")
-            args.append(before_id)
-        if text:
-            where.append("instr(data, ?) > 0")
-            args.append(text)
-        sql = "SELECT data FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        return [_loads(d) for (d,) in self.db.execute(sql, args)]
+    def list_jobs(self, **filters) -> list[dict]:
+        """Jobs matching ``filters`` (see ``select_jobs``), read on the writer's connection."""
+        return select_jobs(self.db, **filters)
 
     def children_of(self, parent_id: str) -> list[dict]:
         """Every child row of a job, staged writes included (a flow's report is recounted from these)."""
@@ -200,17 +218,7 @@ class Store:
         return dict(self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
 
     def events_after(self, stream: str | None, after: int, limit: int = 1000) -> list[dict]:
-        """Events of one stream with seq > after, or of every stream with gseq > after."""
-        if stream is None:
-            rows = self.db.execute(
-                "SELECT gseq, stream, seq, at, kind, data FROM events WHERE gseq>? ORDER BY gseq LIMIT ?",
-                (after, limit))
-        else:
-            rows = self.db.execute(
-                "SELECT gseq, stream, seq, at, kind, data FROM events WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
-                (stream, after, limit))
-        return [{"gseq": g, "stream": s, "seq": q, "at": a, "kind": k, "data": _loads(d)}
-                for g, s, q, a, k, d in rows]
+        return select_events(self.db, stream, after, limit)
 
     def last_seq(self, stream: str) -> int:
         row = self.db.execute("SELECT max(seq) FROM events WHERE stream=?", (stream,)).fetchone()
@@ -229,5 +237,155 @@ class Store:
     def buckets(self) -> dict[str, dict]:
         return {n: _loads(d) for n, d in self.db.execute("SELECT name, data FROM buckets")}
 
+    def prune_events(self, finished_before: float, limit: int = 500) -> int:
+        """Delete the events of up to ``limit`` jobs that finished before ``finished_before``, but each one's last.
+
+        Walks finished jobs in the order they finished (``jobs_finished``) from a cursor kept in ``meta``,
+        so each call costs about ``limit`` jobs whatever the table's size; a job finishing later (retried,
+        say) is met again when its new finish time comes up. Unfinished jobs are not in that index, so
+        their events are never touched. Its own transaction: call it between commits.
+        """
+        cursor = self.get_meta("events_pruned_through", [0.0, ""])
+        # The status term is written as the partial index's own, so SQLite can use the index.
+        rows = self.db.execute(
+            "SELECT updated_at, id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') "
+            "AND (updated_at, id) > (?, ?) AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
+            (*cursor, finished_before, limit)).fetchall()
+        if not rows:
+            return 0
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany("DELETE FROM events WHERE stream=?1 AND seq < "
+                           "(SELECT max(seq) FROM events WHERE stream=?1)", [("job:" + job_id,) for _, job_id in rows])
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('events_pruned_through', ?)",
+                       (json.dumps(list(rows[-1])),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(rows)
+
     def close(self) -> None:
         self.db.close()
+
+
+# -- reads (any connection: the writer's, or a read-only one off the actor's loop) ---------------
+#: A search that matches at most this many jobs is answered from the index alone; one that matches more
+#: walks the list in page order and checks each row against the index, which stops as soon as the page
+#: is full (common words fill a page fast).
+RARE_MATCHES = 5000
+#: A job's id carries its creation millisecond, except that the id clock holds still while the wall
+#: clock steps back; an hour covers any such step, so ``created_before`` can bound the id range too.
+ID_CLOCK_SLACK_MS = 3_600_000
+
+
+def _id_at(ms: int) -> str:
+    return f"j_{max(0, ms):011x}"
+
+
+def _as_list(value) -> list | None:
+    if not value:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _phrase(text: str) -> str:
+    """An FTS5 query for ``text`` as one phrase: with the trigram tokenizer, a substring match."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=None, created_before=None,
+                before_id=None, after_id=None, oldest_first=False, limit=100, text=None) -> list[dict]:
+    """One keyset page of jobs: newest first after cursor ``before_id``, or oldest first after ``after_id``.
+
+    Every filter is served by an index in page order, so a page costs about the same at any table size:
+    several statuses or types are read as one range per (status, type) pair of ``jobs_status_type`` and
+    merged; ``created_after``/``created_before`` bound the id range too (ids begin with the creation
+    millisecond); ``text`` (a substring of the job's id, type, parent, unique key, payload or error) uses
+    the trigram index ``job_text`` (case-sensitive; one or two characters are checked row by row).
+    """
+    statuses, types = _as_list(status), _as_list(type)
+    order = "ASC" if oldest_first else "DESC"
+    where, args = [], []
+    if parent_id:
+        where.append("parent_id=?")
+        args.append(parent_id)
+    if created_after is not None:
+        where += ["created_at>=?", "id>=?"]
+        args += [created_after, _id_at(int(created_after * 1000))]
+    if created_before is not None:
+        where += ["created_at<?", "id<?"]
+        args += [created_before, _id_at(int(created_before * 1000) + 1 + ID_CLOCK_SLACK_MS)]
+    cursor = after_id if oldest_first else before_id
+    if cursor:
+        where.append("id>?" if oldest_first else "id<?")
+        args.append(cursor)
+    if text:
+        if len(text) >= 3:
+            match = _phrase(text)
+            rare = db.execute("SELECT count(*) FROM (SELECT rowid FROM job_text WHERE job_text MATCH ? LIMIT ?)",
+                              (match, RARE_MATCHES + 1)).fetchone()[0] <= RARE_MATCHES
+            if rare:
+                # Few matches: read them from the index and sort just those.
+                where.append("rowid IN (SELECT rowid FROM job_text WHERE job_text MATCH ?)")
+                args.append(match)
+                for column, values in (("status", statuses), ("type", types)):
+                    if values:
+                        where.append(f"{column} IN ({','.join('?' * len(values))})")
+                        args += values
+                sql = (f"SELECT data FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?")
+                return [_loads(d) for (d,) in db.execute(sql, [*args, limit])]
+            # Many matches: each row of the page's range is checked against its indexed text.
+        where.append("instr((SELECT body FROM job_text WHERE job_text.rowid=jobs.rowid), ?) > 0")
+        args.append(text)
+    if not statuses and not types:
+        return _page(db, where, args, order, limit)
+    # One index range per (status, type) pair, merged in page order.
+    pairs = [(s, t) for s in (statuses or [None]) for t in (types or [None])]
+    pages = []
+    for s, t in pairs:
+        extra, values = [], []
+        if s is not None:
+            extra.append("status=?")
+            values.append(s)
+        if t is not None:
+            extra.append("type=?")
+            values.append(t)
+        pages.append(_page(db, extra + where, values + args, order, limit, with_id=True))
+    if len(pages) == 1:
+        return [record for _, record in pages[0]]
+    merged = heapq.merge(*pages, key=lambda row: row[0], reverse=not oldest_first)
+    return [record for _, record in itertools.islice(merged, limit)]
+
+
+def _page(db, where: list[str], args: list, order: str, limit: int, with_id: bool = False) -> list:
+    sql = "SELECT id, data FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + \
+        f" ORDER BY id {order} LIMIT ?"
+    rows = db.execute(sql, [*args, limit])
+    if with_id:
+        return [(i, _loads(d)) for i, d in rows]
+    return [_loads(d) for _, d in rows]
+
+
+def select_events(db, stream: str | None, after: int, limit: int = 1000) -> list[dict]:
+    """Events of one stream with seq > after, or of every stream with gseq > after (by the primary key)."""
+    if stream is None:
+        rows = db.execute(
+            "SELECT gseq, stream, seq, at, kind, data FROM events WHERE gseq>? ORDER BY gseq LIMIT ?",
+            (after, limit))
+    else:
+        rows = db.execute(
+            "SELECT gseq, stream, seq, at, kind, data FROM events WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
+            (stream, after, limit))
+    return [{"gseq": g, "stream": s, "seq": q, "at": a, "kind": k, "data": _loads(d)}
+            for g, s, q, a, k, d in rows]
+
+
+def select_logs(db, job_id: str, after: int, limit: int) -> tuple[list[dict], int]:
+    """A job's log events with seq > after, and the last seq of its stream."""
+    stream = "job:" + job_id
+    rows = db.execute("SELECT seq, at, data FROM events WHERE stream=? AND kind='log' AND seq>? ORDER BY seq "
+                      "LIMIT ?", (stream, after, limit)).fetchall()
+    last = db.execute("SELECT max(seq) FROM events WHERE stream=?", (stream,)).fetchone()[0] or 0
+    return [{"seq": seq, "at": at, **_loads(data)} for seq, at, data in rows], last
