@@ -41,10 +41,14 @@ from typing import Any, Iterable
 import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
+from . import admission
 from . import schedules as cron
 from .buckets import Buckets
+from .control import QueueControl
+from .expiry import Expiry, expires_at
 from .exceptions import NotFound
 from .jobs import Backoff, JobType, Resources, get_type
+from .pauses import Pauses
 from .store import FINAL, Store
 
 log = logging.getLogger(__name__)
@@ -53,11 +57,12 @@ log = logging.getLogger(__name__)
 def _compact(value) -> bytes:
     return orjson.dumps(value)
 
-STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "expired")
 QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 KEY_MAX = 200
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
-             "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id"}
+             "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
+             "expires_in", "dedup", "debounce", "throttle"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ def _key(spec: dict, key: str) -> str | None:
     return value
 
 
-class JobQueue:
+class JobQueue(QueueControl):
     """All the state of one queue. Single-threaded: the actor serializes calls."""
 
     def __init__(self, name: str, store: Store, limits: Limits = Limits(), rng: random.Random | None = None,
@@ -166,6 +171,14 @@ class JobQueue:
         self.buckets = Buckets(store.buckets())
         self._loaded_at = now  # when the state was reloaded (None: keep the stored lease expiries)
         self._settle: list[str] = []  # waiting parents found complete at reload; finished by promote_due
+        self.forgotten: list[dict] = []  # deleted jobs whose stored objects the actor deletes once committed
+        # Queue control (issue 16): each rule is its own component, its state in the store.
+        self.pauses = Pauses(store.get_meta("paused"))
+        self.expiry = Expiry()
+        self.dedup = admission.Dedup(store.controls("dedup"))
+        self.throttle = admission.Throttle(store.controls("throttle"))
+        self._debounced: dict[str, str] = {}  # debounce key -> the job waiting out its quiet period
+        self._throttled: list = []  # heap of (may start at, id, ver): queued jobs held back by their throttle
         self._load()
 
     # -- loading -----------------------------------------------------------
@@ -176,6 +189,9 @@ class JobQueue:
             if record.get("unique_key"):
                 self._unique[record["unique_key"]] = record["id"]
             status = record["status"]
+            self.expiry.watch(record)
+            if record.get("debounce") and status == "scheduled":
+                self._debounced[record["debounce"]["key"]] = record["id"]
             if status == "queued":
                 self._push_ready(record)
             elif status in ("scheduled", "retrying"):
@@ -285,6 +301,10 @@ class JobQueue:
         parent_id = spec.get("parent_id")
         if parent_id is not None:
             queue_of(parent_id)
+        control = admission.parse(spec)
+        if control["debounce"]:
+            run_at = now + control["debounce"]["period"]
+        expires = expires_at(spec, run_at, now)
         return {
             "id": None, "queue": self.name, "type": type_name, "payload": payload, "status": None,
             "priority": _number(spec, "priority", int, None, 0),
@@ -295,6 +315,7 @@ class JobQueue:
             "concurrency_limit": limit, "resources": resources.to_dict(),
             "result": None, "result_key": None, "error": None, "progress": None,
             "parent_id": parent_id, "phase": "perform", "children": None, "lease": None, "history": [], "cancel_requested": False,
+            "expires_at": expires, **control,
         }
 
     def enqueue_many(self, specs: list, now: float) -> list[tuple[dict, bool]]:
@@ -332,6 +353,10 @@ class JobQueue:
             if key and record["parent_id"] and key in finished[record["parent_id"]]:
                 out.append((finished[record["parent_id"]][key], False))  # a retried parent's earlier child
                 continue
+            held = self._dedup_holder(record, now)
+            if held is not None:
+                out.append((held, False))
+                continue
             record["id"] = self.ids.next(now)
             self.jobs[record["id"]] = record
             if record["parent_id"]:
@@ -347,6 +372,7 @@ class JobQueue:
             else:
                 self._status(record, "queued", now)
                 self._push_ready(record)
+            self._admit(record, now)
             out.append((record, True))
         return out
 
@@ -382,7 +408,7 @@ class JobQueue:
 
     def ready_counts(self) -> dict[str, int]:
         """Types with jobs ready to lease (an upper bound: heaps hold stale entries)."""
-        return {t: len(h) for t, h in self._ready.items() if h}
+        return {t: len(h) for t, h in self._ready.items() if h and not self._lane_paused(t)}
 
     def next_due(self) -> float | None:
         return self._delayed[0][0] if self._delayed else None
@@ -398,6 +424,8 @@ class JobQueue:
             lane for name in types for lane in ([name] if LANE_SEP in name else self.lanes_of([name]))]
         for lane in lanes:
             heap = self._ready.get(lane)
+            if heap and self._lane_paused(lane):
+                continue  # a paused type keeps its jobs queued; leases already held run on
             while heap and len(leases) < n:
                 _, _, job_id, ver = heapq.heappop(heap)
                 job = self.jobs.get(job_id)
@@ -406,6 +434,8 @@ class JobQueue:
                 key = job["concurrency_key"]
                 if key and self._key_running[key] >= job["concurrency_limit"]:
                     self._blocked[key].append(job_id)
+                    continue
+                if job.get("throttle") and self._throttle_holds(job, now):
                     continue
                 leases.append(self._start(job, runner, ttl, now, node, pid))
             if len(leases) >= n:
@@ -721,6 +751,7 @@ class JobQueue:
 
     # -- time --------------------------------------------------------------
     def promote_due(self, now: float) -> int:
+        self._control_due(now)
         while self._settle:
             parent = self.jobs.get(self._settle.pop())
             if parent is not None and parent["status"] == "waiting":
@@ -804,12 +835,12 @@ class JobQueue:
     def retry(self, job_id: str, now: float) -> dict:
         """Run a failed or cancelled job again, keeping its history."""
         if job_id in self.jobs:
-            raise InvalidTransition(f"job {job_id} is {self.jobs[job_id]['status']}; only failed or cancelled jobs "
-                                    "can be retried")
+            raise InvalidTransition(f"job {job_id} is {self.jobs[job_id]['status']}; only failed, cancelled or "
+                                    "expired jobs can be retried")
         job = self.get(job_id)
-        if job["status"] not in ("failed", "cancelled"):
-            raise InvalidTransition(f"job {job_id} is {job['status']}; only failed or cancelled jobs can be retried",
-                                    status=job["status"])
+        if job["status"] not in ("failed", "cancelled", "expired"):
+            raise InvalidTransition(f"job {job_id} is {job['status']}; only failed, cancelled or expired jobs can "
+                                    "be retried", status=job["status"])
         key = job["unique_key"]
         if key and key in self._unique:
             raise InvalidTransition(f"job {self._unique[key]} with the same unique_key is unfinished; "
@@ -818,7 +849,7 @@ class JobQueue:
         # A manual retry grants the job its original attempt budget again.
         job["max_attempts"] = job["attempts"] + job.get("budget", job["max_attempts"])
         job.update(cancel_requested=False, finished_at=None, run_at=now, error=None, result=None,
-                   phase="callback" if job.get("phase") == "callback" else "perform")
+                   phase="callback" if job.get("phase") == "callback" else "perform", expires_at=None)
         self.jobs[job_id] = job
         if key:
             self._unique[key] = job_id
@@ -829,8 +860,10 @@ class JobQueue:
     def delete(self, job_id: str) -> None:
         if job_id in self.jobs:
             raise InvalidTransition(f"job {job_id} is {self.jobs[job_id]['status']}; cancel it before deleting")
-        self.counts[self.get(job_id)["status"]] -= 1
+        job = self.get(job_id)
+        self.counts[job["status"]] -= 1
         self.store.delete_job(job_id)
+        self.forgotten.append(job)
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[dict]:
         self.get(job_id)
@@ -841,7 +874,8 @@ class JobQueue:
         counts.update(self.counts)
         oldest = min((j["run_at"] for j in self.jobs.values() if j["status"] == "queued"), default=None)
         return {"queue": self.name, "counts": counts, "running": len(self._running),
-                "oldest_queued_at": oldest, "now": time.time()}
+                "oldest_queued_at": oldest, "now": time.time(), "paused": self.pauses.queue,
+                "paused_types": sorted(self.pauses.types)}
 
     # -- schedules -----------------------------------------------------------
     def add_schedule(self, data: dict, now: float) -> dict:

@@ -45,6 +45,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_stream ON events (stream, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS controls (kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+                                     PRIMARY KEY (kind, key));
 """
 
 #: What a search (``text``) finds: a job's id, type, parent, unique key, payload (as JSON text) and its
@@ -72,7 +74,7 @@ END;
 """
 _BACKFILL = "INSERT INTO job_text(rowid, body) SELECT rowid, " + _SEARCH_TEXT.replace("new.", "") + " FROM jobs"
 
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled", "expired")
 
 def _compact(value) -> str:
     return orjson.dumps(value).decode()
@@ -100,6 +102,7 @@ class Store:
         self._meta: dict[str, str] = {}
         self._schedules: dict[str, str | None] = {}
         self._buckets: dict[str, str] = {}
+        self._controls: dict[tuple[str, str], str | None] = {}
 
     def _ensure_search_index(self) -> None:
         """Create the search index and its triggers; a database from before them is indexed once here."""
@@ -135,9 +138,14 @@ class Store:
     def put_bucket(self, name: str, data: dict) -> None:
         self._buckets[name] = json.dumps(data)
 
+    def put_control(self, kind: str, key: str, data) -> None:
+        """Stage a queue-control record (a dedup window, throttle starts); None deletes it."""
+        self._controls[(kind, key)] = None if data is None else json.dumps(data)
+
     @property
     def dirty(self) -> bool:
-        return bool(self._jobs or self._deleted or self._events or self._meta or self._schedules or self._buckets)
+        return bool(self._jobs or self._deleted or self._events or self._meta or self._schedules or self._buckets
+                    or self._controls)
 
     def commit(self) -> None:
         """Write everything staged in one transaction."""
@@ -149,6 +157,7 @@ class Store:
         meta, self._meta = self._meta, {}
         schedules, self._schedules = self._schedules, {}
         buckets, self._buckets = self._buckets, {}
+        controls, self._controls = self._controls, {}
         db = self.db
         db.execute("BEGIN")
         try:
@@ -179,6 +188,11 @@ class Store:
                     db.execute("INSERT OR REPLACE INTO schedules VALUES (?,?)", (name, data))
             if buckets:
                 db.executemany("INSERT OR REPLACE INTO buckets VALUES (?,?)", list(buckets.items()))
+            if controls:
+                db.executemany("DELETE FROM controls WHERE kind=? AND key=?",
+                               [k for k, v in controls.items() if v is None])
+                db.executemany("INSERT OR REPLACE INTO controls VALUES (?,?,?)",
+                               [(*k, v) for k, v in controls.items() if v is not None])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -236,6 +250,9 @@ class Store:
 
     def buckets(self) -> dict[str, dict]:
         return {n: _loads(d) for n, d in self.db.execute("SELECT name, data FROM buckets")}
+
+    def controls(self, kind: str) -> dict:
+        return {k: _loads(d) for k, d in self.db.execute("SELECT key, data FROM controls WHERE kind=?", (kind,))}
 
     def prune_events(self, finished_before: float, limit: int = 500) -> int:
         """Delete the events of up to ``limit`` jobs that finished before ``finished_before``, but each one's last.
