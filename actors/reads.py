@@ -27,6 +27,8 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 #: Reader threads per queue actor (SQLite reads run in parallel; more than the cores would only queue).
+#: ``DOJO_READ_THREADS=0`` reads on the caller's thread, i.e. on the actor's loop: the old way, kept
+#: for ``bench/reads.py`` to compare against.
 THREADS = 2
 #: How much lower than the loop's thread the readers run (Linux ``nice`` of the thread; 0 disables).
 NICE = 10
@@ -35,13 +37,16 @@ NICE = 10
 class Reader:
     """Runs read functions ``fn(db, *args)`` on read-only connections to one database, off the loop."""
 
-    def __init__(self, path: str | Path, threads: int = THREADS, nice: int = NICE):
+    def __init__(self, path: str | Path, threads: int | None = None, nice: int = NICE):
         self.path = Path(path)
         self.nice = nice
+        if threads is None:
+            threads = int(os.environ.get("DOJO_READ_THREADS") or THREADS)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dojo-read", initializer=self._start_thread)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dojo-read",
+                                        initializer=self._start_thread) if threads > 0 else None
 
     def _start_thread(self) -> None:
         if self.nice and hasattr(os, "setpriority"):
@@ -67,15 +72,14 @@ class Reader:
 
     async def run(self, fn: Callable, *args, **kwargs) -> Any:
         """``fn(connection, *args, **kwargs)`` on a reader thread; its result (or exception) comes back."""
+        if self._pool is None:
+            return self._call(fn, args, kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(self._call, fn, args, kwargs))
 
-    def read(self, fn: Callable, *args, **kwargs) -> Any:
-        """The same, blocking the calling thread (for code that is not on an event loop)."""
-        return self._pool.submit(self._call, fn, args, kwargs).result()
-
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         with self._lock:
             for db in self._connections:
                 db.close()

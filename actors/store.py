@@ -57,9 +57,10 @@ _SEARCH_TEXT = """(new.id || char(10) || new.type || char(10) || coalesce(new.pa
     coalesce(json_extract(new.data, '$.unique_key'), '') || char(10) ||
     coalesce(json_extract(new.data, '$.payload'), '') || char(10) ||
     coalesce(json_extract(new.data, '$.error.type'), '') || ' ' ||
-    coalesce(json_extract(new.data, '$.error.message'), ''))"""
+    coalesce(json_extract(new.data, '$.error.message'), '') || char(10))"""
 SEARCH_SCHEMA = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS job_text USING fts5(body, tokenize='trigram case_sensitive 1');
+CREATE VIRTUAL TABLE IF NOT EXISTS job_text_terms USING fts5vocab(job_text, 'row');
 CREATE TRIGGER IF NOT EXISTS job_text_insert AFTER INSERT ON jobs BEGIN
     INSERT INTO job_text(rowid, body) VALUES (new.rowid, {_SEARCH_TEXT});
 END;
@@ -72,7 +73,18 @@ CREATE TRIGGER IF NOT EXISTS job_text_delete AFTER DELETE ON jobs BEGIN
     DELETE FROM job_text WHERE rowid = old.rowid;
 END;
 """
-_BACKFILL = "INSERT INTO job_text(rowid, body) SELECT rowid, " + _SEARCH_TEXT.replace("new.", "") + " FROM jobs"
+# A database from before the index: its rows are rewritten in id order (INSERT OR REPLACE had given them
+# rowids in update order), then indexed. From then on a job's rowid is given once, at its first commit,
+# and jobs are committed in the order their ids were made, so rowid order is id order (see select_jobs).
+_REORDER = """DROP TRIGGER IF EXISTS job_text_insert;
+DROP TRIGGER IF EXISTS job_text_update;
+DROP TRIGGER IF EXISTS job_text_delete;
+CREATE TEMP TABLE jobs_by_id AS SELECT * FROM jobs ORDER BY id;
+DELETE FROM jobs;
+INSERT INTO jobs SELECT * FROM jobs_by_id ORDER BY id;
+DROP TABLE jobs_by_id;
+"""
+_BACKFILL = "INSERT INTO job_text(rowid, body) SELECT rowid, " + _SEARCH_TEXT.replace("new.", "") + " FROM jobs;"
 
 FINAL = ("succeeded", "failed", "cancelled", "expired")
 
@@ -108,7 +120,8 @@ class Store:
         """Create the search index and its triggers; a database from before them is indexed once here."""
         had = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='job_text'").fetchone()
         try:
-            self.db.executescript("BEGIN;" + SEARCH_SCHEMA + ("" if had else _BACKFILL + ";") + "COMMIT;")
+            self.db.executescript("BEGIN;" + ("" if had else _REORDER) + SEARCH_SCHEMA + ("" if had else _BACKFILL)
+                                  + "COMMIT;")
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -307,9 +320,25 @@ def _as_list(value) -> list | None:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _phrase(text: str) -> str:
-    """An FTS5 query for ``text`` as one phrase: with the trigram tokenizer, a substring match."""
+def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
+
+
+#: A search of one or two characters asks the index for every three-character term that begins with
+#: them (each indexed field ends with a newline, so a substring at a field's end is such a term too);
+#: beyond this many terms it checks rows one by one instead.
+MAX_SHORT_TERMS = 500
+
+
+def _match(db, text: str) -> str | None:
+    """The FTS5 query that finds ``text`` as a substring, or None when the index cannot answer it."""
+    if len(text) >= 3:
+        return _quote(text)  # a phrase of trigrams: with the trigram tokenizer, a substring match
+    terms = [t for (t,) in db.execute("SELECT term FROM job_text_terms WHERE term >= ? AND term <= ? LIMIT ?",
+                                      (text, text + "\U0010ffff", MAX_SHORT_TERMS + 1))]
+    if len(terms) > MAX_SHORT_TERMS:
+        return None
+    return " OR ".join(_quote(t) for t in terms if t.startswith(text)) or '""'
 
 
 def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=None, created_before=None,
@@ -339,21 +368,29 @@ def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=Non
         where.append("id>?" if oldest_first else "id<?")
         args.append(cursor)
     if text:
-        if len(text) >= 3:
-            match = _phrase(text)
+        match = _match(db, text)
+        if match == '""':
+            return []  # no indexed term begins with it
+        if match is not None:
+            for column, values in (("status", statuses), ("type", types)):
+                if values:
+                    where.append(f"{column} IN ({','.join('?' * len(values))})")
+                    args += values
             rare = db.execute("SELECT count(*) FROM (SELECT rowid FROM job_text WHERE job_text MATCH ? LIMIT ?)",
                               (match, RARE_MATCHES + 1)).fetchone()[0] <= RARE_MATCHES
-            if rare:
-                # Few matches: read them from the index and sort just those.
+            if rare:  # few matches: read them all from the index and sort just those
                 where.append("rowid IN (SELECT rowid FROM job_text WHERE job_text MATCH ?)")
-                args.append(match)
-                for column, values in (("status", statuses), ("type", types)):
-                    if values:
-                        where.append(f"{column} IN ({','.join('?' * len(values))})")
-                        args += values
-                sql = (f"SELECT data FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?")
-                return [_loads(d) for (d,) in db.execute(sql, [*args, limit])]
-            # Many matches: each row of the page's range is checked against its indexed text.
+                sql = f"SELECT data FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?"
+                return [_loads(d) for (d,) in db.execute(sql, [*args, match, limit])]
+            # Many matches: walk the index in rowid order (which is id order) until the page is full.
+            if cursor:
+                where.append(f"job_text.rowid {'>' if oldest_first else '<'} "
+                             f"coalesce((SELECT rowid FROM jobs WHERE id=?), {0 if oldest_first else 2 ** 63 - 1})")
+                args.append(cursor)
+            sql = ("SELECT jobs.data FROM job_text CROSS JOIN jobs ON jobs.rowid=job_text.rowid "
+                   f"WHERE job_text MATCH ? AND {' AND '.join(where) or '1'} ORDER BY job_text.rowid {order} LIMIT ?")
+            return [_loads(d) for (d,) in db.execute(sql, [match, *args, limit])]
+        # Too short for the index and too common to list its terms: each row in page order is checked.
         where.append("instr((SELECT body FROM job_text WHERE job_text.rowid=jobs.rowid), ?) > 0")
         args.append(text)
     if not statuses and not types:

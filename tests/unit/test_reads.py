@@ -174,10 +174,27 @@ def test_a_database_from_before_the_search_index_is_indexed_when_opened(tmp_path
     store.put_job({"id": "j_00000000001000000000", "type": "echo", "status": "succeeded", "created_at": T0,
                    "updated_at": T0, "parent_id": None, "payload": {"q": "古いジョブ"}, "error": None})
     store.commit()
-    store.db.executescript("DROP TABLE job_text; DROP TRIGGER IF EXISTS job_text_insert;")
+    store.db.executescript("DROP TABLE job_text; DROP TABLE job_text_terms; DROP TRIGGER job_text_insert; "
+                           "DROP TRIGGER job_text_update; DROP TRIGGER job_text_delete;")
+    # Before the index, INSERT OR REPLACE gave a row a new rowid at each update: rowids out of id order.
+    for i in range(9, 1, -1):
+        store.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, 'echo', 'succeeded', ?, ?, NULL, ?)",
+                         (f"j_0000000000{i}000000000", T0 + i, T0 + i,
+                          orjson.dumps({"id": f"j_0000000000{i}000000000", "payload": f"古いジョブ {i}"}).decode()))
     store.close()
     store = Store(path)
-    assert [j["id"] for j in select_jobs(store.db, text="古いジョ")] == ["j_00000000001000000000"]
+    assert [j["id"] for j in select_jobs(store.db, text="古いジョブ 3")] == ["j_00000000003000000000"]
+    ids = [i for (i,) in store.db.execute("SELECT id FROM jobs ORDER BY rowid")]
+    assert ids == sorted(ids) and len(ids) == 9  # rewritten in id order: the index walks rowids as ids
+    for rare in (store_mod.RARE_MATCHES, 1):
+        store_mod.RARE_MATCHES, saved = rare, store_mod.RARE_MATCHES
+        try:
+            page = [j["id"] for j in select_jobs(store.db, text="古いジョ", limit=4)]
+            assert page == sorted(ids, reverse=True)[:4]
+            assert [j["id"] for j in select_jobs(store.db, text="古いジョ", limit=4, before_id=page[-1])] == \
+                sorted(ids, reverse=True)[4:8]
+        finally:
+            store_mod.RARE_MATCHES = saved
 
 
 def test_the_reader_reads_committed_rows_on_read_only_connections(tmp_path):
