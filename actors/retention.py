@@ -5,8 +5,15 @@
 retention age, with their events. It stages the deletes; the caller commits,
 as with every other change. Unfinished jobs are never touched, whatever their
 age. Unset or ``0`` keeps everything (the default). The queue actor calls it
-from its tick about once an hour; a sweep removes at most ``limit`` jobs, so a
-large backlog is worked off over several ticks without a long pause.
+from its tick about once an hour with ``limit=PAGE``, and again every second
+while a page came back full, so a large backlog is worked off a page at a time
+without a long pause. Pages are read oldest first, from the old end of the
+indexes: at 1,000,000 jobs a page costs ~30 ms where newest-first paging spent
+~1.7 s on its first page.
+
+``prune_events`` bounds the events table the same way: the events of jobs that
+finished more than ``DOJO_EVENT_RETENTION_DAYS`` ago (default 7) are deleted but
+each job's last one, a page of jobs at a time.
 
 A job's objects go with it. A job writes its outputs under a folder named by
 its id (``renders/<job id>/video.mp4``, ``batches/<job id>/results.parquet``);

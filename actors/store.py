@@ -32,7 +32,6 @@ CREATE INDEX IF NOT EXISTS jobs_type ON jobs (type, id);
 CREATE INDEX IF NOT EXISTS jobs_status_type ON jobs (status, type, id);
 DROP INDEX IF EXISTS jobs_parent;
 CREATE INDEX IF NOT EXISTS jobs_parent_id ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (updated_at, id) WHERE status IN ('succeeded', 'failed', 'cancelled');
 CREATE TABLE IF NOT EXISTS events (
     gseq INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
@@ -87,6 +86,10 @@ DROP TABLE jobs_by_id;
 _BACKFILL = "INSERT INTO job_text(rowid, body) SELECT rowid, " + _SEARCH_TEXT.replace("new.", "") + " FROM jobs;"
 
 FINAL = ("succeeded", "failed", "cancelled", "expired")
+#: Finished jobs in the order they finished (event pruning walks it). The query's status term must be
+#: this very text for SQLite to use the partial index, so both come from here.
+_FINISHED = "status IN (" + ", ".join(f"'{s}'" for s in FINAL) + ")"
+_FINISHED_INDEX = f"CREATE INDEX jobs_finished ON jobs (updated_at, id) WHERE {_FINISHED}"
 
 def _compact(value) -> str:
     return orjson.dumps(value).decode()
@@ -108,6 +111,9 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self._ensure_search_index()
+        index = self.db.execute("SELECT sql FROM sqlite_master WHERE name='jobs_finished'").fetchone()
+        if index is None or index[0] != _FINISHED_INDEX:  # new, or made when FINAL had other statuses
+            self.db.executescript(f"BEGIN; DROP INDEX IF EXISTS jobs_finished; {_FINISHED_INDEX}; COMMIT;")
         self._jobs: dict[str, tuple] = {}
         self._deleted: set[str] = set()
         self._events: list[tuple] = []
@@ -278,7 +284,7 @@ class Store:
         cursor = self.get_meta("events_pruned_through", [0.0, ""])
         # The status term is written as the partial index's own, so SQLite can use the index.
         rows = self.db.execute(
-            "SELECT updated_at, id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') "
+            f"SELECT updated_at, id FROM jobs INDEXED BY jobs_finished WHERE {_FINISHED} "
             "AND (updated_at, id) > (?, ?) AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
             (*cursor, finished_before, limit)).fetchall()
         if not rows:
