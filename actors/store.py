@@ -385,9 +385,10 @@ def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=Non
             rare = db.execute("SELECT count(*) FROM (SELECT rowid FROM job_text WHERE job_text MATCH ? LIMIT ?)",
                               (match, RARE_MATCHES + 1)).fetchone()[0] <= RARE_MATCHES
             if rare:  # few matches: read them all from the index and sort just those
-                where.append("rowid IN (SELECT rowid FROM job_text WHERE job_text MATCH ?)")
-                sql = f"SELECT data FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?"
-                return [_loads(d) for (d,) in db.execute(sql, [*args, match, limit])]
+                sql = ("SELECT jobs.data FROM (SELECT rowid AS hit FROM job_text WHERE job_text MATCH ?) "
+                       f"CROSS JOIN jobs ON jobs.rowid=hit WHERE {' AND '.join(where) or '1'} "
+                       f"ORDER BY jobs.id {order} LIMIT ?")
+                return [_loads(d) for (d,) in db.execute(sql, [match, *args, limit])]
             # Many matches: walk the index in rowid order (which is id order) until the page is full.
             if cursor:
                 where.append(f"job_text.rowid {'>' if oldest_first else '<'} "
@@ -440,6 +441,24 @@ def select_events(db, stream: str | None, after: int, limit: int = 1000) -> list
             (stream, after, limit))
     return [{"gseq": g, "stream": s, "seq": q, "at": a, "kind": k, "data": _loads(d)}
             for g, s, q, a, k, d in rows]
+
+
+def select_event_texts(db, stream: str | None, after: int, limit: int = 1000) -> list[tuple]:
+    """Like ``select_events``, as ``(gseq, stream, seq, kind, json_text)``: the text a follower is sent.
+
+    The stored data is already JSON, so it is not parsed here nor dumped again where it is sent; a
+    replaying follower costs a string format per event instead of a parse and a dump.
+    """
+    dumps = json.dumps
+    if stream is None:
+        rows = db.execute(
+            "SELECT gseq, stream, seq, at, kind, data FROM events WHERE gseq>? ORDER BY gseq LIMIT ?", (after, limit))
+    else:
+        rows = db.execute(
+            "SELECT gseq, stream, seq, at, kind, data FROM events WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
+            (stream, after, limit))
+    return [(g, s, q, k, f'{{"gseq": {g}, "stream": {dumps(s)}, "seq": {q}, "at": {a!r}, "kind": {dumps(k)}, '
+                         f'"data": {d}}}') for g, s, q, a, k, d in rows]
 
 
 def select_logs(db, job_id: str, after: int, limit: int) -> tuple[list[dict], int]:
