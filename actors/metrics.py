@@ -125,17 +125,20 @@ def window_stats(db, since: float, now: float, sample: int = 5000) -> dict:
     ``db`` is the queue's sqlite3 connection. Counts come from status events;
     run times from the attempt history of at most ``sample`` recent jobs.
     """
+    from .store import gseq_since, recently_finished
+
+    first = gseq_since(db, since)  # the window's events by primary-key range, not the whole table
     rows = db.execute(
         "SELECT json_extract(data, '$.status'), count(*) FROM events "
-        "WHERE kind='status' AND at>=? AND at<=? GROUP BY 1", (since, now)).fetchall()
+        "WHERE gseq>? AND kind='status' AND at>=? AND at<=? GROUP BY 1", (first, since, now)).fetchall()
     by_status = {s: n for s, n in rows if s}
     succeeded, failed = by_status.get("succeeded", 0), by_status.get("failed", 0)
     enqueued = db.execute(
-        "SELECT count(*) FROM events WHERE kind='status' AND at>=? AND at<=? AND seq=1", (since, now)).fetchone()[0]
+        "SELECT count(*) FROM events WHERE gseq>? AND kind='status' AND at>=? AND at<=? AND seq=1",
+        (first, since, now)).fetchone()[0]
     durations = []
-    for (data,) in db.execute("SELECT data FROM jobs WHERE updated_at>=? AND status IN ('succeeded','failed') "
-                              "ORDER BY updated_at DESC LIMIT ?", (since, sample)):
-        for attempt in orjson.loads(data).get("history") or ():
+    for job in recently_finished(db, since, ("succeeded", "failed"), sample):
+        for attempt in job.get("history") or ():
             if attempt.get("ended_at", 0) >= since and attempt.get("duration") is not None:
                 durations.append(attempt["duration"])
     ended = succeeded + failed
@@ -151,12 +154,15 @@ def window_stats(db, since: float, now: float, sample: int = 5000) -> dict:
 
 def series(db, since: float, now: float, bucket: float = 60.0) -> dict:
     """Per-bucket counts of jobs enqueued, succeeded and failed in [since, now] (for the charts)."""
+    from .store import gseq_since
+
     bucket = max(1.0, float(bucket))
     n = max(1, math.ceil((now - since) / bucket))
     out = {k: [0] * n for k in ("enqueued", "succeeded", "failed")}
     rows = db.execute(
         "SELECT CAST((at - ?) / ? AS INTEGER), json_extract(data, '$.status'), seq, count(*) FROM events "
-        "WHERE kind='status' AND at>=? AND at<=? GROUP BY 1, 2, seq=1", (since, bucket, since, now))
+        "WHERE gseq>? AND kind='status' AND at>=? AND at<=? GROUP BY 1, 2, seq=1",
+        (since, bucket, gseq_since(db, since), since, now))
     for index, status, seq, count in rows:
         index = min(max(int(index), 0), n - 1)
         if seq == 1:

@@ -461,6 +461,38 @@ def select_event_texts(db, stream: str | None, after: int, limit: int = 1000) ->
                          f'"data": {d}}}') for g, s, q, a, k, d in rows]
 
 
+#: How far back of its place in gseq order an event's time may be (the clock stepped back): the slack
+#: of ``gseq_since``.
+CLOCK_SLACK_S = 60.0
+
+
+def gseq_since(db, since: float) -> int:
+    """A gseq before every event at or after ``since``: where a time window's events begin.
+
+    Events are appended as they happen, so ``at`` grows with gseq (up to clock steps, ``CLOCK_SLACK_S``);
+    a binary search over the primary key finds the place in ~25 lookups, so a window reads its own
+    events by range instead of the whole table.
+    """
+    since -= CLOCK_SLACK_S
+    lo, hi = db.execute("SELECT coalesce(min(gseq), 0), coalesce(max(gseq), 0) FROM events").fetchone()
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = db.execute("SELECT gseq, at FROM events WHERE gseq>=? ORDER BY gseq LIMIT 1", (mid,)).fetchone()
+        if row is None or row[1] >= since:
+            hi = mid
+        else:
+            lo = row[0] + 1
+    return max(0, lo - 1)
+
+
+def recently_finished(db, since: float, statuses: tuple, limit: int):
+    """Data of jobs in ``statuses`` (final ones) that finished at or after ``since``, latest first, by index."""
+    marks = ",".join("?" * len(statuses))
+    return [_loads(d) for (d,) in db.execute(
+        f"SELECT data FROM jobs INDEXED BY jobs_finished WHERE {_FINISHED} AND updated_at>=? AND status IN ({marks}) "
+        "ORDER BY updated_at DESC LIMIT ?", (since, *statuses, limit))]
+
+
 def select_logs(db, job_id: str, after: int, limit: int) -> tuple[list[dict], int]:
     """A job's log events with seq > after, and the last seq of its stream."""
     stream = "job:" + job_id
