@@ -206,6 +206,35 @@ def load_modules(modules) -> dict[str, JobType]:
     return REGISTRY
 
 
+def extensions(modules, kind: str) -> list:
+    """What job packages offer beside their job types, imported only by whoever asks for it.
+
+    The package of a job module (the module itself when it is top-level) names its extras in
+    module-level strings, ``"package.module:attribute"``: ``ROUTES`` (a FastAPI ``APIRouter`` the API
+    mounts) and ``CLI`` (a function ``add_commands(subparsers, kit)`` the ``dojo`` command calls).
+    Only the package's ``__init__`` is imported to read them, so the ``dojo`` command starts fast, and
+    job processes, which import the job modules only, never load a web framework.
+    """
+    found, seen = [], set()
+    for module_name in modules:
+        package = module_name.rpartition(".")[0] or module_name
+        if package in seen:
+            continue
+        seen.add(package)
+        try:
+            spec = getattr(importlib.import_module(package), kind, None)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import {package!r} (of the job module {module_name!r}): {exc}") from exc
+        if spec is None:
+            continue
+        target, _, attribute = spec.partition(":")
+        try:
+            found.append(getattr(importlib.import_module(target), attribute))
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{package!r} names {kind} = {spec!r}, which cannot be loaded: {exc}") from exc
+    return found
+
+
 def get_type(name: str) -> JobType:
     try:
         return REGISTRY[name]

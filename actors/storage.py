@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Protocol
 from urllib.parse import quote
 
-from .exceptions import ConfigError, InvalidInput, NotFound
+from .exceptions import ConfigError, DojoError, InvalidInput, NotFound
 from .settings import private_dir
 
 #: Largest key accepted (S3's own limit).
@@ -85,6 +85,31 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> list[str]: ...
 
     def signed_url(self, key: str, expires_s: float = 3600) -> str: ...
+
+
+def output_urls(store: ObjectStore, result: object, base: str, expires_s: float) -> dict[str, str]:
+    """Signed URLs, absolute, of the stored objects a job's result names (``{"video": "renders/…"}``).
+
+    The local store signs ``/v1/objects/…`` paths, which are put under ``base`` (the API's public URL);
+    S3 presigns its own. Names whose object is missing are left out, so a link never 404s at once.
+    """
+    urls = {}
+    for name, key in (result.items() if isinstance(result, dict) else ()):
+        if not (isinstance(key, str) and "/" in key):
+            continue
+        try:
+            if not store.exists(key):
+                continue
+        except DojoError:
+            continue
+        urls[name] = public_link(store, key, base, expires_s)
+    return urls
+
+
+def public_link(store: ObjectStore, key: str, base: str, expires_s: float) -> str:
+    """A signed URL of one stored object: S3's presigned URL, or the local store's path under ``base``."""
+    url = store.signed_url(key, expires_s)
+    return base.rstrip("/") + url if url.startswith("/") else url
 
 
 def _copy_stream(src: BinaryIO, dst: BinaryIO, cancelled: threading.Event | None, chunk: int = 1 << 20) -> None:

@@ -44,7 +44,9 @@ def make_decks(folder: Path, decks: int, slides: int, tag: str) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for d in range(decks):
-        text = "\n---\n".join(f"# {tag} {d}-{s}\nNote: {d}枚目のデッキ、{s}枚目のスライドです。" for s in range(slides))
+        # The tag is in the narration too: the audio cache is keyed on what is spoken, not on the slide.
+        text = "\n---\n".join(f"# {tag} {d}-{s}\nNote: {tag}、{d}枚目のデッキ、{s}枚目のスライドです。"
+                              for s in range(slides))
         (folder / f"deck{d:02d}.md").write_text(text + "\n", encoding="utf-8")
         names.append(f"deck{d:02d}.md")
     (folder / "manifest.csv").write_text("deck,resolution\n" + "".join(f"{n},640x360\n" for n in names),
@@ -104,6 +106,9 @@ def main() -> None:
     head = RayHead(num_cpus=args.cpus).start()
     try:
         run = secrets.token_hex(3)
+        # Both paths then find the runners started and the speech models loaded.
+        say("warming up: one render over the API")
+        through_api(head, tmp / "warm", make_decks(tmp / "warm", 1, args.slides, f"warm-{run}"))
         names = make_decks(tmp / "api", args.decks, args.slides, f"api-{run}")
         say(f"{args.decks} decks of {args.slides} slides over the API")
         api_s = through_api(head, tmp / "api", names)

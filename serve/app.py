@@ -8,7 +8,6 @@ it>, ...}`` with a 4xx status, and a refused request changes nothing.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import time
@@ -21,14 +20,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
+from actors.bulk import BulkFilter
 from actors.facade import Queues
-from actors.queue import STATUSES, queue_of
-from actors.settings import Settings
-from actors.storage import LocalStore, store_from_settings
+from actors.pauses import check_types
+from actors.jobs import extensions
+from actors.queue import QUEUE_NAME, STATUSES, queue_of
+from actors.retention import outputs_of
+from actors.settings import URL_TTL_RANGE, Settings
+from actors.storage import LocalStore, output_urls, store_from_settings
 
-from .auth import Authenticator, Principal, mint
+from .auth import Authenticator, Principal, channel_stream, mint, query_token_allowed
+from .coalesce import Coalescer
 from .http import BodyLimit, check_queue, read_json, with_keepalive
-from .hub import ALL, Hub
+from .hub import ALL, Hub, text_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,8 @@ OBJECT_HEADERS = {"X-Content-Type-Options": "nosniff",
 PUBLIC_JOB_FIELDS = ("id", "queue", "type", "status", "payload", "priority", "attempts", "max_attempts", "run_at",
                      "created_at", "updated_at", "started_at", "finished_at", "timeout", "unique_key",
                      "concurrency_key", "concurrency_limit", "resources", "backoff", "result", "result_key", "error",
-                     "progress", "parent_id", "children", "phase", "history")
+                     "progress", "parent_id", "children", "phase", "history", "expires_at", "dedup", "debounce",
+                     "throttle")
 
 
 def public(job: dict) -> dict:
@@ -123,7 +128,9 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             raise
 
     def principal(request: Request) -> Principal:
-        return auth.principal(request.headers.get("authorization"), request.query_params.get("token"))
+        allowed = query_token_allowed(request.method, request.headers.get("accept"))
+        return auth.principal(request.headers.get("authorization"),
+                              request.query_params.get("token") if allowed else None)
 
     def admin(request: Request) -> Principal:
         who = principal(request)
@@ -148,6 +155,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             raise
 
     json_body = read_json
+    coalescer = app.state.coalescer = Coalescer(lambda queue, specs: queues.enqueue(specs), refused=_refused_one)
 
     def read_token(job_id: str) -> str:
         return mint(settings.secret, "job", job_id, READ_TOKEN_TTL)
@@ -175,7 +183,17 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
                   "example": {"type": "countdown", "payload": {"steps": 5}, "priority": 0, "delay": 0,
                               "max_attempts": 3, "timeout": 60, "unique_key": None}}}}}})
     async def enqueue(request: Request):
+        """Enqueue one job (201, or 200 when its unique_key matched an unfinished job) or a list of them.
+
+        Concurrent single-job requests share one actor call and one group commit (``serve.coalesce``);
+        each is answered only after its job is committed, and a bad spec fails only its own request.
+        """
         body = await json_body(request)
+        queue = body.get("queue", "default") if isinstance(body, dict) else None
+        if isinstance(queue, str) and QUEUE_NAME.match(queue):  # else the plain call says what is wrong
+            job = await call(coalescer.submit(queue, body))
+            return JSONResponse({**public(job), "read_token": read_token(job["id"])},
+                                status_code=201 if job["created"] else 200)
         specs = body if isinstance(body, list) else [body]
         jobs = await call(queues.enqueue(specs))
         out = [{**public(j), "read_token": read_token(j["id"])} for j in jobs]
@@ -201,9 +219,13 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     async def get_job(job_id: str, request: Request):
-        principal(request).require_read("job", job_id)
+        who = principal(request)
+        who.require_read("job", job_id)
         queue_of(job_id)
-        return public(await call(queues.get(job_id)))
+        job = public(await call(queues.get(job_id)))
+        if who.role != "admin":
+            job["history"] = [{k: v for k, v in h.items() if k not in FENCING} for h in job.get("history") or ()]
+        return job
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], dependencies=[Depends(admin)])
     async def cancel(job_id: str):
@@ -220,21 +242,26 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/events", tags=["events"])
     async def job_events(job_id: str, request: Request, after: int = 0, limit: Limit = 1000):
-        principal(request).require_read("job", job_id)
+        who = principal(request)
+        who.require_read("job", job_id)
         queue_of(job_id)
         await call(queues.get(job_id))
         if "text/event-stream" in request.headers.get("accept", ""):
             after = _last_event_id(request, after)
-            return _sse(hub.follow(queue_of(job_id), "job:" + job_id, after), "seq")
-        return {"events": await call(queues.events(queue_of(job_id), "job:" + job_id, after, min(limit, 1000)))}
+            return _sse(_for(who, hub.follow(queue_of(job_id), "job:" + job_id, after)), "seq")
+        events = await call(queues.events(queue_of(job_id), "job:" + job_id, after, min(limit, 1000)))
+        return {"events": events if who.role == "admin" else [_redact(e) for e in events]}
 
     @app.websocket("/v1/jobs/{job_id}/events")
     async def job_events_ws(websocket: WebSocket, job_id: str, after: int = 0):
+        seen: list[Principal] = []
+
         async def check():
-            principal_ws(websocket).require_read("job", job_id)
+            seen.append(principal_ws(websocket))
+            seen[0].require_read("job", job_id)
             queue_of(job_id)
             await call(queues.get(job_id))
-        await _ws_stream(websocket, check, lambda: hub.follow(queue_of(job_id), "job:" + job_id, after))
+        await _ws_stream(websocket, check, lambda: _for(seen[0], hub.follow(queue_of(job_id), "job:" + job_id, after)))
 
     @app.get("/v1/queues/{queue}/events", tags=["events"], dependencies=[Depends(admin)])
     async def queue_events(queue: str, request: Request, after: int = 0, limit: Limit = 1000):
@@ -262,17 +289,81 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         _check_queue(queue)
         return await call(queues.stats(queue))
 
+    # -- queue control: pause, resume, purge; bulk actions by filter ----------------------
+    async def optional_body(request: Request) -> dict:
+        body = await json_body(request) if await request.body() else {}
+        if not isinstance(body, dict):
+            raise InvalidInput("send a JSON object like {'types': ['echo']}, or no body")
+        return body
+
+    @app.post("/v1/queues/{queue}/pause", tags=["queues"], dependencies=[Depends(admin)])
+    async def queue_pause(queue: str, request: Request):
+        """Start no more jobs of the queue (or of ``{"types": [...]}``); it keeps accepting jobs and running
+        leases finish. The pause holds across restarts until resumed."""
+        _check_queue(queue)
+        body = await optional_body(request)
+        return await call(queues.pause(queue, check_types(body.get("types")), True))
+
+    @app.post("/v1/queues/{queue}/resume", tags=["queues"], dependencies=[Depends(admin)])
+    async def queue_resume(queue: str, request: Request):
+        """Resume the queue (no body), or only ``{"types": [...]}``."""
+        _check_queue(queue)
+        body = await optional_body(request)
+        return await call(queues.pause(queue, check_types(body.get("types")), False))
+
+    @app.post("/v1/queues/{queue}/purge", tags=["queues"], dependencies=[Depends(admin)])
+    async def queue_purge(queue: str, request: Request):
+        """Delete every job waiting for a start (queued, scheduled, retrying), or only of ``types``.
+
+        Send ``{"confirm": "<queue>"}``: a purge cannot be undone. Running jobs are not touched."""
+        _check_queue(queue)
+        body = await optional_body(request)
+        if body.get("confirm") != queue:
+            raise InvalidInput(f"a purge deletes the waiting jobs of queue {queue!r} for good; confirm it with "
+                               f"{{'confirm': {queue!r}}}", field="confirm")
+        unknown = set(body) - {"confirm", "types"}
+        if unknown:
+            raise InvalidInput(f"unknown purge fields {sorted(unknown)}; allowed: confirm, types",
+                               field=sorted(unknown)[0])
+        return await call(queues.purge(queue, check_types(body.get("types"))))
+
+    async def bulk(action: str, request: Request) -> dict:
+        body = await json_body(request)
+        _check_queue(BulkFilter.parse(action, body).queue)  # a bad filter or queue: 4xx, nothing changed
+        return await call(queues.bulk(action, body))
+
+    @app.post("/v1/jobs/cancel", tags=["jobs"], dependencies=[Depends(admin)])
+    async def bulk_cancel(request: Request):
+        """Cancel the jobs matching a filter ``{"queue", "type", "status", "created_after", "created_before",
+        "limit", "cursor"}``, oldest first, ``limit`` (<= 1000) per call; go on with ``next_cursor``."""
+        return await bulk("cancel", request)
+
+    @app.post("/v1/jobs/retry", tags=["jobs"], dependencies=[Depends(admin)])
+    async def bulk_retry(request: Request):
+        """Retry the failed, cancelled or expired jobs matching a filter (as ``POST /v1/jobs/cancel``)."""
+        return await bulk("retry", request)
+
+    @app.post("/v1/jobs/delete", tags=["jobs"], dependencies=[Depends(admin)])
+    async def bulk_delete(request: Request):
+        """Delete the finished jobs matching a filter (as ``POST /v1/jobs/cancel``)."""
+        return await bulk("delete", request)
+
     # -- objects (results in storage) ------------------------------------------------------
     @app.get("/v1/jobs/{job_id}/outputs", tags=["jobs"])
-    async def outputs(job_id: str, request: Request, expires: int = 3600):
-        """Signed, expiring URLs for the objects a job's result names (e.g. a render's video)."""
+    async def outputs(job_id: str, request: Request, expires: float | None = None):
+        """Signed, expiring, absolute URLs for the objects a job's result names (e.g. a render's video).
+
+        ``expires`` (seconds) defaults to DOJO_URL_TTL and is kept within 60 s..7 days; links start
+        at DOJO_PUBLIC_URL, else at the address this request came to.
+        """
         principal(request).require_read("job", job_id)
+        if expires is not None and not URL_TTL_RANGE[0] <= expires <= URL_TTL_RANGE[1]:
+            raise InvalidInput(f"expires must be within {URL_TTL_RANGE[0]:.0f}..{URL_TTL_RANGE[1]:.0f} seconds, "
+                               f"got {expires}; leave it out for DOJO_URL_TTL ({settings.url_ttl:.0f} s)")
         job = await call(queues.get(job_id))
-        result = job.get("result") if isinstance(job.get("result"), dict) else {}
-        urls = {}
-        for name, key in result.items():
-            if isinstance(key, str) and "/" in key and await asyncio.to_thread(_exists, store, key):
-                urls[name] = store.signed_url(key, max(60, min(expires, 7 * 86400)))
+        base = settings.public_url or str(request.base_url)
+        # Only objects in the job's own folder: a result naming another job's object gets no URL for it.
+        urls = await asyncio.to_thread(output_urls, store, outputs_of(job), base, expires or settings.url_ttl)
         return {"job_id": job_id, "status": job["status"], "urls": urls}
 
     @app.get("/v1/objects/{key:path}", tags=["jobs"])
@@ -299,7 +390,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     @app.get("/v1/channels/{name}/messages", tags=["channels"])
     async def channel_backlog(name: str, request: Request, after: int = 0, queue: str = "default"):
-        principal(request).require_read("channel", name)
+        principal(request).require_read("channel", channel_stream(queue, name))
         _check_queue(queue)
         if "text/event-stream" in request.headers.get("accept", ""):
             return _sse(hub.follow(queue, "channel:" + name, _last_event_id(request, after)), "seq")
@@ -308,7 +399,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.websocket("/v1/channels/{name}")
     async def channel_ws(websocket: WebSocket, name: str, after: int = 0, queue: str = "default"):
         async def check():
-            principal_ws(websocket).require_read("channel", name)
+            principal_ws(websocket).require_read("channel", channel_stream(queue, name))
             _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
 
@@ -368,13 +459,23 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     # -- tokens ------------------------------------------------------------------------
     @app.post("/v1/tokens", status_code=201, tags=["auth"], dependencies=[Depends(admin)])
     async def create_token(request: Request):
+        """A read token for one job, or for one channel of one queue (``queue``, default ``default``)."""
         body = await json_body(request)
         if not isinstance(body, dict) or "scope" not in body or "name" not in body:
-            raise InvalidInput("send {'scope': 'job' | 'channel', 'name': <job id or channel>, 'ttl': seconds}")
+            raise InvalidInput("send {'scope': 'job' | 'channel', 'name': <job id or channel>, 'ttl': seconds, "
+                               "'queue': <the channel's queue>}")
+        name = str(body["name"])
         if body["scope"] == "job":
             await call(queues.get(body["name"]))
+        elif body["scope"] == "channel":
+            queue = body.get("queue", "default")
+            if not isinstance(queue, str):
+                raise InvalidInput(f"queue must be a queue name, got {queue!r}")
+            _check_queue(queue)
+            name = channel_stream(queue, name)
         ttl = body.get("ttl", READ_TOKEN_TTL)
-        return {"token": mint(settings.secret, body["scope"], str(body["name"]), ttl), "ttl": ttl}
+        out = {"token": mint(settings.secret, body["scope"], name, ttl), "ttl": ttl}
+        return {**out, "queue": name.split("/", 1)[0]} if body["scope"] == "channel" else out
 
     # -- pull API for workers outside Ray ------------------------------------------------
     @app.post("/v1/queues/{queue}/lease", tags=["workers"], dependencies=[Depends(worker)])
@@ -419,11 +520,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     app.include_router(dashboard_router)
 
     # -- job modules' own routes (e.g. POST /v1/renders) ---------------------------------
-    for module_name in settings.job_modules:
-        module = importlib.import_module(module_name)
-        router = getattr(module, "router", None)
-        if router is not None:
-            app.include_router(router, dependencies=[Depends(admin)])
+    for router in extensions(settings.job_modules, "ROUTES"):
+        app.include_router(router, dependencies=[Depends(admin)])
 
     def principal_ws(websocket: WebSocket) -> Principal:
         return auth.principal(websocket.headers.get("authorization"), websocket.query_params.get("token"))
@@ -435,17 +533,38 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     return app
 
 
+def _refused_one(exc: BaseException) -> int | None:
+    """For the coalescer: which spec of a coalesced call the queue refused (-1: it does not say), or None
+    when the error is the whole call's (a restarting actor, too many queues): then every caller gets it."""
+    cause = _unwrap(exc)
+    if not isinstance(cause, InvalidInput):
+        return None
+    index = cause.context.get("index")
+    return index if isinstance(index, int) else -1
+
+
 class QueueUnavailable(DojoError):
     """The queue's actor is restarting; retry the request shortly (nothing was changed)."""
 
     status = 503
 
 
-def _exists(store, key: str) -> bool:
-    try:
-        return store.exists(key)
-    except DojoError:
-        return False
+
+#: Lease details only the API and worker tokens see: with a fencing token a reader could act on the attempt.
+FENCING = ("token", "runner")
+
+
+def _redact(event: dict) -> dict:
+    data = event.get("data")
+    if isinstance(data, dict) and any(k in data for k in FENCING):
+        return {**event, "data": {k: v for k, v in data.items() if k not in FENCING}}
+    return event
+
+
+async def _for(who: Principal, events):
+    """A job's events as ``who`` may see them: fencing tokens only for the API token."""
+    async for event in events:
+        yield event if who.role == "admin" else _redact(event)
 
 
 def _last_event_id(request: Request, after: int) -> int:
@@ -460,7 +579,7 @@ def _sse(events, key: str) -> StreamingResponse:
             if event is None:
                 yield ": keep-alive\n\n"
             else:
-                yield f"id: {event[key]}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
+                yield f"id: {event[key]}\nevent: {event['kind']}\ndata: {text_of(event)}\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -483,7 +602,7 @@ async def _ws_stream(websocket: WebSocket, check, follow) -> None:
 
     async def pump():
         async for event in follow():
-            await websocket.send_text(json.dumps(event))
+            await websocket.send_text(text_of(event))
 
     async def listen():
         while True:

@@ -84,12 +84,47 @@ def cmd_submit(args) -> None:
     client = Client()
     options = dict(queue=args.queue, priority=args.priority, delay=args.delay, max_attempts=args.max_attempts,
                    timeout=args.timeout, unique_key=args.unique_key)
+    if args.count != 1:
+        if args.count < 1 or args.watch:
+            raise SystemExit("error: --count must be at least 1, and --watch follows one job (leave --count out)")
+        # One request per 1,000 jobs, not one per job.
+        _print_jobs(client.submit_many([{"type": args.type, "payload": _payload(args.payload),
+                                         **{k: v for k, v in options.items() if v is not None}}] * args.count))
+        return
     job = client.submit(args.type, _payload(args.payload), **options)
     if args.watch:
         print(f"submitted {job['id']}", file=sys.stderr)
         _finish(client.wait(job["id"]))
     else:
         _print(job)
+
+
+def cmd_submit_many(args) -> None:
+    """Specs from a file (or - for stdin): a JSON list, or one JSON object per line; 1,000 per request."""
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise SystemExit(f"error: spec file {path} does not exist")
+        text = path.read_text()
+    try:
+        specs = json.loads(text) if text.lstrip().startswith("[") else \
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise SystemExit(f"error: {args.file} is not a JSON list of job specs nor JSON lines ({exc})") from None
+    if not specs or not all(isinstance(spec, dict) for spec in specs):
+        raise SystemExit(f"error: {args.file} holds no job specs; each is an object like "
+                         '{"type": "noop", "payload": {}}')
+    if args.queue:
+        specs = [{**spec, "queue": spec.get("queue", args.queue)} for spec in specs]
+    _print_jobs(Client().submit_many(specs))
+
+
+def _print_jobs(jobs: list[dict]) -> None:
+    """One compact JSON line per job, in the order submitted."""
+    for job in jobs:
+        print(json.dumps({k: job.get(k) for k in ("id", "queue", "type", "status", "created")}))
 
 
 def _finish(job: dict) -> None:
@@ -121,38 +156,6 @@ def _print_report(job: dict) -> None:
         print("result: " + json.dumps(job["result"]))
 
 
-def cmd_render(args) -> None:
-    client = Client()
-    for path in [*args.deck, *([args.script] if args.script else [])]:
-        if not Path(path).is_file():
-            raise SystemExit(f"error: {path} does not exist")
-    job = client.render(args.deck, args.script, engine=args.engine, voice=args.voice, speed=args.speed,
-                        resolution=args.resolution, subtitles=None if args.subtitles is None else args.subtitles,
-                        burn_in=args.burn_in or None)
-    print(f"render queued as {job['id']}", file=sys.stderr)
-    if not args.watch:
-        _print(job)
-        return
-    done = client.wait(job["id"])
-    _finish_render(client, done)
-
-
-def _finish_render(client: Client, job: dict) -> None:
-    if job["status"] != "succeeded":
-        _finish(job)
-    from actors.settings import Settings
-
-    outputs = client.outputs(job["id"])["urls"]
-    result = job["result"]
-    objects = Path(Settings.from_env().objects_dir)
-    print(f"rendered {result.get('duration_s', 0):.1f}s of video from {result.get('slides')} slides")
-    for name in ("video", "subtitles_vtt", "subtitles_srt", "chapters_vtt", "thumbnail", "manifest"):
-        if name in outputs:
-            local = objects / result[name]
-            where = f"  file: {local}" if local.is_file() else ""
-            print(f"{name:>14}: {client.url}{outputs[name]}{where}")
-
-
 def cmd_schedule(args) -> None:
     client = Client()
     if args.action == "add":
@@ -174,49 +177,6 @@ def cmd_schedule(args) -> None:
         _print(client._call("POST", f"/v1/schedules/{args.name}/{action}", queue=args.queue))
 
 
-def cmd_crawl(args) -> None:
-    """Enqueue one clip crawl (the parent fans out a child per streamer) and show its run report."""
-    client = Client()
-    payload = {k: v for k, v in (("source", args.source), ("started_at", args.since), ("ended_at", args.until))
-               if v}
-    if args.fake_helix:
-        payload["fake_helix"] = args.fake_helix
-        if not (args.since or args.until):  # the fake's clips sit in a fixed range: crawl that range
-            payload.update(_fake_helix_range(args.fake_helix))
-    job = client.submit("clips.crawl", payload, queue=args.queue)
-    print(f"crawl queued as {job['id']}", file=sys.stderr)
-    if args.watch:
-        done = client.wait(job["id"])
-        _print_report(done)
-        if done["status"] != "succeeded":
-            raise SystemExit(1)
-    else:
-        _print(job)
-
-
-def cmd_clips(args) -> None:
-    """Write the clip database's clips to a Parquet file (pyarrow)."""
-    from pipelines.clips.db import ClipDB
-    from pipelines.clips.settings import ClipsSettings
-
-    path = Path(args.db or ClipsSettings.from_env().db_path)
-    if not path.exists():
-        raise SystemExit(f"dojo: no clip database at {path}; run `dojo crawl clips` first, or pass --db / set "
-                         "DOJO_CLIPS_DB")
-    count = ClipDB(path).export_parquet(args.out, broadcaster_id=args.broadcaster)
-    print(f"{count} clips written to {args.out}")
-
-
-def _fake_helix_range(url: str) -> dict:
-    base = url.rstrip("/").removesuffix("/helix")
-    try:
-        stats = requests.get(f"{base}/_stats", timeout=10).json()
-    except (requests.RequestException, ValueError) as exc:
-        raise SystemExit(f"dojo: no fake Helix answers at {base} ({type(exc).__name__}); start one with "
-                         "`python -m pipelines.clips.fake_helix --port 8787` or drop --fake-helix") from None
-    return {"started_at": stats["started_at"], "ended_at": stats["ended_at"]}
-
-
 def cmd_list(args) -> None:
     page = Client().list(queue=args.queue, status=args.status, type=args.type, limit=args.limit, cursor=args.cursor)
     for job in page["jobs"]:
@@ -231,11 +191,46 @@ def cmd_watch(args) -> None:
 
 
 def cmd_cancel(args) -> None:
+    if args.id is None:
+        return _bulk("cancel", args)
     _print(Client().cancel(args.id))
 
 
 def cmd_retry(args) -> None:
+    if args.id is None:
+        return _bulk("retry", args)
     _print(Client().retry(args.id))
+
+
+def _bulk(action: str, args) -> None:
+    """``dojo cancel|retry --status ... --type ...``: every job of the filter, a page per request."""
+    from .dashboard.export import parse_time
+
+    if not (args.status or args.type or args.since or args.until):
+        raise SystemExit(f"error: give a job id, or a filter (--status, --type, --since, --until) to {action} "
+                         "every job it matches")
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    total = Client().bulk_all(action, queue=args.queue, status=args.status.split(",") if args.status else None,
+                              type=args.type.split(",") if args.type else None, created_after=since,
+                              created_before=until)
+    print(f"{action}: {total['changed']} jobs changed, {total['skipped']} skipped (changed meanwhile)")
+
+
+def cmd_queue(args) -> None:
+    """``dojo queue pause|resume|purge``."""
+    client = Client()
+    if args.action == "purge":
+        if not args.yes:
+            raise SystemExit(f"error: a purge deletes every waiting job of queue {args.queue!r} for good; "
+                             "add --yes to confirm")
+        answer = client.purge(args.queue, confirm=args.queue, types=args.type)
+        print(f"purged {answer['purged']} waiting jobs of queue {args.queue!r}")
+        return
+    _print(getattr(client, args.action)(args.queue, types=args.type))
 
 
 def cmd_logs(args) -> None:
@@ -309,28 +304,35 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="seconds an attempt may run")
     submit.add_argument("--unique-key")
     submit.add_argument("--watch", action="store_true", help="show live progress until it finishes")
+    submit.add_argument("--count", type=int, default=1, help="enqueue this many such jobs (in batches)")
     submit.set_defaults(func=cmd_submit)
+    many = sub.add_parser("submit-many", help="enqueue the job specs of a file in batches of 1,000")
+    many.add_argument("file", help="a JSON list of specs or JSON lines; - reads stdin")
+    many.add_argument("--queue", default=None, help="queue for the specs that name none")
+    many.set_defaults(func=cmd_submit_many)
 
     for name, func, text in (("get", cmd_get, "show a job"), ("watch", cmd_watch, "live progress of a job"),
                              ("cancel", cmd_cancel, "cancel a job"), ("retry", cmd_retry, "run a failed job again")):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("id")
+        cmd.add_argument("id", nargs="?" if name in ("cancel", "retry") else None)
         cmd.set_defaults(func=func)
+    for name in ("cancel", "retry"):  # or every job of a filter: dojo cancel --status queued --type echo
+        cmd = sub.choices[name]
+        cmd.add_argument("--queue", default="default")
+        cmd.add_argument("--status", help="comma-separated statuses (default: every status the action applies to)")
+        cmd.add_argument("--type", help="comma-separated job types")
+        cmd.add_argument("--since", help="jobs created at or after: epoch seconds, ISO date/time (UTC) or an age")
+        cmd.add_argument("--until", help="jobs created before: same forms as --since")
+
+    queue = sub.add_parser("queue", help="queue control: pause, resume, purge (waiting jobs)")
+    queue.add_argument("action", choices=["pause", "resume", "purge"])
+    queue.add_argument("--queue", default="default")
+    queue.add_argument("--type", action="append", help="only this job type (repeatable)")
+    queue.add_argument("--yes", action="store_true", help="confirm a purge")
+    queue.set_defaults(func=cmd_queue)
 
     get = sub.choices["get"]
     get.add_argument("--report", action="store_true", help="a flow's run report (children, sums, errors)")
-
-    render = sub.add_parser("render", help="upload a deck and render a narrated video")
-    render.add_argument("deck", nargs="+", help="a PDF, images, or a Markdown deck whose notes are the narration")
-    render.add_argument("--script", help="narration per slide (YAML or JSON list)")
-    render.add_argument("--engine", help="openjtalk (Japanese, default), kokoro, piper (English), voicevox")
-    render.add_argument("--voice")
-    render.add_argument("--speed", type=float)
-    render.add_argument("--resolution", help="e.g. 1920x1080")
-    render.add_argument("--subtitles", choices=["true", "false"])
-    render.add_argument("--burn-in", action="store_true")
-    render.add_argument("--no-watch", dest="watch", action="store_false")
-    render.set_defaults(func=cmd_render)
 
     sched = sub.add_parser("schedule", help="cron schedules: add, list, rm, pause, resume, run")
     sched.add_argument("action", choices=["add", "list", "rm", "pause", "resume", "run"])
@@ -342,23 +344,6 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument("--payload")
     sched.add_argument("--queue", default="default")
     sched.set_defaults(func=cmd_schedule)
-
-    crawl = sub.add_parser("crawl", help="collect clips: enqueue a crawl of every streamer")
-    crawl.add_argument("what", choices=["clips"])
-    crawl.add_argument("--source", help="'db' (the clip database's streamers), or a .csv / .parquet file")
-    crawl.add_argument("--since", help="RFC3339 start (default: the lookback window)")
-    crawl.add_argument("--until", help="RFC3339 end")
-    crawl.add_argument("--fake-helix", help="URL of a local fake Helix server (python -m pipelines.clips.fake_helix)")
-    crawl.add_argument("--queue", default="default")
-    crawl.add_argument("--no-watch", dest="watch", action="store_false")
-    crawl.set_defaults(func=cmd_crawl)
-
-    clips = sub.add_parser("clips", help="the clip database: export the collected clips to Parquet")
-    clips.add_argument("action", choices=["export"])
-    clips.add_argument("out", help="output file, e.g. clips.parquet")
-    clips.add_argument("--broadcaster", help="only this broadcaster id")
-    clips.add_argument("--db", help="the clip database (default: DOJO_CLIPS_DB, else <state dir>/clips.sqlite3)")
-    clips.set_defaults(func=cmd_clips)
 
     ls = sub.add_parser("list", help="list jobs, newest first")
     ls.add_argument("--queue", default="default")
@@ -379,7 +364,27 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="jobs created before: same forms as --since")
     export.add_argument("--queue", action="append", help="a queue to export (repeatable; default: every queue)")
     export.set_defaults(func=cmd_export)
+    _add_job_commands(sub)
     return p
+
+
+def _add_job_commands(sub) -> None:
+    """The commands job packages bring (``dojo render``, ``dojo crawl``, ...): each module's ``CLI``."""
+    from types import SimpleNamespace
+
+    from actors.exceptions import ConfigError
+    from actors.jobs import extensions
+    from actors.settings import Settings
+
+    kit = SimpleNamespace(client=Client, print=_print, finish=_finish, report=_print_report)
+    for module_name in Settings.from_env().job_modules:
+        try:
+            adders = extensions([module_name], "CLI")
+        except ConfigError as exc:  # a job package this machine lacks brings no commands
+            print(f"dojo: skipping the commands of {module_name}: {exc}", file=sys.stderr)
+            continue
+        for add_commands in adders:
+            add_commands(sub, kit)
 
 
 def main(argv: list[str] | None = None) -> None:

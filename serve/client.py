@@ -19,8 +19,9 @@ from typing import Any, AsyncIterator, Iterator
 import requests
 
 from actors.settings import Settings
+from actors.store import FINAL
 
-FINAL = ("succeeded", "failed", "cancelled")
+from .coalesce import Coalescer, ThreadCoalescer
 
 
 class ApiError(Exception):
@@ -45,6 +46,28 @@ def _defaults(url: str | None, token: str | None) -> tuple[str, str]:
 
 def _spec(type: str, payload: Any, options: dict) -> dict:
     return {"type": type, "payload": payload, **{k: v for k, v in options.items() if v is not None}}
+
+
+#: Jobs per ``POST /v1/jobs`` (the queue's limit per call).
+MAX_BATCH = 1000
+
+
+def _batches(specs: list[dict]) -> list[list[int]]:
+    """Indexes of ``specs`` grouped into requests: one queue per request, at most MAX_BATCH jobs each."""
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise TypeError(f"expected a list of job specs (dicts), got {type(specs).__name__}")
+    by_queue: dict[Any, list[int]] = {}
+    for index, spec in enumerate(specs):
+        by_queue.setdefault(spec.get("queue", "default"), []).append(index)
+    return [indexes[i:i + MAX_BATCH] for indexes in by_queue.values() for i in range(0, len(indexes), MAX_BATCH)]
+
+
+def _refused_one(exc: BaseException) -> int | None:
+    """Which spec of a batched POST the API refused (-1: not said), or None when the whole request was."""
+    if not isinstance(exc, ApiError) or exc.status not in (400, 413, 422):
+        return None
+    index = exc.body.get("index") if isinstance(exc.body, dict) else None
+    return index if isinstance(index, int) else -1
 
 
 class _Bar:
@@ -111,12 +134,25 @@ def _redraws(stream) -> bool:
         return False
 
 
+def _types(types: list[str] | None) -> dict:
+    return {} if types is None else {"types": list(types)}
+
+
 class Client:
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
+    """The API from synchronous code.
+
+    ``submit`` from many threads at once shares requests: callers that arrive while a
+    ``POST /v1/jobs`` of their queue is in flight go together in the next one (a list), and each
+    still gets its own job or its own error (``batch=False`` sends one request per call).
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30,
+                 batch: bool = True):
         self.url, token = _defaults(url, token)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
+        self._batcher = ThreadCoalescer(self._post_many, _refused_one) if batch else None
 
     def _call(self, method: str, path: str, body: Any = None, **params) -> Any:
         response = self.session.request(method, self.url + path, params={k: v for k, v in params.items()
@@ -133,9 +169,26 @@ class Client:
 
     def submit(self, type: str, payload: Any = None, **options) -> dict:
         """Enqueue one job; options: queue, priority, delay, run_at, max_attempts, timeout, unique_key, ..."""
-        return self._call("POST", "/v1/jobs", _spec(type, payload, options))
+        spec = _spec(type, payload, options)
+        if self._batcher is None:
+            return self._call("POST", "/v1/jobs", spec)
+        return self._batcher.submit(spec.get("queue", "default"), spec)
 
     def submit_many(self, specs: list[dict]) -> list[dict]:
+        """Enqueue many jobs in as few requests as possible (one per queue and 1,000 jobs); in order.
+
+        Each request is all-or-nothing: a refused spec raises ``ApiError`` (its ``index`` in the body
+        counts within that request) and the jobs of requests sent before it stay enqueued.
+        """
+        out: list[Any] = [None] * len(specs)
+        for indexes in _batches(specs):
+            for index, job in zip(indexes, self._call("POST", "/v1/jobs", [specs[i] for i in indexes])):
+                out[index] = job
+        return out
+
+    def _post_many(self, queue: Any, specs: list[dict]) -> list[dict]:
+        if len(specs) == 1:
+            return [self._call("POST", "/v1/jobs", specs[0])]
         return self._call("POST", "/v1/jobs", specs)
 
     def get(self, job_id: str) -> dict:
@@ -155,6 +208,34 @@ class Client:
 
     def stats(self, queue: str = "default") -> dict:
         return self._call("GET", f"/v1/queues/{queue}")
+
+    # -- queue control -------------------------------------------------------------
+    def pause(self, queue: str = "default", types: list[str] | None = None) -> dict:
+        """Start no more jobs of the queue (or of ``types``); running jobs finish. Holds until resumed."""
+        return self._call("POST", f"/v1/queues/{queue}/pause", _types(types))
+
+    def resume(self, queue: str = "default", types: list[str] | None = None) -> dict:
+        return self._call("POST", f"/v1/queues/{queue}/resume", _types(types))
+
+    def purge(self, queue: str = "default", *, confirm: str, types: list[str] | None = None) -> dict:
+        """Delete the queue's jobs waiting for a start; ``confirm`` must repeat the queue's name."""
+        return self._call("POST", f"/v1/queues/{queue}/purge", {"confirm": confirm, **_types(types)})
+
+    def bulk(self, action: str, **filters) -> dict:
+        """One page of ``POST /v1/jobs/{cancel,retry,delete}`` (filters: queue, type, status, created_after,
+        created_before, limit, cursor)."""
+        return self._call("POST", f"/v1/jobs/{action}", {k: v for k, v in filters.items() if v is not None})
+
+    def bulk_all(self, action: str, **filters) -> dict:
+        """Every page of a bulk action; returns the summed ``changed`` and ``skipped``."""
+        total = {"action": action, "changed": 0, "skipped": 0}
+        while True:
+            page = self.bulk(action, **filters)
+            total["changed"] += page["changed"]
+            total["skipped"] += page["skipped"]
+            if not page["next_cursor"]:
+                return total
+            filters["cursor"] = page["next_cursor"]
 
     def render(self, deck: str | list[str], script: str | None = None, **options) -> dict:
         """Upload a deck (PDF, images, or a Markdown deck with speaker notes) and queue its render.
@@ -244,9 +325,17 @@ class Client:
 
 
 class AsyncClient:
-    def __init__(self, url: str | None = None, token: str | None = None):
+    """The API from asyncio code.
+
+    Concurrent ``submit`` calls share requests (``serve.coalesce.Coalescer``): the ones made in the
+    same loop turn, or while a ``POST /v1/jobs`` of their queue is in flight, go together as a list;
+    each caller still gets its own job or its own error (``batch=False``: one request per call).
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, batch: bool = True):
         self.url, self.token = _defaults(url, token)
         self._session = None
+        self._batcher = Coalescer(self._post_many, _refused_one, max_inflight=2) if batch else None
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -278,9 +367,23 @@ class AsyncClient:
             return data
 
     async def submit(self, type: str, payload: Any = None, **options) -> dict:
-        return await self._call("POST", "/v1/jobs", _spec(type, payload, options))
+        """Enqueue one job (see ``Client.submit``); concurrent calls share requests."""
+        spec = _spec(type, payload, options)
+        if self._batcher is None:
+            return await self._call("POST", "/v1/jobs", spec)
+        return await self._batcher.submit(spec.get("queue", "default"), spec)
 
     async def submit_many(self, specs: list[dict]) -> list[dict]:
+        """Enqueue many jobs in as few requests as possible (see ``Client.submit_many``); in order."""
+        out: list[Any] = [None] * len(specs)
+        for indexes in _batches(specs):
+            for index, job in zip(indexes, await self._call("POST", "/v1/jobs", [specs[i] for i in indexes])):
+                out[index] = job
+        return out
+
+    async def _post_many(self, queue: Any, specs: list[dict]) -> list[dict]:
+        if len(specs) == 1:
+            return [await self._call("POST", "/v1/jobs", specs[0])]
         return await self._call("POST", "/v1/jobs", specs)
 
     async def get(self, job_id: str) -> dict:
@@ -300,6 +403,18 @@ class AsyncClient:
 
     async def stats(self, queue: str = "default") -> dict:
         return await self._call("GET", f"/v1/queues/{queue}")
+
+    async def pause(self, queue: str = "default", types: list[str] | None = None) -> dict:
+        return await self._call("POST", f"/v1/queues/{queue}/pause", _types(types))
+
+    async def resume(self, queue: str = "default", types: list[str] | None = None) -> dict:
+        return await self._call("POST", f"/v1/queues/{queue}/resume", _types(types))
+
+    async def purge(self, queue: str = "default", *, confirm: str, types: list[str] | None = None) -> dict:
+        return await self._call("POST", f"/v1/queues/{queue}/purge", {"confirm": confirm, **_types(types)})
+
+    async def bulk(self, action: str, **filters) -> dict:
+        return await self._call("POST", f"/v1/jobs/{action}", {k: v for k, v in filters.items() if v is not None})
 
     async def outputs(self, job_id: str) -> dict:
         """Signed URLs of the objects a job produced (e.g. a render's video)."""

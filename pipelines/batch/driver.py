@@ -40,10 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from actors.store import FINAL
+
 from .job import BATCH, RESULT_COLUMNS, public_url, record, recorded, rendering, to_parquet
 from .manifest import ManifestError, Row, read_manifest
 
-FINAL = ("succeeded", "failed", "cancelled")
 QUEUE = "default"
 
 
@@ -134,7 +135,7 @@ def batch_key(rows: list[Row], force: bool) -> str:
 
 def build_payload(rows: list[Row], store, manifest: str, force: bool) -> tuple[dict, list[str]]:
     """The batch job's payload; inputs of rows to render go into the store (their keys are returned too)."""
-    from pipelines.render.routes import store_inputs, validate_render
+    from pipelines.render.inputs import store_inputs, validate_render
 
     entries, stored = [], []
     for row in rows:
@@ -206,7 +207,7 @@ def run_direct(rows: list[Row], manifest: str, *, force: bool = False, out: str 
     from actors.facade import Queues
     from actors.settings import Settings
     from actors.storage import store_from_settings
-    from pipelines.render.routes import delete_inputs
+    from pipelines.render.inputs import delete_inputs
 
     _connect_ray()
     settings = Settings.from_env()

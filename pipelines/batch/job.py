@@ -55,12 +55,9 @@ def record(store, row_key: str, job_id: str, result: dict) -> None:
 
 def public_url(settings, store, key: str | None) -> str | None:
     """A signed URL of a stored object that works from outside: the API's public base for the local store."""
-    from actors.storage import LocalStore
+    from actors.storage import public_link
 
-    if not key:
-        return None
-    url = store.signed_url(key, settings.url_ttl)
-    return settings.public_base + url if isinstance(store, LocalStore) else url
+    return public_link(store, key, settings.public_base, settings.url_ttl) if key else None
 
 
 def validate_batch(payload: Any) -> None:

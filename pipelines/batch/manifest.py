@@ -173,7 +173,7 @@ def read_manifest(path: str | os.PathLike, max_bytes: int | None = None) -> list
     from actors.exceptions import DojoError
     from actors.settings import Settings
     from pipelines.render.job import RenderOptions
-    from pipelines.render.routes import validate_render
+    from pipelines.render.inputs import validate_render
 
     limit = max_bytes or Settings().max_upload_bytes
     table = read_table(path)

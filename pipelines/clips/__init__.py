@@ -7,5 +7,8 @@ Layers, from the edge inwards:
 - ``helix``: the HTTP client (cursor, windows, rate-limit headers, retries);
 - ``db``: the clip database (streamers, idempotent clip upserts, Parquet export);
 - ``crawl``: ``crawl_streamer``, one streamer's work as a plain async function;
-- ``jobs``: the dojo job types ``clips.crawl`` (parent) and ``clips.streamer`` (child).
+- ``jobs``: the dojo job types ``clips.crawl`` (parent) and ``clips.streamer`` (child);
+- ``cli``: ``dojo crawl clips`` and ``dojo clips export`` (found through ``CLI`` below).
 """
+
+CLI = "pipelines.clips.cli:add_commands"

@@ -233,3 +233,4 @@ def summarize_children(ctx: JobContext, payload: Any, outcomes: list) -> dict:
 # The decorator has no on_children_done argument yet; attach the callback to the registered type.
 crawl.job_type = dataclasses.replace(crawl.job_type, on_children_done=summarize_children)
 register_type(crawl.job_type)
+

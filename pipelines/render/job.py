@@ -476,6 +476,3 @@ def render(ctx: JobContext, payload: dict) -> dict:
 
     return run_render(ctx, payload, store_from_settings(Settings.from_env()))
 
-
-# The API mounts a job module's `router`: POST /v1/renders lives beside the job.
-from .routes import router  # noqa: E402,F401

@@ -6,10 +6,9 @@ narration per slide) and the options of ``RenderOptions`` as form fields
 (``engine``, ``voice``, ``speed``, ``resolution`` or ``width``/``height``,
 ``pad_before``, ``pad_after``, ``subtitles``, ``burn_in``).
 
-Bad input changes nothing: every check (sizes, types by content, image
-headers, ZIP bombs, file names, counts, text lengths, options) runs before the
-first byte is stored; if storing or enqueueing fails, what was stored is
-deleted. Errors answer with the status of the dojo error and its
+Bad input changes nothing: every check (``inputs.validate_render``) runs
+before the first byte is stored; if storing or enqueueing fails, what was
+stored is deleted. Errors answer with the status of the dojo error and its
 ``{"error", "message"}`` body.
 
 The app provides ``app.state.dojo`` (the queue facade with ``async enqueue``)
@@ -18,9 +17,6 @@ and optionally ``app.state.store`` (an object store; else built from settings).
 
 from __future__ import annotations
 
-import secrets
-from typing import TYPE_CHECKING
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -28,58 +24,13 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from actors.exceptions import DojoError, InvalidInput, PayloadTooLarge
 
-from .deck import Deck, Limits, check_name, load_deck, sniff
-
-if TYPE_CHECKING:  # job.py imports this module to mount its router, so the job is imported when used
-    from .job import RenderOptions
+from .deck import Limits, check_name
+from .inputs import delete_inputs, store_inputs, validate_render
 
 router = APIRouter()
 
 _OPTION_FIELDS = ("engine", "voice", "speed", "resolution", "width", "height", "pad_before", "pad_after",
                   "subtitles", "burn_in", "fps", "loudness")
-_EXTENSIONS = {"pdf": "pdf", "png": "png", "jpeg": "jpg", "zip": "zip", "markdown": "md"}
-
-
-def validate_render(files: list[tuple[str, bytes]], script: tuple[str, bytes] | None, options: dict,
-                    limits: Limits = Limits()) -> tuple[Deck, RenderOptions]:
-    """Every check of a render request; raises InvalidInput and touches no storage."""
-    from .job import RenderOptions
-
-    render_options = RenderOptions.from_dict(options)
-    deck = load_deck(files, script, limits)
-    return deck, render_options
-
-
-def store_inputs(store, files: list[tuple[str, bytes]], script: tuple[str, bytes] | None,
-                 options: RenderOptions) -> dict:
-    """Store validated inputs under fresh keys (never the user's file names); return the job payload."""
-    prefix = f"inputs/u_{secrets.token_hex(8)}"
-    deck_keys = [f"{prefix}/deck-{i:03d}.{_EXTENSIONS.get(sniff(data), 'bin')}" for i, (_, data) in enumerate(files)]
-    script_key = f"{prefix}/script.txt" if script else None
-    written: list[str] = []
-    try:
-        for key, (_, data) in zip(deck_keys, files):
-            store.put_bytes(key, data)
-            written.append(key)
-        if script:
-            store.put_bytes(script_key, script[1])
-            written.append(script_key)
-    except BaseException:
-        delete_inputs(store, written)
-        raise
-    payload = {"deck": deck_keys, "names": [name for name, _ in files], "options": options.to_dict()}
-    if script:
-        payload["script"] = script_key
-        payload["script_name"] = script[0]
-    return payload
-
-
-def delete_inputs(store, keys: list[str]) -> None:
-    for key in keys:
-        try:
-            store.delete(key)
-        except Exception:  # best effort: the original error is what the caller needs
-            pass
 
 
 def _store(request: Request):

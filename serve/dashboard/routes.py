@@ -27,16 +27,19 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from actors.exceptions import DojoError, Forbidden, InvalidInput, NotFound
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.facade import DEFAULT_QUEUE, live_queues, queue_files
+from actors.retention import outputs_of
+from actors.storage import output_urls
+from actors.store import FINAL
 
 from ..http import check_queue, read_json, with_keepalive
 from . import session as sessions
+from .logins import LoginBook, TooManyLogins
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 PAGES = HERE / "pages"
-FINAL = ("succeeded", "failed", "cancelled")
 BULK_MAX = 500
 PAGE_NAMES = ("", "jobs", "cluster", "schedules")
 
@@ -45,12 +48,21 @@ router = APIRouter(include_in_schema=False)
 
 # -- helpers -----------------------------------------------------------------------------------
 def _secret(request) -> str:
-    return request.app.state.settings.secret
+    """The key of the dashboard's cookies and CSRF tokens (a new API token ends every session)."""
+    settings = request.app.state.settings
+    return sessions.session_key(settings.secret, settings.api_token)
+
+
+def _logins(request) -> LoginBook:
+    book = getattr(request.app.state, "logins", None)
+    if book is None:
+        book = request.app.state.logins = LoginBook(Path(request.app.state.settings.state_dir) / "dashboard.sqlite3")
+    return book
 
 
 def _session(request: Request | WebSocket) -> sessions.Session:
     return sessions.require(request.app.state.auth, _secret(request), request.headers.get("authorization"),
-                            request.cookies.get(sessions.COOKIE))
+                            request.cookies.get(sessions.COOKIE), ended=_logins(request).ended)
 
 
 def _write_session(request: Request) -> sessions.Session:
@@ -138,14 +150,23 @@ async def login(request: Request):
     form = await request.form()
     token = str(form.get("token") or "").strip()
     next_path = _safe_next(str(form.get("next") or ""))
+    book, client = _logins(request), request.client.host if request.client else "?"
+    try:
+        book.check(client)  # before the token is compared: past the limit, guesses learn nothing
+    except TooManyLogins as exc:
+        page = _login_page(exc.message, next_path, status=429)
+        page.headers["Retry-After"] = str(exc.context["retry_after"])
+        return page
     try:
         request.app.state.auth.principal(f"Bearer {token}" if token else None).require_admin()
     except DojoError:
+        book.failed(client)
         return _login_page("That is not this server's API token (`dojo token` prints it).", next_path)
-    value, _ = sessions.new_session(settings.secret)
+    value, _ = sessions.new_session(_secret(request))
     response = RedirectResponse(next_path, status_code=303)
+    secure = request.url.scheme == "https" or settings.public_url.startswith("https://")
     response.set_cookie(sessions.COOKIE, value, max_age=sessions.SESSION_TTL, path="/dashboard", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+                        samesite="strict", secure=secure)
     return response
 
 
@@ -155,6 +176,8 @@ async def logout(request: Request):
     form = await request.form()
     sent = request.headers.get(sessions.CSRF_HEADER) or str(form.get("csrf") or "")
     sessions.check_csrf(_secret(request), who, "POST", sent)
+    if who.via == "cookie":  # the cookie stops working on the server too, not only in this browser
+        _logins(request).end(who.nonce, who.expires)
     response = RedirectResponse("/dashboard", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/dashboard", httponly=True, samesite="strict")
     return response
@@ -254,20 +277,10 @@ async def api_outputs(job_id: str, request: Request):
     """Signed, expiring URLs for the objects the job's result names (a render's ``video``, ...)."""
     _session(request)
     job = await call(request.app.state.queues.get(job_id))
-    store = request.app.state.store
-    result = job.get("result") if isinstance(job.get("result"), dict) else {}
-    urls = {}
-    for name, key in result.items():
-        if isinstance(key, str) and "/" in key and await asyncio.to_thread(_exists, store, key):
-            urls[name] = store.signed_url(key, 3600)
+    # Same-origin paths for the page (the browser may know the API by another name than DOJO_PUBLIC_URL).
+    urls = await asyncio.to_thread(output_urls, request.app.state.store, outputs_of(job), "", 3600)
     return {"job_id": job_id, "urls": urls}
 
-
-def _exists(store, key: str) -> bool:
-    try:
-        return store.exists(key)
-    except DojoError:
-        return False
 
 
 @router.post("/dashboard/api/jobs")

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from urllib.parse import parse_qs, urlsplit
 import uuid
 from pathlib import Path
 
@@ -127,16 +128,23 @@ async def test_render_through_the_api(api, headers, tmp_path):
         urls = outputs["urls"]
         assert {"video", "manifest", "thumbnail", "subtitles_vtt", "subtitles_srt"} <= set(urls)
 
-        def absolute(url):
-            return url if url.startswith("http") else api + url
+        # Absolute links at the address the request came to, expiring after DOJO_URL_TTL (1 day), not a year.
+        assert all(url.startswith(api + "/v1/objects/") for url in urls.values()), urls
+        expiry = int(parse_qs(urlsplit(urls["video"]).query)["exp"][0])
+        assert expiry - 86400 - 5 <= time.time() <= expiry - 86400 + 60
+        for wrong in ("0", "59", "604801", "soon"):
+            status, body = await get(s, f"{api}/v1/jobs/{job['id']}/outputs?expires={wrong}", headers)
+            assert 400 <= status < 500 and "expires" in json.dumps(body), (wrong, status, body)
+        status, short = await get(s, f"{api}/v1/jobs/{job['id']}/outputs?expires=600", headers)
+        assert status == 200 and int(parse_qs(urlsplit(short["urls"]["video"]).query)["exp"][0]) <= time.time() + 601
 
-        async with s.get(absolute(urls["manifest"])) as r:  # the signature is the credential: no token
+        async with s.get(urls["manifest"]) as r:  # the signature is the credential: no token
             assert r.status == 200
             manifest = json.loads(await r.read())
-        async with s.get(absolute(urls["video"])) as r:
+        async with s.get(urls["video"]) as r:
             assert r.status == 200
             (tmp_path / "video.mp4").write_bytes(await r.read())
-        async with s.get(absolute(urls["video"]).replace("sig=", "sig=0")) as r:
+        async with s.get(urls["video"].replace("sig=", "sig=0")) as r:
             assert r.status == 401
 
     info = decode(tmp_path / "video.mp4")

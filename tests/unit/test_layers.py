@@ -1,0 +1,50 @@
+"""The layers point one way: job processes load no web framework, the API and CLI name no job package."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_job_processes_import_no_web_framework():
+    code = ("import sys, actors.runner\n"
+            "from actors.jobs import load_modules\n"
+            "from actors.settings import DEFAULT_JOB_MODULES\n"
+            "load_modules(DEFAULT_JOB_MODULES)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'serve')))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_serve_names_no_job_package():
+    offenders = {str(path.relative_to(ROOT)): sorted(n for n in imported_modules(path) if n.split(".")[0] == "pipelines")
+                 for path in (ROOT / "serve").rglob("*.py")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_job_packages_bring_their_routes_and_commands():
+    from actors.jobs import extensions
+    from actors.settings import DEFAULT_JOB_MODULES
+
+    routes = extensions(DEFAULT_JOB_MODULES, "ROUTES")
+    assert [route.path for router in routes for route in router.routes] == ["/v1/renders"]
+    done = subprocess.run([sys.executable, "-m", "serve.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for command in ("render", "crawl", "clips"):
+        assert command in done.stdout.split("positional arguments:")[0], done.stdout
