@@ -108,9 +108,6 @@ class Queues:
         """Create the queue (idempotent): its actor starts and its database is written."""
         return await self.actor(queue, create=True).ping.remote()
 
-    def forget(self, queue: str) -> None:
-        self._actors.pop(queue, None)
-
     async def enqueue(self, specs: list[dict]) -> list[dict]:
         """Enqueue specs (possibly for several queues); results come back in the order given."""
         if not isinstance(specs, list) or not specs:

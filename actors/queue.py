@@ -410,9 +410,6 @@ class JobQueue(QueueControl):
         """Types with jobs ready to lease (an upper bound: heaps hold stale entries)."""
         return {t: len(h) for t, h in self._ready.items() if h and not self._lane_paused(t)}
 
-    def next_due(self) -> float | None:
-        return self._delayed[0][0] if self._delayed else None
-
     # -- leasing -----------------------------------------------------------
     def lease(self, runner: str, types: Iterable[str] | None, n: int, now: float, *, ttl: float | None = None,
               node: str | None = None, pid: int | None = None) -> list[dict]:
@@ -745,9 +742,6 @@ class JobQueue(QueueControl):
 
     def runner_tokens(self, runner: str) -> set[int]:
         return set(self._runner_tokens.get(runner, ()))
-
-    def runners(self) -> set[str]:
-        return set(self._runner_tokens)
 
     # -- time --------------------------------------------------------------
     def promote_due(self, now: float) -> int:

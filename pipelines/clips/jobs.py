@@ -33,7 +33,7 @@ from datetime import timedelta
 from typing import Any, Coroutine
 
 from actors.exceptions import InvalidInput
-from actors.jobs import JobContext, job, register_type
+from actors.jobs import JobContext, job
 
 from .crawl import crawl_streamer, time_range
 from .cluster_db import open_clip_db
@@ -161,7 +161,33 @@ def validate_streamer(payload: Any) -> None:
 # -- job types --------------------------------------------------------------------------------
 
 
-@job(CRAWL, max_attempts=3, timeout=300, num_cpus=0.1, validate=validate_crawl)
+def summarize_children(ctx: JobContext, payload: Any, outcomes: list) -> dict:
+    """The run report of one crawl: totals of the children's summaries, errors grouped by message.
+
+    ``outcomes`` are the children's final states; each is read as a dict with
+    ``status`` and ``result`` (the child's summary) or ``error``.
+    """
+    totals = {name: 0 for name in SUMMARY_FIELDS}
+    statuses: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for outcome in outcomes:
+        outcome = outcome if isinstance(outcome, dict) else getattr(outcome, "__dict__", {})
+        status = str(outcome.get("status", "unknown"))
+        statuses[status] = statuses.get(status, 0) + 1
+        result = outcome.get("result")
+        if isinstance(result, dict):
+            for name in SUMMARY_FIELDS:
+                value = result.get(name)
+                if isinstance(value, (int, float)):
+                    totals[name] += value
+        error = outcome.get("error")
+        if error:
+            message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+            errors[message] = errors.get(message, 0) + 1
+    return {"streamers": len(outcomes), "statuses": statuses, **totals, "errors": errors}
+
+
+@job(CRAWL, max_attempts=3, timeout=300, num_cpus=0.1, validate=validate_crawl, on_children_done=summarize_children)
 def crawl(ctx: JobContext, payload: dict | None) -> dict:
     """Fan out: one ``clips.streamer`` child per streamer, enqueued in one call."""
     payload = payload or {}
@@ -202,35 +228,3 @@ async def _crawl_one(ctx: JobContext, payload: dict, settings: ClipsSettings) ->
             window=timedelta(hours=payload.get("window_hours") or settings.window_hours),
             first=payload.get("first") or settings.page_size, progress=ctx.progress,
         )
-
-
-def summarize_children(ctx: JobContext, payload: Any, outcomes: list) -> dict:
-    """The run report of one crawl: totals of the children's summaries, errors grouped by message.
-
-    ``outcomes`` are the children's final states; each is read as a dict with
-    ``status`` and ``result`` (the child's summary) or ``error``.
-    """
-    totals = {name: 0 for name in SUMMARY_FIELDS}
-    statuses: dict[str, int] = {}
-    errors: dict[str, int] = {}
-    for outcome in outcomes:
-        outcome = outcome if isinstance(outcome, dict) else getattr(outcome, "__dict__", {})
-        status = str(outcome.get("status", "unknown"))
-        statuses[status] = statuses.get(status, 0) + 1
-        result = outcome.get("result")
-        if isinstance(result, dict):
-            for name in SUMMARY_FIELDS:
-                value = result.get(name)
-                if isinstance(value, (int, float)):
-                    totals[name] += value
-        error = outcome.get("error")
-        if error:
-            message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-            errors[message] = errors.get(message, 0) + 1
-    return {"streamers": len(outcomes), "statuses": statuses, **totals, "errors": errors}
-
-
-# The decorator has no on_children_done argument yet; attach the callback to the registered type.
-crawl.job_type = dataclasses.replace(crawl.job_type, on_children_done=summarize_children)
-register_type(crawl.job_type)
-
