@@ -2,7 +2,12 @@
 
 Scoped tokens let a browser open one job's (or one channel's) event stream
 without holding the API token: ``dojo.<scope>.<name>.<expiry>.<signature>``,
-signed with HMAC-SHA256 by the server secret.
+signed with HMAC-SHA256 by the server secret. A channel token names its queue
+too (``<queue>/<channel>``): it reads that channel of that queue and nothing else.
+
+A token travels in ``Authorization: Bearer``. ``?token=`` is read only where a
+browser cannot send that header (a WebSocket handshake, an ``EventSource``),
+so it does not end up in URLs that are bookmarked, shared or logged elsewhere.
 """
 
 from __future__ import annotations
@@ -67,9 +72,25 @@ def mint(secret: str, scope: str, name: str, ttl: float, now: float | None = Non
         raise InvalidInput("ttl must be between 1 second and 30 days")
     if not name or len(name) > 200:
         raise InvalidInput("the name of a token's scope must be 1-200 characters")
+    if scope == "channel" and "/" not in name:
+        raise InvalidInput("a channel token names its queue: channel_stream(queue, channel)")
     expiry = int((now or time.time()) + ttl)
     body = f"{scope}.{_b64(name)}.{expiry}"
     return f"dojo.{body}.{_sign(secret, body)}"
+
+
+def channel_stream(queue: str, channel: str) -> str:
+    """The name a channel token is bound to: one channel of one queue."""
+    return f"{queue}/{channel}"
+
+
+def query_token_allowed(method: str, accept: str | None, websocket: bool = False) -> bool:
+    """Where ``?token=`` counts: a WebSocket handshake or an event stream (``EventSource``).
+
+    Everywhere else a client can send ``Authorization: Bearer``, and a token in a
+    URL is one that lands in histories, proxies' logs and Referer headers.
+    """
+    return websocket or (method in ("GET", "HEAD") and "text/event-stream" in (accept or ""))
 
 
 class Authenticator:
