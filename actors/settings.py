@@ -94,6 +94,9 @@ class Settings:
     #: DOJO_MAX_QUEUES: most queues this dojo holds (each is an actor process on the head);
     #: creating one more is refused with 409. Queues are made only by the API token's enqueues.
     max_queues: int = 64
+    #: DOJO_PULL_TYPES: job types that pull workers (the worker token) may lease besides the external
+    #: ones, comma-separated; ``type`` for every queue, ``queue:type`` for one. Empty: external types only.
+    pull_types: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -116,6 +119,7 @@ class Settings:
             public_url=env.get("DOJO_PUBLIC_URL", "").strip().rstrip("/"),
             url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
             max_queues=_env_int("DOJO_MAX_QUEUES", 64),
+            pull_types=_env_list("DOJO_PULL_TYPES", ""),
             objects_key=env.get("DOJO_OBJECTS_KEY", ""),
         )
         if not URL_TTL_RANGE[0] <= settings.url_ttl <= URL_TTL_RANGE[1]:
@@ -188,7 +192,17 @@ class Settings:
             "DOJO_PUBLIC_URL": self.public_url,
             "DOJO_URL_TTL": str(self.url_ttl),
             "DOJO_MAX_QUEUES": str(self.max_queues),
+            "DOJO_PULL_TYPES": ",".join(self.pull_types),
         }
+
+    def pull_types_of(self, queue: str) -> set[str]:
+        """The non-external job types pull workers may lease in ``queue`` (DOJO_PULL_TYPES)."""
+        out = set()
+        for entry in self.pull_types:
+            where, _, name = entry.rpartition(":")
+            if not where or where == queue:
+                out.add(name)
+        return out
 
     def job_env(self) -> dict[str, str]:
         """The environment of a job's process: ``env()`` without JOB_SECRETS, with the object URL key."""
