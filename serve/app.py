@@ -16,7 +16,7 @@ from typing import Annotated
 import ray
 from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
@@ -76,7 +76,8 @@ def error_response(exc: DojoError) -> JSONResponse:
 def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     app = FastAPI(title="dojo", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Durable jobs on Ray: enqueue, watch live progress, fetch results. "
-                              "Send 'Authorization: Bearer <token>' (or ?token= for browsers).")
+                              "Send 'Authorization: Bearer <token>' (browsers may pass ?token= to WebSocket "
+                              "and event-stream routes only).")
     queues = queues or Queues(settings)
     hub = Hub(queues)
     auth = Authenticator(settings.api_token, settings.worker_token, settings.secret)
@@ -169,12 +170,10 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     async def openapi():
         return app.openapi()
 
-    @app.get("/docs", include_in_schema=False, dependencies=[Depends(admin)])
-    async def docs(request: Request):
-        from fastapi.openapi.docs import get_swagger_ui_html
-
-        token = request.query_params.get("token", "")
-        return get_swagger_ui_html(openapi_url=f"/openapi.json?token={token}", title="dojo API")
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """The Swagger UI lives under the dashboard's session (its assets served by dojo, not a CDN)."""
+        return RedirectResponse("/dashboard/docs", status_code=307)
 
     # -- jobs --------------------------------------------------------------------
     @app.post("/v1/jobs", status_code=201, tags=["jobs"], dependencies=[Depends(admin)],

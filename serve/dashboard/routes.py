@@ -195,6 +195,39 @@ async def static(name: str, request: Request):
     return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
 
 
+# -- the API's docs (Swagger UI from a package, under the dashboard's session: no token in any URL) ----
+SWAGGER_ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js")
+
+
+@router.get("/dashboard/docs")
+async def docs_page(request: Request):
+    try:
+        _session(request)
+    except DojoError:
+        return _login_page(next_path="/dashboard/docs", status=401)
+    return HTMLResponse((PAGES / "docs.html").read_text(),
+                        headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP,
+                                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"})
+
+
+@router.get("/dashboard/docs/{name}")
+async def docs_asset(name: str, request: Request):
+    _session(request)
+    if name not in SWAGGER_ASSETS:
+        raise NotFound(f"no docs asset {name!r}")
+    import fastapi_offline
+
+    media = "text/css" if name.endswith(".css") else "text/javascript"
+    return FileResponse(Path(fastapi_offline.__file__).parent / "static" / name, media_type=media,
+                        headers={"Cache-Control": "max-age=86400"})
+
+
+@router.get("/dashboard/openapi.json")
+async def docs_spec(request: Request):
+    _session(request)
+    return JSONResponse(request.app.openapi())
+
+
 async def _page(request: Request):
     try:
         who = _session(request)

@@ -9,6 +9,12 @@ field) equal to ``csrf_token(nonce)``, which the server writes into the page
 it serves; another site can neither read it nor make the browser send it.
 Requests with ``Authorization: Bearer <API token>`` need no CSRF token (the
 browser never attaches one on its own).
+
+Sessions end on the server, not only in the browser: the signing key is
+derived from the secret *and* the API token (``session_key``), so a new API
+token ends every session; logging out records the session's nonce as ended
+(``logins.LoginBook``) until it would have expired. The cookie is ``Secure``
+when the dashboard is reached over https (``DOJO_PUBLIC_URL=https://...``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,12 @@ COOKIE = "dojo_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL = 12 * 3600
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def session_key(secret: str, api_token: str) -> str:
+    """The key of cookies and CSRF tokens: changes with the secret and with the API token."""
+    fingerprint = hashlib.sha256(api_token.encode()).hexdigest()
+    return hmac.new(secret.encode(), f"dashboard sessions|{fingerprint}".encode(), hashlib.sha256).hexdigest()
 
 
 def _sign(secret: str, purpose: str, message: str) -> str:
@@ -86,12 +98,14 @@ def same_origin(origin: str | None, host: str | None) -> bool:
     return origin.split("://", 1)[-1].rstrip("/") == host
 
 
-def require(auth, secret: str, authorization: str | None, cookie: str | None) -> Session:
-    """The caller's session: a valid bearer API token, else a valid session cookie."""
+def require(auth, secret: str, authorization: str | None, cookie: str | None, ended=None) -> Session:
+    """The caller's session: a valid bearer API token, else a valid session cookie that has not ended."""
     if authorization:
         auth.principal(authorization).require_admin()
         return Session("bearer")
     session = read_session(secret, cookie)
     if session is None:
         raise Unauthorized("log in to the dashboard at /dashboard (or send 'Authorization: Bearer <API token>')")
+    if ended is not None and ended(session.nonce):
+        raise Unauthorized("this dashboard session has ended (logged out); log in again at /dashboard")
     return session
