@@ -51,28 +51,34 @@ class Heartbeat(threading.Thread):
                 return []
             reports, self.outbox = self.outbox, []
             self.in_call += 1
+        leases: list[dict] = []
         try:
-            return self.call(self.actor.runner_lease, self.runner_id, self.lane, reports, want, wait,
-                             self.node, self.pid)
+            leases = self.call(self.actor.runner_lease, self.runner_id, self.lane, reports, want, wait,
+                               self.node, self.pid)
+            return leases
         finally:
             with self.lock:
                 self.in_call -= 1
+                self.pending += leases  # held (and heartbeated) from the moment they arrive until claimed
 
-    def report(self, report: dict) -> None:
-        with self.lock:
-            self.outbox.append(report)
-
-    def hold(self, leases: list[dict]) -> None:
-        with self.lock:
-            self.pending = list(leases)
-
-    def claim(self, lease: dict) -> bool:
-        """Start a held lease; False once the runner retires (the lease is given back instead)."""
+    def claim(self, lease: dict, cancelled: threading.Event) -> stopping.Attempt | None:
+        """Begin a held lease's attempt on this thread; None once the runner retires (it is given back)."""
         with self.lock:
             if self.retiring.is_set():
-                return False
+                return None
             self.pending = [p for p in self.pending if p["token"] != lease["token"]]
-            return True
+            return ATTEMPTS.begin(lease["token"], cancelled)
+
+    def finish(self, attempt: stopping.Attempt, report: dict) -> None:
+        """End an attempt with its report in the outbox, in one step.
+
+        A leased token is always in exactly one place under ``self.lock``: pending, running, or
+        reported. A retiring runner that looked in between (attempt ended, report not yet queued)
+        handed back nothing for it and ended its process: the job was lost though it had succeeded.
+        """
+        with self.lock:
+            self.outbox.append(report)
+            ATTEMPTS.end(attempt)
 
     @staticmethod
     def park() -> None:
@@ -116,13 +122,7 @@ class Heartbeat(threading.Thread):
                 return
             self.retiring.set()
         log.warning("runner %s retires: %s", self.runner_id, why)
-        deadline = time.monotonic() + stopping.DRAIN_S
-        while (ATTEMPTS.live_tokens() or self.in_call) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with self.lock:
-            reports, self.outbox = self.outbox, []
-            released, self.pending = [p["token"] for p in self.pending], []
-        interrupted = ATTEMPTS.live_tokens()
+        reports, released, interrupted = self.hand_back(stopping.DRAIN_S)
         try:
             if reports:
                 self.call(self.actor.runner_lease, self.runner_id, self.lane, reports, 0, 0.0, self.node, self.pid)
@@ -132,3 +132,15 @@ class Heartbeat(threading.Thread):
             log.exception("runner %s could not hand back its work", self.runner_id)
         stopping.kill_all_children()
         os._exit(1)
+
+    def hand_back(self, drain: float) -> tuple[list[dict], list[int], list[int]]:
+        """Once retiring: wait up to ``drain`` s for running attempts and lease calls, then take
+        (reports to send, unstarted leases to release, attempts still running to interrupt)."""
+        deadline = time.monotonic() + drain
+        while (ATTEMPTS.live_tokens() or self.in_call) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self.lock:  # one consistent view: every token is pending, still running, or reported
+            reports, self.outbox = self.outbox, []
+            released, self.pending = [p["token"] for p in self.pending], []
+            interrupted = ATTEMPTS.live_tokens()
+        return reports, released, interrupted

@@ -25,7 +25,7 @@ import ray
 from .heartbeat import Heartbeat
 from .queue import LANE_SEP
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
-from .stopping import ATTEMPTS, install_spawn_hook
+from .stopping import install_spawn_hook
 from .settings import NAMESPACE, scrub_job_secrets
 
 log = logging.getLogger(__name__)
@@ -209,21 +209,23 @@ def _route_output(capture) -> None:
     sys.stdout.local.target, sys.stderr.local.target = capture if capture else (None, None)
 
 
-def execute(actor, lease: dict, registry, heartbeat: Heartbeat | None) -> dict:
-    """Run one leased attempt; return its report (never raises).
+def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
+    """Run one leased attempt and queue its report with the heartbeat; return the report (never raises).
 
-    The attempt is registered in ``stopping.ATTEMPTS`` while it runs: that is how a stop finds its
-    cancel event and the child processes it spawned, and what the heartbeat extends.
+    None if the runner retired before the attempt began (the heartbeat gives the lease back). The
+    attempt is registered in ``stopping.ATTEMPTS`` while it runs: that is how a stop finds its cancel
+    event and the child processes it spawned, and what the heartbeat extends.
     """
-    job_type = registry.get(lease["type"])
     cancelled = threading.Event()
+    attempt = heartbeat.claim(lease, cancelled)
+    if attempt is None:
+        return None
+    heartbeat.wake.set()
+    job_type = registry.get(lease["type"])
     reporter = _Reporter(actor, lease)
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
                      max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled)
     report = {"token": lease["token"], "job_id": lease["job_id"], "type": lease["type"]}
-    attempt = ATTEMPTS.begin(lease["token"], cancelled)
-    if heartbeat is not None:
-        heartbeat.wake.set()
     started = time.perf_counter()
     capture = _capture_output(actor, lease["token"], reporter.sent)
     _route_output(capture)
@@ -250,7 +252,7 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat | None) -> dict:
         for stream in capture:
             stream.close_attempt()
         reporter.settle()  # the outcome must not overtake the attempt's last progress and log lines
-        ATTEMPTS.end(attempt)
+        heartbeat.finish(attempt, report)
     return report
 
 
@@ -305,12 +307,10 @@ def _run_serial(actor, registry, heartbeat: Heartbeat, most: int) -> int:
             if heartbeat.retiring.is_set():
                 heartbeat.park()
             return ran
-        heartbeat.hold(leases)
         started = time.perf_counter()
         for lease in leases:
-            if not heartbeat.claim(lease):
-                heartbeat.park()
-            heartbeat.report(execute(actor, lease, registry, heartbeat))
+            if execute(actor, lease, registry, heartbeat) is None:
+                heartbeat.park()  # retiring: the rest of the batch is given back
         ran += len(leases)
         per_job = (time.perf_counter() - started) / len(leases)
         want = max(1, min(most, int(BATCH_TARGET_S / max(per_job, 1e-6))))
@@ -343,9 +343,7 @@ def _run_threaded(actor, registry, heartbeat: Heartbeat, threads: int) -> int:
                         heartbeat.park()
                     return ran
             done, in_flight = wait(in_flight, timeout=BATCH_TARGET_S, return_when=FIRST_COMPLETED)
-            for future in done:
-                heartbeat.report(future.result())
-            ran += len(done)
+            ran += sum(future.result() is not None for future in done)
 
 
 def _call(method, *args, attempts: int = 60):

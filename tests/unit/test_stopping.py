@@ -2,7 +2,9 @@
 
 import random
 import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -64,3 +66,51 @@ def test_a_stop_kills_the_attempts_own_children_and_leaves_other_attempts_childr
         stopping.ATTEMPTS.end(other)
         neighbour.kill()
         neighbour.wait()
+
+
+class _Actor:
+    """Just enough of the queue actor for ``runner.execute`` and a ``Heartbeat`` (no Ray)."""
+
+    def __init__(self, leases: list[dict]):
+        self.leases = leases
+        self.runner_lease = self.give_back = self
+        self.progress = self.log_lines = self
+
+    def remote(self, *args):
+        return None
+
+    def call(self, method, *args):
+        leases, self.leases = self.leases, []
+        return leases
+
+
+def test_a_retiring_runner_finds_every_lease_reported_released_or_interrupted(monkeypatch):
+    """An attempt that ended is reported in the same step: a runner that retires at that instant
+    must not hand back nothing for it (its process then ends and the job, done, would be lost)."""
+    from actors import runner
+    from actors.heartbeat import Heartbeat
+    from actors.jobs import JobType
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # execute() routes the streams; pytest restores them
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    release = threading.Event()
+    registry = {"quick": JobType(name="quick", perform=lambda ctx, p: "done"),
+                "slow": JobType(name="slow", perform=lambda ctx, p: release.wait(30))}
+    leases = [{"token": 9100 + i, "job_id": f"j{i}", "type": kind, "queue": "q", "attempt": 1, "max_attempts": 1,
+               "payload": None} for i, kind in enumerate(["quick", "slow", "quick"])]
+    actor = _Actor(leases)
+    beat = Heartbeat(actor, "r", "quick", 1.0, actor.call)
+    assert beat.lease(3, 0.0) == leases and [p["token"] for p in beat.pending] == [9100, 9101, 9102]
+    assert runner.execute(actor, leases[0], registry, beat)["outcome"] == "succeeded"
+    slow = threading.Thread(target=runner.execute, args=(actor, leases[1], registry, beat))
+    slow.start()
+    try:
+        while stopping.ATTEMPTS.get(9101) is None:
+            time.sleep(0.01)
+        beat.retiring.set()
+        assert runner.execute(actor, leases[2], registry, beat) is None  # retiring: not begun, given back
+        reports, released, interrupted = beat.hand_back(drain=0.1)
+    finally:
+        release.set()
+        slow.join()
+    assert [r["token"] for r in reports] == [9100] and released == [9102] and 9101 in interrupted
