@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator
 
 import ray
 
+from .bulk import BulkFilter
 from .exceptions import InvalidInput, TooManyQueues, UnknownQueue
 from .queue import QUEUE_NAME, queue_of
 from .runner import actor_name
@@ -138,6 +139,22 @@ class Queues:
 
     async def delete(self, job_id: str) -> None:
         return await self.actor(queue_of(job_id)).delete.remote(job_id)
+
+    async def pause(self, queue: str, types: list[str] | None, paused: bool) -> dict:
+        """Pause (``paused``) or resume a queue, or only ``types`` in it."""
+        return await self.actor(queue).pause.remote(types, paused)
+
+    async def purge(self, queue: str, types: list[str] | None = None) -> dict:
+        """Remove the queue's jobs waiting for a start (of ``types`` only, when given)."""
+        return await self.actor(queue).purge.remote(types)
+
+    async def bulk(self, action: str, filters: dict) -> dict:
+        """Cancel, retry or delete one page of the jobs matching ``filters`` (see actors/bulk.py)."""
+        spec = BulkFilter.parse(action, filters)  # a bad filter is refused before any actor is asked
+        if spec.cursor is not None and queue_of(spec.cursor) != spec.queue:
+            raise InvalidInput(f"cursor {spec.cursor!r} is a job of another queue; send the next_cursor of the "
+                               "previous call", field="cursor")
+        return await self.actor(spec.queue).bulk.remote(action, filters)
 
     async def events(self, queue: str, stream: str, after: int, limit: int = 1000) -> list[dict]:
         return await self.actor(queue).events.remote(stream, after, _positive(limit))
