@@ -117,6 +117,23 @@ class QueueControl:
         self.store.put_control("throttle", rule["key"], self.throttle.started(rule, now))
         return False
 
+    # -- fair shares: running jobs per group (actors/groups.py) ---------------------------------
+    def _group_count(self, job: dict, change: int) -> None:
+        group = job.get("group")
+        if not group:
+            return
+        key = group["key"]
+        running = self._group_running[key] = self._group_running[key] + change
+        if change > 0 and group.get("limit"):
+            self._group_limit[key] = group["limit"]
+        if running <= 0:
+            del self._group_running[key]
+            self._group_limit.pop(key, None)
+
+    def _group_full(self, key: str) -> bool:
+        limit = self._group_limit.get(key)
+        return limit is not None and self._group_running.get(key, 0) >= limit
+
     # -- the tick ------------------------------------------------------------------------
     def _control_due(self, now: float) -> None:
         """Expire unstarted jobs past their deadline, free throttled jobs, forget ended dedup windows."""

@@ -46,6 +46,8 @@ from . import schedules as cron
 from .buckets import Buckets
 from .control import QueueControl
 from .expiry import Expiry, expires_at
+from . import groups
+from .groups import Lane
 from .exceptions import NotFound
 from .jobs import Backoff, JobType, Resources, get_type
 from .pauses import Pauses
@@ -62,7 +64,7 @@ QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 KEY_MAX = 200
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
              "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
-             "expires_in", "dedup", "debounce", "throttle"}
+             "expires_in", "dedup", "debounce", "throttle", "group"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class JobQueue(QueueControl):
         self.rng = rng or random.Random()
         self.ids = JobIds(name)
         self.jobs: dict[str, dict] = {}  # unfinished jobs
-        self._ready: dict[str, list] = defaultdict(list)  # lane -> heap of (-priority, ready_at, id, ver)
+        self._ready: dict[str, Lane] = defaultdict(Lane)  # lane -> (-priority, ready_at, id, ver) by group, in turns
         self._delayed: list = []  # heap of (run_at, id, ver)
         self._ver: dict[str, int] = {}
         self._unique: dict[str, str] = {}
@@ -179,6 +181,8 @@ class JobQueue(QueueControl):
         self.throttle = admission.Throttle(store.controls("throttle"))
         self._debounced: dict[str, str] = {}  # debounce key -> the job waiting out its quiet period
         self._throttled: list = []  # heap of (may start at, id, ver): queued jobs held back by their throttle
+        self._group_running: dict[str, int] = defaultdict(int)  # group key -> its running jobs
+        self._group_limit: dict[str, int] = {}  # group key -> the cap of its latest job that has one
         self._load()
 
     # -- loading -----------------------------------------------------------
@@ -211,6 +215,7 @@ class JobQueue(QueueControl):
                     heapq.heappush(self._deadlines, (lease["deadline"], lease["token"]))
                 if record.get("concurrency_key"):
                     self._key_running[record["concurrency_key"]] += 1
+                self._group_count(record, +1)
         for record in self.jobs.values():
             if record.get("children") is not None:
                 # The table is the truth: a parent row saved before a crash may lag its children's rows.
@@ -301,7 +306,7 @@ class JobQueue(QueueControl):
         parent_id = spec.get("parent_id")
         if parent_id is not None:
             queue_of(parent_id)
-        control = admission.parse(spec)
+        control = {**admission.parse(spec), "group": groups.parse(spec)}
         if control["debounce"]:
             run_at = now + control["debounce"]["period"]
         expires = expires_at(spec, run_at, now)
@@ -393,7 +398,8 @@ class JobQueue(QueueControl):
         return ver
 
     def _push_ready(self, job: dict) -> None:
-        heapq.heappush(self._ready[lane_of(job)], (-job["priority"], job["run_at"], job["id"], self._bump(job)))
+        self._ready[lane_of(job)].push((-job["priority"], job["run_at"], job["id"], self._bump(job)),
+                                       (job.get("group") or {}).get("key"))
 
     def _push_delayed(self, job: dict) -> None:
         heapq.heappush(self._delayed, (job["run_at"], job["id"], self._bump(job)))
@@ -424,7 +430,10 @@ class JobQueue(QueueControl):
             if heap and self._lane_paused(lane):
                 continue  # a paused type keeps its jobs queued; leases already held run on
             while heap and len(leases) < n:
-                _, _, job_id, ver = heapq.heappop(heap)
+                entry = heap.pop(self._group_full)
+                if entry is None:
+                    break  # every group with ready jobs is at its cap
+                _, _, job_id, ver = entry
                 job = self.jobs.get(job_id)
                 if job is None or job["status"] != "queued" or self._ver.get(job_id) != ver:
                     continue
@@ -449,6 +458,7 @@ class JobQueue(QueueControl):
         job["started_at"] = job["started_at"] or now
         if job["concurrency_key"]:
             self._key_running[job["concurrency_key"]] += 1
+        self._group_count(job, +1)
         self._running[token] = job["id"]
         self._runner_tokens[runner].add(token)
         heapq.heappush(self._expiry, (now + ttl, token))
@@ -589,6 +599,7 @@ class JobQueue(QueueControl):
             tokens.discard(token)
             if not tokens:
                 del self._runner_tokens[runner]
+        self._group_count(job, -1)
         key = job["concurrency_key"]
         if key:
             self._key_running[key] -= 1

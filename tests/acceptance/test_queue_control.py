@@ -209,3 +209,46 @@ async def test_dedup_debounce_and_throttle_through_the_api(api, headers):
                          for j in throttled])
         for t in starts:
             assert sum(1 for u in starts if t <= u < t + 1) <= 2, starts
+
+
+async def test_fair_shares_every_small_tenant_starts_before_the_big_tenants_100th_job(api, headers):
+    q = "ctl-fair"
+    async with aiohttp.ClientSession() as s:
+        await call(s, "PUT", f"{api}/v1/queues/{q}", headers)
+        await call(s, "POST", f"{api}/v1/queues/{q}/pause", headers)
+        for _ in range(10):
+            await enqueue(s, api, headers, [{"type": "echo", "queue": q, "group": {"key": "big"}}] * 1000)
+        small = {}
+        for i in range(9):
+            jobs = await enqueue(s, api, headers, [{"type": "echo", "queue": q, "group": {"key": f"t{i}"}}] * 10)
+            small.update({j["id"]: f"t{i}" for j in jobs})
+        status, stats = await call(s, "GET", f"{api}/v1/queues/{q}", headers)
+        assert stats["counts"]["queued"] == 10_090
+        status, page = await call(s, "GET", f"{api}/v1/queues/{q}/events?after=0&limit=1000", headers)
+        after = max(e["gseq"] for e in page["events"]) if page["events"] else 0
+        while page["events"]:
+            status, page = await call(s, "GET", f"{api}/v1/queues/{q}/events?after={after}&limit=1000", headers)
+            after = max([after] + [e["gseq"] for e in page["events"]])
+        await call(s, "POST", f"{api}/v1/queues/{q}/resume", headers)
+        for job_id in small:
+            await wait_status(s, api, headers, job_id, {"succeeded"}, timeout=120)
+        await call(s, "POST", f"{api}/v1/queues/{q}/pause", headers)
+        order = []
+        while True:
+            status, page = await call(s, "GET", f"{api}/v1/queues/{q}/events?after={after}&limit=1000", headers)
+            if not page["events"]:
+                break
+            after = page["events"][-1]["gseq"]
+            order += [e["data"]["job_id"] for e in page["events"]
+                      if e["kind"] == "status" and e["data"].get("status") == "running"]
+        big_starts = [i for i, job_id in enumerate(order) if job_id not in small]
+        firsts = {}
+        for i, job_id in enumerate(order):
+            firsts.setdefault(small.get(job_id), i)
+        assert len(big_starts) >= 100 or len(firsts) == 10, (len(big_starts), firsts)
+        hundredth = big_starts[99] if len(big_starts) >= 100 else len(order)
+        for tenant in (f"t{i}" for i in range(9)):
+            assert firsts[tenant] < hundredth, (tenant, firsts[tenant], hundredth)
+        status, answer = await call(s, "POST", f"{api}/v1/queues/{q}/purge", headers, {"confirm": q})
+        assert status == 200
+        await call(s, "POST", f"{api}/v1/queues/{q}/resume", headers)

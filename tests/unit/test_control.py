@@ -226,3 +226,41 @@ def test_bulk_filters_take_only_statuses_their_action_applies_to():
     assert f.matches({"status": "queued", "type": "x", "created_at": T0})
     assert not f.matches({"status": "queued", "type": "x", "created_at": T0 + 10})
     assert not f.matches({"status": "running", "type": "x", "created_at": T0})
+
+
+# -- fair shares ---------------------------------------------------------------------------
+def test_every_small_tenant_starts_before_the_big_tenants_100th_job(q):
+    big = q.enqueue_many([{"type": "echo", "group": {"key": "big"}} for _ in range(1000)], T0)
+    for _ in range(9):
+        q.enqueue_many([{"type": "echo", "group": {"key": "big"}} for _ in range(1000)], T0)
+    small = {f"t{i}": [job["id"] for job, _ in q.enqueue_many(
+        [{"type": "echo", "group": {"key": f"t{i}"}} for _ in range(10)], T0 + 1)] for i in range(9)}
+    big_ids = {job["id"] for job, _ in big}
+    order: list[str] = []
+    while len(order) < 200:
+        order += started(q, T0 + 2, n=7)
+    tenant_of = {job_id: tenant for tenant, ids in small.items() for job_id in ids}
+    hundredth_big = [i for i, job_id in enumerate(order) if job_id not in tenant_of][99]
+    for tenant in small:
+        first = next(i for i, job_id in enumerate(order) if tenant_of.get(job_id) == tenant)
+        assert first < hundredth_big, tenant
+    assert order[0] in big_ids  # the oldest job still starts first
+
+
+def test_a_group_limit_caps_its_running_jobs_and_frees_a_slot_when_one_ends(q, path):
+    capped = [enqueue(q, group={"key": "a", "limit": 2})["id"] for _ in range(5)]
+    free = [enqueue(q, group={"key": "b"})["id"] for _ in range(3)]
+    first = started(q, T0, n=100)
+    assert sorted(first) == sorted(capped[:2] + free)
+    q = reopen(q, path, now=T0 + 1)  # running counts are rebuilt from the running jobs
+    assert started(q, T0 + 1) == []
+    token = q.jobs[capped[0]]["lease"]["token"]
+    q.complete(token, None, T0 + 2)
+    assert started(q, T0 + 2) == [capped[2]]
+
+
+def test_group_input_is_checked(q):
+    for group, field in (({"limit": 1}, "group"), ({"key": ""}, "group.key"), ({"key": "a", "limit": 0}, "group.limit")):
+        with pytest.raises(InvalidInput) as caught:
+            enqueue(q, group=group)
+        assert caught.value.context["field"] == field
