@@ -97,6 +97,10 @@ class Settings:
     #: DOJO_PULL_TYPES: job types that pull workers (the worker token) may lease besides the external
     #: ones, comma-separated; ``type`` for every queue, ``queue:type`` for one. Empty: external types only.
     pull_types: tuple[str, ...] = ()
+    #: DOJO_MAX_STREAMS / DOJO_MAX_STREAMS_PER_TOKEN: live streams (WebSocket, event-stream) an API replica
+    #: keeps open in all, and for one token or dashboard session; one more is refused (429, close code 4429).
+    max_streams: int = 1000
+    max_streams_per_token: int = 100
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -120,6 +124,8 @@ class Settings:
             url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
             max_queues=_env_int("DOJO_MAX_QUEUES", 64),
             pull_types=_env_list("DOJO_PULL_TYPES", ""),
+            max_streams=_env_int("DOJO_MAX_STREAMS", 1000),
+            max_streams_per_token=_env_int("DOJO_MAX_STREAMS_PER_TOKEN", 100),
             objects_key=env.get("DOJO_OBJECTS_KEY", ""),
         )
         if not URL_TTL_RANGE[0] <= settings.url_ttl <= URL_TTL_RANGE[1]:
@@ -193,6 +199,8 @@ class Settings:
             "DOJO_URL_TTL": str(self.url_ttl),
             "DOJO_MAX_QUEUES": str(self.max_queues),
             "DOJO_PULL_TYPES": ",".join(self.pull_types),
+            "DOJO_MAX_STREAMS": str(self.max_streams),
+            "DOJO_MAX_STREAMS_PER_TOKEN": str(self.max_streams_per_token),
         }
 
     def pull_types_of(self, queue: str) -> set[str]:

@@ -33,6 +33,8 @@ from .auth import Authenticator, Principal, channel_stream, mint, query_token_al
 from .coalesce import Coalescer
 from .http import BodyLimit, check_queue, read_json, with_keepalive
 from .hub import ALL, Hub, text_of
+from .openapi import allowed_methods, install as install_openapi
+from .streams import StreamCaps
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,10 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             return JSONResponse({"error": "NotFound", "message": f"no route {request.method} {request.url.path}; "
                                  "see /docs for the API"}, status_code=404)
         if exc.status_code == 405:
+            allow = allowed_methods(app, request.scope)
             return JSONResponse({"error": "MethodNotAllowed", "message": f"{request.method} is not allowed on "
-                                 f"{request.url.path}; see /docs"}, status_code=405)
+                                 f"{request.url.path}; use {', '.join(allow)} (see /docs)"}, status_code=405,
+                                headers={"Allow": ", ".join(allow)})
         return JSONResponse({"error": "HTTPError", "message": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -117,6 +121,8 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     # The body is counted as it streams, whatever reads it. Added before the middleware below, so it
     # is inside it: its BodyTooLarge reaches the error handlers as itself, not in an ExceptionGroup.
     app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(StreamCaps, total=settings.max_streams, per_token=settings.max_streams_per_token)
+    install_openapi(app)
 
     @app.middleware("http")
     async def ray_errors(request: Request, call_next):

@@ -483,8 +483,9 @@ async def job_logs(job_id: str, request: Request, after: int = 0, limit: int = 1
     then one ``end`` event (``{"status"}``) when the job is finished.
     """
     auth = request.app.state.auth
-    auth.principal(request.headers.get("authorization"), request.query_params.get("token")).require_read("job",
-                                                                                                        job_id)
+    streams = follow or "text/event-stream" in request.headers.get("accept", "")
+    token = request.query_params.get("token") if streams and request.method == "GET" else None
+    auth.principal(request.headers.get("authorization"), token).require_read("job", job_id)
     queue_of(job_id)
     if not 1 <= limit <= 1000:
         raise InvalidInput(f"limit must be within 1..1000, got {limit}")
