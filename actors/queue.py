@@ -890,7 +890,8 @@ class JobQueue(QueueControl):
         previous = self.schedules.get(schedule["name"])
         if previous:
             schedule.update(created_at=previous["created_at"], fired=previous["fired"],
-                            last_run=previous["last_run"], last_job_id=previous["last_job_id"])
+                            last_run=previous["last_run"], last_job_id=previous["last_job_id"],
+                            buffered=previous.get("buffered"))
         self.schedules[schedule["name"]] = schedule
         self.store.put_schedule(schedule["name"], schedule)
         return schedule
@@ -922,19 +923,33 @@ class JobQueue(QueueControl):
         """Enqueue one job for each schedule whose tick has come; advance it in the same commit."""
         fired = []
         for schedule in self.schedules.values():
-            if schedule["paused"] or schedule["next_run"] > now:
+            if schedule["paused"]:
                 continue
-            tick, following = cron.due_tick(schedule, now)
-            if tick is not None:
-                job = self._fire(schedule, now, str(int(tick)))
-                if job is not None:
-                    fired.append(job)
-            else:
+            if schedule.get("buffered") is not None and not self._schedule_busy(schedule):
+                tick, schedule["buffered"] = schedule["buffered"], None  # the previous run is over: its turn
+                fired += [job for job in [self._fire(schedule, now, str(int(tick)))] if job is not None]
+            if schedule["next_run"] > now:
+                continue
+            ticks, following = cron.due_ticks(schedule, now)
+            if not ticks:
                 log.info("schedule %s missed its tick while down; policy skip", schedule["name"],
                          extra={"queue": self.name})
+            for tick in ticks:
+                overlap = schedule.get("overlap", "allow")
+                if overlap != "allow" and self._schedule_busy(schedule):
+                    if overlap == "buffer_one":
+                        schedule["buffered"] = tick
+                    log.info("schedule %s tick %d: its previous job is unfinished; overlap %s", schedule["name"],
+                             tick, overlap, extra={"queue": self.name})
+                    continue
+                fired += [job for job in [self._fire(schedule, now, str(int(tick)))] if job is not None]
             schedule["next_run"] = following
             self.store.put_schedule(schedule["name"], schedule)
         return fired
+
+    def _schedule_busy(self, schedule: dict) -> bool:
+        """Whether the schedule's latest job is unfinished (its overlap policy then applies)."""
+        return schedule.get("last_job_id") in self.jobs
 
     def _fire(self, schedule: dict, now: float, tick: str) -> dict | None:
         spec = {**schedule["job"], "queue": self.name, "unique_key": f"schedule:{schedule['name']}:{tick}"}

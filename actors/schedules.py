@@ -7,6 +7,13 @@ tick's identity (``schedule:<name>:<tick epoch>``), so a restart can neither
 skip nor repeat a tick. Ticks missed while the cluster was down follow the
 schedule's ``missed`` policy: ``skip`` (fire nothing for them; the next
 regular tick fires) or ``run_once`` (fire one job for the latest missed tick).
+
+``catchup_window`` (seconds, default 60): a missed tick no older than this is
+caught up (fired late, oldest first; at most ``MAX_CATCHUP`` of them), as
+Temporal does; older ones follow ``missed``. ``overlap`` says what a tick does
+while the schedule's previous job is unfinished: ``allow`` (default: fire
+anyway), ``skip`` (fire nothing for it) or ``buffer_one`` (keep the latest such
+tick and fire it as soon as the previous job is final; one at most).
 """
 
 from __future__ import annotations
@@ -21,8 +28,12 @@ from .exceptions import InvalidInput
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 MISSED = ("skip", "run_once")
-#: A tick this late still counts as on time (the actor may be busy or restarting).
+OVERLAP = ("allow", "skip", "buffer_one")
+#: A tick this late still counts as on time (the actor may be busy or restarting): the default catchup_window.
 GRACE_S = 60.0
+MAX_CATCHUP_WINDOW = 365 * 24 * 3600.0
+#: The most missed ticks one catch-up fires (the latest ones).
+MAX_CATCHUP = 100
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -61,10 +72,10 @@ def validate(data, now: float) -> dict:
     """A new schedule record from API input, or InvalidInput; the job spec is checked by the queue."""
     if not isinstance(data, dict):
         raise InvalidInput("a schedule is an object: {'name', 'cron', 'timezone', 'job': {job spec}, 'missed'}")
-    unknown = set(data) - {"name", "cron", "timezone", "job", "missed", "paused"}
+    unknown = set(data) - {"name", "cron", "timezone", "job", "missed", "paused", "overlap", "catchup_window"}
     if unknown:
         raise InvalidInput(f"unknown schedule fields {sorted(unknown)}; allowed: name, cron, timezone, job, missed, "
-                           "paused")
+                           "paused, overlap, catchup_window")
     name = data.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidInput(f"schedule name must match {NAME.pattern}, got {name!r}")
@@ -74,15 +85,42 @@ def validate(data, now: float) -> dict:
     missed = data.get("missed", "skip")
     if missed not in MISSED:
         raise InvalidInput(f"missed must be one of {list(MISSED)}, got {missed!r}")
+    overlap = data.get("overlap", "allow")
+    if overlap not in OVERLAP:
+        raise InvalidInput(f"overlap must be one of {list(OVERLAP)}, got {overlap!r}", field="overlap")
+    window = data.get("catchup_window", GRACE_S)
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= MAX_CATCHUP_WINDOW:
+        raise InvalidInput(f"catchup_window must be seconds within 0..{MAX_CATCHUP_WINDOW:.0f}, got {window!r}",
+                           field="catchup_window")
     job = data.get("job")
     if not isinstance(job, dict) or "type" not in job:
         raise InvalidInput("job must be a job spec like {'type': 'clips.crawl', 'payload': {...}}")
     if "unique_key" in job or "delay" in job or "run_at" in job:
         raise InvalidInput("a scheduled job spec may not set unique_key, delay or run_at; the schedule sets them")
     return {"name": name, "cron": data["cron"], "timezone": zone, "missed": missed, "job": job,
+            "overlap": overlap, "catchup_window": float(window), "buffered": None,
             "paused": bool(data.get("paused", False)), "created_at": now,
             "next_run": next_after(data["cron"], zone, now), "last_run": None, "last_job_id": None,
             "fired": 0}
+
+
+def due_ticks(schedule: dict, now: float) -> tuple[list[float], float]:
+    """(the ticks to fire now, oldest first; the next_run after them) for a schedule whose next_run has come.
+
+    Every tick from ``next_run`` to ``now`` within ``catchup_window`` is fired; when none is, ``run_once``
+    still fires the latest one.
+    """
+    window = schedule.get("catchup_window", GRACE_S)
+    following = next_after(schedule["cron"], schedule["timezone"], now)
+    latest = latest_at_or_before(schedule["cron"], schedule["timezone"], now)
+    ticks, tick = [], latest
+    # Walk back from the latest tick while it is inside the window and not before next_run.
+    while tick >= schedule["next_run"] - 0.001 and now - tick <= window and len(ticks) < MAX_CATCHUP:
+        ticks.append(tick)
+        tick = latest_at_or_before(schedule["cron"], schedule["timezone"], tick - 0.002)
+    if not ticks and schedule["missed"] == "run_once":
+        ticks = [latest]
+    return ticks[::-1], following
 
 
 def due_tick(schedule: dict, now: float) -> tuple[float | None, float]:

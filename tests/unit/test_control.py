@@ -264,3 +264,36 @@ def test_group_input_is_checked(q):
         with pytest.raises(InvalidInput) as caught:
             enqueue(q, group=group)
         assert caught.value.context["field"] == field
+
+
+# -- schedules: overlap and catch-up ---------------------------------------------------------
+HOUR0 = 1_767_261_600.0  # 2026-01-01 10:00:00 UTC, on an hourly tick
+
+
+def test_schedule_overlap_skip_buffer_one_and_allow(q):
+    for policy in ("skip", "buffer_one", "allow"):
+        q.add_schedule({"name": policy, "cron": "0 * * * *", "job": {"type": "echo"}, "overlap": policy}, HOUR0)
+    first = {j["unique_key"].split(":")[1]: j for j in q.fire_schedules(HOUR0 + 3600)}
+    assert set(first) == {"skip", "buffer_one", "allow"}
+    # The first jobs are still unfinished at the next two ticks.
+    second = [j["unique_key"].split(":")[1] for j in q.fire_schedules(HOUR0 + 7200)]
+    third = [j["unique_key"].split(":")[1] for j in q.fire_schedules(HOUR0 + 10800)]
+    assert second == ["allow"] and third == ["allow"]
+    assert q.schedule("buffer_one")["buffered"] == HOUR0 + 10800  # the latest tick waits, one at most
+    for job in first.values():
+        q.cancel(job["id"], HOUR0 + 10801)
+    [buffered] = q.fire_schedules(HOUR0 + 10802)
+    assert buffered["unique_key"] == f"schedule:buffer_one:{int(HOUR0 + 10800)}"
+    assert q.schedule("buffer_one")["buffered"] is None and q.fire_schedules(HOUR0 + 10803) == []
+
+
+def test_missed_ticks_within_the_catchup_window_are_fired_oldest_first(q):
+    q.add_schedule({"name": "c", "cron": "0 * * * *", "job": {"type": "echo"}, "catchup_window": 3 * 3600 + 60},
+                   HOUR0)
+    fired = q.fire_schedules(HOUR0 + 5 * 3600 + 30)  # down for five ticks
+    ticks = [int(j["unique_key"].split(":")[2]) for j in fired]
+    assert ticks == [int(HOUR0 + h * 3600) for h in (2, 3, 4, 5)]
+    assert q.schedule("c")["next_run"] == HOUR0 + 6 * 3600
+    with pytest.raises(InvalidInput) as caught:
+        q.add_schedule({"name": "d", "cron": "0 * * * *", "job": {"type": "echo"}, "overlap": "queue"}, HOUR0)
+    assert caught.value.context["field"] == "overlap"
