@@ -372,6 +372,24 @@ async def api_bulk(request: Request):
             "ok": sum(r["ok"] for r in results), "refused": sum(not r["ok"] for r in results)}
 
 
+@router.post("/dashboard/api/queues/{queue}/{action}")
+async def api_queue_action(queue: str, action: str, request: Request):
+    """``pause``, ``resume`` or ``purge`` a queue from its card (a purge sends ``{"confirm": <queue>}``), through
+    the same facade calls as ``POST /v1/queues/{queue}/{action}``."""
+    _write_session(request)
+    _check_queue(request, queue)
+    queues = request.app.state.queues
+    if action in ("pause", "resume"):
+        return await call(queues.pause(queue, None, action == "pause"))
+    if action != "purge":
+        raise NotFound(f"no queue action {action!r}; use pause, resume or purge")
+    body = await _json(request)
+    if not isinstance(body, dict) or body.get("confirm") != queue:
+        raise InvalidInput(f"a purge deletes the waiting jobs of queue {queue!r} for good; confirm it with "
+                           f"{{'confirm': {queue!r}}}", field="confirm")
+    return await call(queues.purge(queue))
+
+
 @router.get("/dashboard/api/cluster")
 async def api_cluster(request: Request):
     """Ray's nodes (alive, resources) and the running jobs on each, from every queue's leases."""

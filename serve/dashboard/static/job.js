@@ -1,7 +1,7 @@
 // One job: its state, progress (live), attempts, flow report, outputs, timeline and log lines; actions.
 import { api, live, h, pill, when, secs, progressBar, toast, navigate } from "./lib.js";
 
-const FINAL = ["succeeded", "failed", "cancelled"];
+const FINAL = ["succeeded", "failed", "cancelled", "expired"];
 const json = (v) => JSON.stringify(v, null, 2);
 
 function describe(event) {
@@ -63,7 +63,7 @@ export function jobPage(main, id) {
       h("h1", {}, job.type, " ", h("span", { id: "status" }, pill(job.status)), " ", h("small", { class: "muted id" }, job.id)),
       h("div", { class: "actions" },
         h("button", { id: "cancel", class: "danger", disabled: !unfinished, onclick: () => act("cancel") }, "Cancel"),
-        h("button", { id: "retry", disabled: !["failed", "cancelled"].includes(job.status), onclick: () => act("retry") }, "Retry"),
+        h("button", { id: "retry", disabled: !["failed", "cancelled", "expired"].includes(job.status), onclick: () => act("retry") }, "Retry"),
         h("button", { id: "duplicate", onclick: duplicate }, "Duplicate with edits…")));
     renderProgress();
     const outputs = h("div", { id: "outputs" });

@@ -1,7 +1,7 @@
 // Queues overview: depth by status, running, last hour's throughput, failure rate, run times, a chart per queue.
-import { api, live, h, svg, pill, ago, secs, pct, debounce } from "./lib.js";
+import { api, live, h, svg, pill, ago, secs, pct, debounce, toast } from "./lib.js";
 
-const ORDER = ["queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled"];
+const ORDER = ["queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "expired"];
 
 export function chart(series) {
   const n = series.succeeded.length, W = 400, H = 90, top = 6, bottom = 14;
@@ -21,7 +21,27 @@ export function chart(series) {
   return el;
 }
 
-function card(q) {
+// Pause, resume and purge (waiting jobs only; the queue's name must be typed to confirm).
+function controls(q, rerender) {
+  const act = async (action, body) => {
+    try {
+      const out = await api(`/queues/${encodeURIComponent(q.queue)}/${action}`, { method: "POST", body });
+      toast(action === "purge" ? `${q.queue}: purged ${out.purged} waiting jobs` : `${q.queue}: ${action}d`);
+      rerender();
+    } catch (err) { toast(err.message, true); }
+  };
+  const purge = () => {
+    const typed = prompt(`Purge deletes every waiting job of "${q.queue}" for good. Type the queue's name to confirm.`);
+    if (typed !== null) act("purge", { confirm: typed });
+  };
+  return h("div", { class: "controls" },
+    q.paused ? pill("paused") : null,
+    (q.paused_types || []).length ? h("span", { class: "pill s-paused" }, `paused: ${q.paused_types.join(", ")}`) : null,
+    h("button", { class: "queue-pause", onclick: () => act(q.paused ? "resume" : "pause") }, q.paused ? "Resume" : "Pause"),
+    h("button", { class: "queue-purge", onclick: purge }, "Purge"));
+}
+
+function card(q, rerender) {
   if (q.error) return h("section", { class: "card" }, h("h2", {}, q.queue), h("p", { class: "muted" }, q.error));
   const w = q.window;
   const stat = (value, label) => h("div", { class: "stat" }, h("b", {}, value), h("span", {}, label));
@@ -40,6 +60,7 @@ function card(q) {
       stat(secs(w.run_p50), "p50 run time"),
       stat(secs(w.run_p95), "p95 run time"),
       stat(w.retried, "retries (1h)")),
+    controls(q, rerender),
     chart(q.series));
 }
 
@@ -49,7 +70,7 @@ export function overview(main) {
   main.append(h("h1", {}, "Queues"), grid);
   const render = async () => {
     const data = await api("/queues");
-    grid.replaceChildren(...data.queues.map(card));
+    grid.replaceChildren(...data.queues.map((q) => card(q, render)));
     return data;
   };
   const refresh = debounce(render, 1500);
