@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 
+from . import callbacks
 from . import launcher as launcher_mod
 from . import retention
 from . import runner as runner_mod
@@ -32,7 +33,8 @@ from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits, split_lane
 from .reads import Reader
 from .settings import Settings
-from .store import Store, select_events, select_jobs, select_logs
+from .store import Store, select_event_texts, select_events, select_jobs, select_logs
+from .views import public
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class QueueService:
         self._depth_at = 0.0
         log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
         self._wake_self()
+        self.callbacks = callbacks.Sender(self.store, callbacks.signing_key(self.settings), self._public_job)
 
     @staticmethod
     def _wake_self() -> None:
@@ -118,6 +121,7 @@ class QueueService:
                 self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
                     self._depth_at = now
+                self.callbacks.tick(now)
                     self.metrics.depth(dict(self.q.counts))
                 if now - self._swept_at >= self._sweep_every:
                     # A page of jobs per tick (a page costs ~30 ms at 1,000,000 jobs); again in a second
@@ -160,6 +164,7 @@ class QueueService:
         if events:
             self._committed_gseq = events[-1]["gseq"]
             self.metrics.observe(events)
+        self.callbacks.add(self.q.take_deliveries())
             self._recent.extend(events)
             self._new_events.set()
             self._new_events = asyncio.Event()
@@ -547,6 +552,18 @@ class QueueService:
         if self.store.dirty:
             await self._commit()
         events, last_seq = await self.reader.run(select_logs, job_id, after, limit)
+    def _public_job(self, job_id: str) -> dict | None:
+        try:
+            return public(self.q.get(job_id))
+        except DojoError:  # deleted since
+            return None
+
+    async def deliveries(self, job_id: str) -> list[dict]:
+        """A job's callback deliveries and their tries (JobNotFound if there is no such job)."""
+        self._ensure_loop()
+        self.q.get(job_id)
+        return self.store.deliveries_of(job_id)
+
         return {"job_id": job_id, "status": job["status"], "last_seq": last_seq, "events": events}
 
     async def browse(self, filters: dict, oldest_first: bool = False, after_id: str | None = None) -> list[dict]:

@@ -140,6 +140,9 @@ class Queues:
     async def delete(self, job_id: str) -> None:
         return await self.actor(queue_of(job_id)).delete.remote(job_id)
 
+    async def deliveries(self, job_id: str) -> list[dict]:
+        return await self.actor(queue_of(job_id)).deliveries.remote(job_id)
+
     async def pause(self, queue: str, types: list[str] | None, paused: bool) -> dict:
         """Pause (``paused``) or resume a queue, or only ``types`` in it."""
         return await self.actor(queue).pause.remote(types, paused)

@@ -41,7 +41,7 @@ from typing import Any, Iterable
 import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
-from . import admission
+from . import admission, callbacks
 from . import schedules as cron
 from .buckets import Buckets
 from .control import QueueControl
@@ -64,7 +64,7 @@ QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 KEY_MAX = 200
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
              "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
-             "expires_in", "dedup", "debounce", "throttle", "group"}
+             "expires_in", "dedup", "debounce", "throttle", "group", "callback"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ class JobQueue(QueueControl):
         self._deadlines: list = []  # heap of (deadline, token)
         self._stream_seq: dict[str, int] = {}
         self._events: list[dict] = []
+        self._deliveries: list[dict] = []  # callback deliveries staged with the status changes that call for them
         # Fencing tokens are <epoch><counter>: a new epoch per start, committed before any lease, so a
         # lease handed out but never committed can't share its token with a later one.
         self.epoch = store.get_meta("epoch", 0) + 1
@@ -239,8 +240,8 @@ class JobQueue(QueueControl):
         self._events.append(event)
         return event
 
-    def _job_event(self, job: dict, kind: str, now: float, **data) -> None:
-        self._emit("job:" + job["id"], kind, {"job_id": job["id"], "type": job["type"], **data}, now)
+    def _job_event(self, job: dict, kind: str, now: float, **data) -> dict:
+        return self._emit("job:" + job["id"], kind, {"job_id": job["id"], "type": job["type"], **data}, now)
 
     def _status(self, job: dict, status: str, now: float, **data) -> None:
         old = job.get("status")
@@ -249,13 +250,22 @@ class JobQueue(QueueControl):
         self.counts[status] += 1
         job["status"] = status
         job["updated_at"] = now
-        self._job_event(job, "status", now, status=status, attempt=job["attempts"], **data)
+        event = self._job_event(job, "status", now, status=status, attempt=job["attempts"], **data)
         self._save(job)
+        delivery = callbacks.delivery_for(job, event)
+        if delivery is not None:  # committed with the status change; sent once that commit is done
+            self.store.put_delivery(delivery)
+            self._deliveries.append(delivery)
 
     def take_events(self) -> list[dict]:
         """Events staged since the last call; publish them only after the commit."""
         events, self._events = self._events, []
         return events
+
+    def take_deliveries(self) -> list[dict]:
+        """Callback deliveries staged since the last call; send them only after the commit."""
+        deliveries, self._deliveries = self._deliveries, []
+        return deliveries
 
     def publish(self, channel: str, message: Any, now: float) -> dict:
         """Append a message to a channel's stream (the pub/sub of the seed's Durable Object)."""
@@ -320,7 +330,7 @@ class JobQueue(QueueControl):
             "concurrency_limit": limit, "resources": resources.to_dict(),
             "result": None, "result_key": None, "error": None, "progress": None,
             "parent_id": parent_id, "phase": "perform", "children": None, "lease": None, "history": [], "cancel_requested": False,
-            "expires_at": expires, **control,
+            "expires_at": expires, "callback": callbacks.parse(spec.get("callback")), **control,
         }
 
     def enqueue_many(self, specs: list, now: float) -> list[tuple[dict, bool]]:

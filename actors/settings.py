@@ -25,7 +25,7 @@ DEFAULT_JOB_MODULES = ("pipelines.sample", "pipelines.render.job", "pipelines.cl
 URL_TTL_RANGE = (60.0, 7 * 86400.0)
 #: What a job's process must never hold: they mint any token, cookie or URL. Jobs parse untrusted
 #: decks and media, and so do their children (ffmpeg); they get DOJO_OBJECTS_KEY instead.
-JOB_SECRETS = ("DOJO_API_TOKEN", "DOJO_WORKER_TOKEN", "DOJO_SECRET")
+JOB_SECRETS = ("DOJO_API_TOKEN", "DOJO_WORKER_TOKEN", "DOJO_SECRET", "DOJO_CALLBACK_KEY")
 
 
 def _default_state_dir() -> str:

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, data TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS controls (kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
                                      PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, job_id TEXT NOT NULL, pending INTEGER NOT NULL,
+                                       data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_job ON deliveries (job_id);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (id) WHERE pending = 1;
 """
 
 #: What a search (``text``) finds: a job's id, type, parent, unique key, payload (as JSON text) and its
@@ -124,6 +128,7 @@ class Store:
 
     def _ensure_search_index(self) -> None:
         """Create the search index and its triggers; a database from before them is indexed once here."""
+        self._deliveries: dict[str, dict] = {}
         had = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='job_text'").fetchone()
         try:
             self.db.executescript("BEGIN;" + ("" if had else _REORDER) + SEARCH_SCHEMA + ("" if had else _BACKFILL)
@@ -163,8 +168,12 @@ class Store:
 
     @property
     def dirty(self) -> bool:
+    def put_delivery(self, delivery: dict) -> None:
+        """Stage a callback delivery (actors/callbacks.py): pending until delivered or failed."""
+        self._deliveries[delivery["id"]] = delivery
+
         return bool(self._jobs or self._deleted or self._events or self._meta or self._schedules or self._buckets
-                    or self._controls)
+                    or self._controls or self._deliveries)
 
     def commit(self) -> None:
         """Write everything staged in one transaction."""
@@ -179,6 +188,7 @@ class Store:
         controls, self._controls = self._controls, {}
         db = self.db
         db.execute("BEGIN")
+        deliveries, self._deliveries = self._deliveries, {}
         try:
             if jobs:
                 # An upsert, not INSERT OR REPLACE: the row keeps its rowid, which the search index uses.
@@ -193,6 +203,7 @@ class Store:
                 db.executemany("DELETE FROM events WHERE stream=?", [("job:" + i,) for i in deleted])
             if events:
                 db.executemany(
+                db.executemany("DELETE FROM deliveries WHERE job_id=?", [(i,) for i in deleted])
                     "INSERT INTO events VALUES (?,?,?,?,?,?)",
                     [(e["gseq"], e["stream"], e["seq"], e["at"], e["kind"],
                       _compact(e["data"])) for e in events],
@@ -214,6 +225,10 @@ class Store:
                                [(*k, v) for k, v in controls.items() if v is not None])
             db.execute("COMMIT")
         except BaseException:
+            if deliveries:
+                db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?)",
+                               [(d["id"], d["job_id"], int(d["state"] == "pending"), _compact(d))
+                                for d in deliveries.values() if d["job_id"] not in deleted])
             db.execute("ROLLBACK")
             raise
 
@@ -272,6 +287,16 @@ class Store:
 
     def controls(self, kind: str) -> dict:
         return {k: _loads(d) for k, d in self.db.execute("SELECT key, data FROM controls WHERE kind=?", (kind,))}
+    def pending_deliveries(self) -> list[dict]:
+        return [_loads(d) for (d,) in self.db.execute("SELECT data FROM deliveries WHERE pending = 1 ORDER BY id")]
+
+    def deliveries_of(self, job_id: str) -> list[dict]:
+        """A job's callback deliveries with their tries, oldest first (staged ones included)."""
+        rows = {d["id"]: d for d in (_loads(t) for (t,) in
+                                     self.db.execute("SELECT data FROM deliveries WHERE job_id=?", (job_id,)))}
+        rows.update({k: d for k, d in self._deliveries.items() if d["job_id"] == job_id})
+        return sorted(rows.values(), key=lambda d: int(d["id"].rsplit(".", 1)[1]))
+
 
     def prune_events(self, finished_before: float, limit: int = 500) -> int:
         """Delete the events of up to ``limit`` jobs that finished before ``finished_before``, but each one's last.

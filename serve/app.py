@@ -28,6 +28,7 @@ from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.retention import outputs_of
 from actors.settings import URL_TTL_RANGE, Settings
 from actors.storage import LocalStore, output_urls, store_from_settings
+from actors.views import PUBLIC_JOB_FIELDS, public  # noqa: F401  (PUBLIC_JOB_FIELDS: for importers)
 
 from .auth import Authenticator, Principal, channel_stream, mint, query_token_allowed
 from .coalesce import Coalescer
@@ -49,22 +50,6 @@ OBJECT_HEADERS = {"X-Content-Type-Options": "nosniff",
                   "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; "
                                              "style-src 'unsafe-inline'; frame-ancestors 'none'",
                   "Referrer-Policy": "no-referrer"}
-PUBLIC_JOB_FIELDS = ("id", "queue", "type", "status", "payload", "priority", "attempts", "max_attempts", "run_at",
-                     "created_at", "updated_at", "started_at", "finished_at", "timeout", "unique_key",
-                     "concurrency_key", "concurrency_limit", "resources", "backoff", "result", "result_key", "error",
-                     "progress", "parent_id", "children", "phase", "history", "expires_at", "dedup", "debounce",
-                     "throttle")
-
-
-def public(job: dict) -> dict:
-    out = {k: job.get(k) for k in PUBLIC_JOB_FIELDS}
-    if job.get("lease"):
-        out["lease"] = {k: job["lease"].get(k) for k in ("node", "pid", "started_at", "expires", "deadline")}
-    if "created" in job:
-        out["created"] = job["created"]
-    return out
-
-
 def _unwrap(exc: BaseException) -> BaseException:
     """Ray wraps an actor's exception; the API answers with the original one."""
     cause = getattr(exc, "cause", None)
@@ -221,6 +206,13 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return {"jobs": [public(j) for j in jobs], "next_cursor": jobs[-1]["id"] if more else None}
+
+    @app.get("/v1/jobs/{job_id}/deliveries", tags=["jobs"])
+    async def job_deliveries(job_id: str, request: Request):
+        """The job's callback deliveries (``callback`` in its spec): state, tries and each try's answer."""
+        principal(request).require_read("job", job_id)
+        queue_of(job_id)
+        return {"job_id": job_id, "deliveries": await call(queues.deliveries(job_id))}
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     async def get_job(job_id: str, request: Request):

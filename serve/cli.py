@@ -77,7 +77,13 @@ def cmd_down(args) -> None:
 def cmd_token(args) -> None:
     from actors.settings import Settings
 
-    print(Settings.from_env().api_token)
+    settings = Settings.from_env()
+    if args.callback_key:
+        from actors.callbacks import signing_key
+
+        print(signing_key(settings).decode())
+    else:
+        print(settings.api_token)
 
 
 def cmd_submit(args) -> None:
@@ -290,7 +296,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--num-cpus", type=int, help="CPUs the local Ray head offers")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the API and the local Ray head").set_defaults(func=cmd_down)
-    sub.add_parser("token", help="print the API token").set_defaults(func=cmd_token)
+    token = sub.add_parser("token", help="print the API token")
+    token.add_argument("--callback-key", action="store_true",
+                       help="print the key that signs callbacks instead (X-Dojo-Signature; see actors/callbacks.py)")
+    token.set_defaults(func=cmd_token)
     sub.add_parser("env", help="print the exports Ray's CLIs need for this cluster: eval \"$(dojo env)\"") \
         .set_defaults(func=cmd_env)
 

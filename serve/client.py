@@ -264,6 +264,10 @@ class Client:
             raise ApiError(response.status_code, body)
         return body
 
+    def deliveries(self, job_id: str) -> list[dict]:
+        """The job's callback deliveries (state, tries and each try's answer)."""
+        return self._call("GET", f"/v1/jobs/{job_id}/deliveries")["deliveries"]
+
     def outputs(self, job_id: str) -> dict:
         """Signed URLs of the objects a job produced (e.g. a render's video), plus local paths when stored locally."""
         return self._call("GET", f"/v1/jobs/{job_id}/outputs")
@@ -415,6 +419,10 @@ class AsyncClient:
 
     async def bulk(self, action: str, **filters) -> dict:
         return await self._call("POST", f"/v1/jobs/{action}", {k: v for k, v in filters.items() if v is not None})
+
+    async def deliveries(self, job_id: str) -> list[dict]:
+        """The job's callback deliveries (state, tries and each try's answer)."""
+        return (await self._call("GET", f"/v1/jobs/{job_id}/deliveries"))["deliveries"]
 
     async def outputs(self, job_id: str) -> dict:
         """Signed URLs of the objects a job produced (e.g. a render's video)."""

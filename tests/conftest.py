@@ -27,6 +27,7 @@ def settings(tmp_path_factory) -> Settings:
         "DOJO_WORKER_TOKEN": "test-worker-token",
         "DOJO_SECRET": "test-secret",
         "DOJO_SQLITE_SYNC": "NORMAL",
+        "DOJO_CALLBACK_HOSTS": "127.0.0.1",  # callbacks to the tests' own receivers
     }
     os.environ.update(env)
     return Settings.from_env()

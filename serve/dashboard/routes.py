@@ -30,6 +30,7 @@ from actors.facade import DEFAULT_QUEUE, live_queues, queue_files
 from actors.retention import outputs_of
 from actors.storage import output_urls
 from actors.store import FINAL
+from actors.views import public
 
 from ..http import check_queue, read_json, with_keepalive
 from . import session as sessions
@@ -111,8 +112,6 @@ def known_queues(settings) -> list[str]:
 
 def view(job: dict) -> dict:
     """A job as the dashboard shows it (the API's public fields plus its lease and flow report)."""
-    from ..app import public
-
     out = public(job)
     out["children"] = job.get("children")
     out["phase"] = job.get("phase")
