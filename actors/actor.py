@@ -33,8 +33,8 @@ from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits, split_lane
 from .reads import Reader
 from .settings import Settings
-from .store import Store, select_event_texts, select_events, select_jobs, select_logs
 from .views import public
+from .store import Store, select_events, select_jobs, select_logs
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ class QueueService:
         self.started_at = time.time()
         self.metrics = QueueMetrics(name)
         self.scaling = scaling.DemandReporter(name, self.registry)
+        self.callbacks = callbacks.Sender(self.store, callbacks.signing_key(self.settings), self._public_job)
         self._depth_at = 0.0
         log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
         self._wake_self()
-        self.callbacks = callbacks.Sender(self.store, callbacks.signing_key(self.settings), self._public_job)
 
     @staticmethod
     def _wake_self() -> None:
@@ -118,10 +118,10 @@ class QueueService:
                 for token, runner in to_stop:
                     self._stop_runner(runner, f"attempt {token} timed out or lost its lease", silent=token in silent)
                 self._dispatch()
+                self.callbacks.tick(now)
                 self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
                     self._depth_at = now
-                self.callbacks.tick(now)
                     self.metrics.depth(dict(self.q.counts))
                 if now - self._swept_at >= self._sweep_every:
                     # A page of jobs per tick (a page costs ~30 ms at 1,000,000 jobs); again in a second
@@ -160,11 +160,11 @@ class QueueService:
             log.exception("commit failed")
             future.set_exception(exc)
             raise SystemExit("queue state could not be committed; restarting from the last commit") from exc
+        self.callbacks.add(self.q.take_deliveries())
         events = self.q.take_events()
         if events:
             self._committed_gseq = events[-1]["gseq"]
             self.metrics.observe(events)
-        self.callbacks.add(self.q.take_deliveries())
             self._recent.extend(events)
             self._new_events.set()
             self._new_events = asyncio.Event()
@@ -546,12 +546,6 @@ class QueueService:
                 "skipped": len(page) - changed, "next_cursor": page[-1]["id"] if len(page) == spec.limit else None}
 
     # -- read-only views for the dashboard, logs and export ------------------------
-    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
-        """A job's log events (``ctx.log`` and captured output) with seq > after, and its status."""
-        job = self.q.get(job_id)
-        if self.store.dirty:
-            await self._commit()
-        events, last_seq = await self.reader.run(select_logs, job_id, after, limit)
     def _public_job(self, job_id: str) -> dict | None:
         try:
             return public(self.q.get(job_id))
@@ -564,6 +558,12 @@ class QueueService:
         self.q.get(job_id)
         return self.store.deliveries_of(job_id)
 
+    async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
+        """A job's log events (``ctx.log`` and captured output) with seq > after, and its status."""
+        job = self.q.get(job_id)
+        if self.store.dirty:
+            await self._commit()
+        events, last_seq = await self.reader.run(select_logs, job_id, after, limit)
         return {"job_id": job_id, "status": job["status"], "last_seq": last_seq, "events": events}
 
     async def browse(self, filters: dict, oldest_first: bool = False, after_id: str | None = None) -> list[dict]:

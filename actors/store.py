@@ -125,10 +125,10 @@ class Store:
         self._schedules: dict[str, str | None] = {}
         self._buckets: dict[str, str] = {}
         self._controls: dict[tuple[str, str], str | None] = {}
+        self._deliveries: dict[str, dict] = {}
 
     def _ensure_search_index(self) -> None:
         """Create the search index and its triggers; a database from before them is indexed once here."""
-        self._deliveries: dict[str, dict] = {}
         had = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='job_text'").fetchone()
         try:
             self.db.executescript("BEGIN;" + ("" if had else _REORDER) + SEARCH_SCHEMA + ("" if had else _BACKFILL)
@@ -166,12 +166,12 @@ class Store:
         """Stage a queue-control record (a dedup window, throttle starts); None deletes it."""
         self._controls[(kind, key)] = None if data is None else json.dumps(data)
 
-    @property
-    def dirty(self) -> bool:
     def put_delivery(self, delivery: dict) -> None:
         """Stage a callback delivery (actors/callbacks.py): pending until delivered or failed."""
         self._deliveries[delivery["id"]] = delivery
 
+    @property
+    def dirty(self) -> bool:
         return bool(self._jobs or self._deleted or self._events or self._meta or self._schedules or self._buckets
                     or self._controls or self._deliveries)
 
@@ -186,9 +186,9 @@ class Store:
         schedules, self._schedules = self._schedules, {}
         buckets, self._buckets = self._buckets, {}
         controls, self._controls = self._controls, {}
+        deliveries, self._deliveries = self._deliveries, {}
         db = self.db
         db.execute("BEGIN")
-        deliveries, self._deliveries = self._deliveries, {}
         try:
             if jobs:
                 # An upsert, not INSERT OR REPLACE: the row keeps its rowid, which the search index uses.
@@ -201,9 +201,9 @@ class Store:
             if deleted:
                 db.executemany("DELETE FROM jobs WHERE id=?", [(i,) for i in deleted])
                 db.executemany("DELETE FROM events WHERE stream=?", [("job:" + i,) for i in deleted])
+                db.executemany("DELETE FROM deliveries WHERE job_id=?", [(i,) for i in deleted])
             if events:
                 db.executemany(
-                db.executemany("DELETE FROM deliveries WHERE job_id=?", [(i,) for i in deleted])
                     "INSERT INTO events VALUES (?,?,?,?,?,?)",
                     [(e["gseq"], e["stream"], e["seq"], e["at"], e["kind"],
                       _compact(e["data"])) for e in events],
@@ -223,12 +223,12 @@ class Store:
                                [k for k, v in controls.items() if v is None])
                 db.executemany("INSERT OR REPLACE INTO controls VALUES (?,?,?)",
                                [(*k, v) for k, v in controls.items() if v is not None])
-            db.execute("COMMIT")
-        except BaseException:
             if deliveries:
                 db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?)",
                                [(d["id"], d["job_id"], int(d["state"] == "pending"), _compact(d))
                                 for d in deliveries.values() if d["job_id"] not in deleted])
+            db.execute("COMMIT")
+        except BaseException:
             db.execute("ROLLBACK")
             raise
 
@@ -285,8 +285,6 @@ class Store:
     def buckets(self) -> dict[str, dict]:
         return {n: _loads(d) for n, d in self.db.execute("SELECT name, data FROM buckets")}
 
-    def controls(self, kind: str) -> dict:
-        return {k: _loads(d) for k, d in self.db.execute("SELECT key, data FROM controls WHERE kind=?", (kind,))}
     def pending_deliveries(self) -> list[dict]:
         return [_loads(d) for (d,) in self.db.execute("SELECT data FROM deliveries WHERE pending = 1 ORDER BY id")]
 
@@ -297,6 +295,8 @@ class Store:
         rows.update({k: d for k, d in self._deliveries.items() if d["job_id"] == job_id})
         return sorted(rows.values(), key=lambda d: int(d["id"].rsplit(".", 1)[1]))
 
+    def controls(self, kind: str) -> dict:
+        return {k: _loads(d) for k, d in self.db.execute("SELECT key, data FROM controls WHERE kind=?", (kind,))}
 
     def prune_events(self, finished_before: float, limit: int = 500) -> int:
         """Delete the events of up to ``limit`` jobs that finished before ``finished_before``, but each one's last.
