@@ -110,8 +110,6 @@ def test_stopping_one_job_of_a_serial_batch_leaves_the_rest_of_the_batch_alone(i
     _wait(lambda: _gone(pid), f"the stopped job's child {pid} to be killed", 30)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: in 1 of 4 clean-clone suite runs the retiring runner's process "
-                   "died (WorkerCrashedError) and its 7 neighbours were failed as AttemptLost; cause not found yet")
 def test_a_threaded_job_that_ignores_the_stop_does_not_fail_its_neighbours(iso_settings, ray_cluster):
     blocker, others = _run(iso_settings, "iso_threaded_stubborn", [{"seconds": 4}] * 3, [{"seconds": 4}] * 4,
                            block=600, how="cancel")
