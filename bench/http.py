@@ -15,11 +15,14 @@ hour so that nothing runs meanwhile, except in the "running" phase:
   healthz_seq_per_s / healthz_c32_per_s   GET /healthz through Serve (what the ingress costs alone)
   bare_fastapi_post_c32_per_s / bare_fastapi_get_seq_per_s   a trivial FastAPI app under uvicorn
                                       (one process, started here), the same clients
+  uvicorn_dojo_app_single_seq_jobs_per_s / _c32_   dojo's own app (serve.app.create_app) under plain
+                                      uvicorn in one process on the same cluster: the API without Serve
   celery_apply_async_per_s            apply_async from one process on a local Redis, when
                                       bench/.peers-venv/celery exists (bench/peers.py makes it); else null
   lost                                accepted job ids missing afterwards (must be 0)
 
-``--ingress direct`` sets RAY_SERVE_ENABLE_DIRECT_INGRESS=1 before Ray starts (so the Serve
+``--ingress replica`` deploys with DOJO_INGRESS=replica (each replica serves DOJO_PORT itself, no
+proxy). ``--ingress direct`` sets RAY_SERVE_ENABLE_DIRECT_INGRESS=1 before Ray starts (so the Serve
 controller and replicas see it) and measures against the port the replica listens on itself
 (Serve 2.60 still runs its proxy on DOJO_PORT; see the README's "HTTP submission").
 
@@ -255,6 +258,61 @@ def bare_fastapi(seconds: float) -> dict:
         proc.wait(10)
 
 
+DOJO_APP = """
+import os, sys
+import ray
+import uvicorn
+from actors.settings import NAMESPACE, Settings
+from serve.app import create_app
+
+ray.init(address=sys.argv[2], namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+uvicorn.run(create_app(Settings.from_env()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def dojo_app_uvicorn(seconds: float) -> dict:
+    """dojo's own app (create_app) under plain uvicorn in a process of its own, on the same Ray cluster
+    and queue actors: what a request costs without Serve's ingress in front."""
+    import ray
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(_HERE)}
+    proc = subprocess.Popen([sys.executable, "-c", DOJO_APP, str(port), ray.get_runtime_context().gcs_address],
+                            env=env, cwd=os.path.dirname(_HERE))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    log("dojo's app under uvicorn did not start; skipped")
+                    return {}
+                time.sleep(0.3)
+        return asyncio.run(measure_app(f"http://127.0.0.1:{port}", seconds))
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def measure_app(url: str, seconds: float) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS * 2)) as session:
+        t = Target(session, url)
+
+        async def single():
+            await t.post({"type": "noop", "delay": 3600, "queue": "http-uvicorn"})
+            return 1
+
+        return {"uvicorn_dojo_app_single_seq_jobs_per_s": await rate("dojo app under uvicorn: POST one job, "
+                                                                     "sequential", seconds, 1, single),
+                "uvicorn_dojo_app_single_c32_jobs_per_s": await rate(f"dojo app under uvicorn: POST one job, "
+                                                                     f"{CLIENTS} clients", seconds, CLIENTS, single)}
+
+
 CELERY_SCRIPT = """
 import sys, time
 sys.path.insert(0, sys.argv[2])
@@ -314,7 +372,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput phase")
     parser.add_argument("--samples", type=int, default=100, help="dispatch latency samples")
-    parser.add_argument("--ingress", choices=("proxy", "direct"), default="proxy")
+    parser.add_argument("--ingress", choices=("proxy", "direct", "replica"), default="proxy",
+                        help="Serve's proxy (DOJO_INGRESS=serve), Serve's direct ingress, or DOJO_INGRESS=replica")
     parser.add_argument("--serve-env", choices=("dojo", "ray"), default="dojo",
                         help="Ray Serve settings: dojo's (serve.deployment.SERVE_ENV) or Ray's defaults")
     parser.add_argument("--celery-jobs", type=int, default=5000)
@@ -334,6 +393,7 @@ def main() -> None:
     result["serve_env"] = {k: os.environ[k] for k in SERVE_ENV}
     if args.ingress == "direct":
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # Ray's processes read it when they start
+    os.environ["DOJO_INGRESS"] = "replica" if args.ingress == "replica" else "serve"
     import ray
 
     from actors.settings import NAMESPACE, Settings
@@ -350,6 +410,7 @@ def main() -> None:
         url = direct_ingress_url(settings) if args.ingress == "direct" else f"http://{settings.host}:{settings.port}"
         log(f"dojo API at {url} ({args.ingress})")
         result.update(asyncio.run(measure_dojo(url, args.seconds, args.samples)))
+        result.update(dojo_app_uvicorn(args.seconds))
     finally:
         from ray import serve as ray_serve
 

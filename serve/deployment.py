@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from ray import serve as ray_serve
 
 from actors.settings import Settings
 
 APP_NAME = "dojo"
+
+#: Ray Serve's own throughput settings (most of its RAY_SERVE_THROUGHPUT_OPTIMIZED mode): the API's
+#: code runs on the replica's event loop instead of a thread of its own, the router in that loop too,
+#: no per-request log line on stderr (the log files keep them, flushed in batches), and the proxy
+#: talks to the replica over gRPC. Each Serve process reads them once, when it starts: the replica
+#: gets them through its runtime_env; the controller and the proxy inherit the environment of the
+#: Ray head (``dojo up`` starts it with them). An exported value wins over these.
+SERVE_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_PROXY_USE_GRPC": "1",
+}
+
+
+def serve_env() -> dict[str, str]:
+    """SERVE_ENV with what this process's environment sets instead."""
+    return {key: os.environ.get(key, value) for key, value in SERVE_ENV.items()}
 
 
 def build_asgi_app():
@@ -18,20 +38,74 @@ def build_asgi_app():
     return create_app(Settings.from_env())
 
 
+def ingress_mode() -> str:
+    """DOJO_INGRESS: ``serve`` (default: Serve's proxy listens on DOJO_PORT and forwards each request to
+    a replica) or ``replica`` (each replica serves DOJO_PORT itself, no proxy; see ``Listener``)."""
+    mode = os.environ.get("DOJO_INGRESS", "serve")
+    if mode not in ("serve", "replica"):
+        raise SystemExit(f"DOJO_INGRESS must be serve or replica, got {mode!r}")
+    return mode
+
+
+class Listener:
+    """With DOJO_INGRESS=replica, the replica serves the API on DOJO_PORT itself.
+
+    Serve still runs, places, health-checks and restarts the replicas; only the per-request hop
+    through its proxy (an actor call per request: ~25x what the request itself costs on 2 cores)
+    is gone. Each replica binds DOJO_PORT with SO_REUSEPORT, so the replicas of one node share the
+    port and the kernel spreads connections over them, and a replica replaced by an update or a
+    restart hands over without a gap.
+    """
+
+    async def __init__(self):
+        self._server_task = None
+        if ingress_mode() == "replica":
+            self._server_task = await _listen(Settings.from_env())
+
+    def check_health(self) -> None:
+        if self._server_task is not None and self._server_task.done():
+            raise RuntimeError(f"the replica's listener stopped: {self._server_task!r}")
+
+
+async def _listen(settings: Settings):
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    config = uvicorn.Config(build_asgi_app(), log_level="warning", access_log=False, lifespan="off",
+                            timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # Serve owns the replica's signals
+    return asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+
+
 DojoAPI = ray_serve.deployment(
-    ray_serve.ingress(build_asgi_app)(),
+    ray_serve.ingress(build_asgi_app)(Listener),
     name="api",
     max_ongoing_requests=2000,
 )
 
 
 def deploy(settings: Settings) -> None:
-    """Start (or update in place) the API on ``settings.host:settings.port``; returns once it serves."""
+    """Start (or update in place) the API on ``settings.host:settings.port``; returns once it serves.
+
+    Serve reads its proxy's placement when it first starts: switching DOJO_INGRESS on a running
+    cluster needs ``serve shutdown`` (or ``dojo down``) first.
+    """
+    mode = ingress_mode()
     # The API lives on the head with the queue actors: worker nodes come and go with the autoscaler.
-    ray_serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
+    ray_serve.start(http_options={"host": settings.host, "port": settings.port},
+                    proxy_location="Disabled" if mode == "replica" else "HeadOnly")
     app = DojoAPI.options(
         num_replicas=settings.serve_replicas,
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001},
-                           "runtime_env": {"env_vars": settings.env()}},
+                           "runtime_env": {"env_vars": {**serve_env(), **settings.env(), "DOJO_INGRESS": mode}}},
     ).bind()
     ray_serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)

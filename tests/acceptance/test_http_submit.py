@@ -1,0 +1,145 @@
+"""Coalesced submission over real HTTP: concurrent single-job POSTs share one actor call and one commit.
+
+A job's ``created_at`` is the clock of the actor call that enqueued it, so jobs that share a call
+share it: that is how these tests see coalescing from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from actors.facade import queue_actor
+from serve.client import AsyncClient, Client
+
+pytestmark = pytest.mark.ray
+
+N = 40
+
+
+async def _post(s, url, body, headers):
+    async with s.post(url, json=body, headers=headers) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def _jobs_of(s, api, headers, queue) -> dict[int, dict]:
+    """The jobs of a queue by their payload's ``n``."""
+    async with s.get(f"{api}/v1/jobs", params={"queue": queue, "limit": "500"}, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        return {job["payload"]["n"]: job for job in (await r.json())["jobs"]}
+
+
+async def _concurrently(s, api, headers, specs):
+    # One connection per request, all sent at once: the replica sees them in the same moment.
+    return await asyncio.gather(*(_post(s, f"{api}/v1/jobs", spec, headers) for spec in specs))
+
+
+async def test_concurrent_single_posts_share_a_call_and_each_gets_its_own_job(api, headers):
+    queue = "coalesce-own"
+    specs = [{"type": "noop", "queue": queue, "delay": 3600, "payload": {"n": i}} for i in range(N)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=N)) as s:
+        await _post(s, f"{api}/v1/jobs", {**specs[0], "payload": {"n": -1}}, headers)  # the queue exists
+        answers = await _concurrently(s, api, headers, specs)
+        assert [status for status, _ in answers] == [201] * N, answers
+        jobs = [job for _, job in answers]
+        assert [job["payload"] for job in jobs] == [{"n": i} for i in range(N)]
+        assert len({job["id"] for job in jobs}) == N
+        assert all(job["read_token"] and job["created"] for job in jobs)
+        stored = await _jobs_of(s, api, headers, queue)
+        assert all(stored[i]["id"] == jobs[i]["id"] for i in range(N))
+    calls = len({job["created_at"] for job in jobs})
+    assert calls < N, "every request made its own actor call: nothing was coalesced"
+
+
+async def test_a_bad_spec_fails_only_its_own_request(api, headers):
+    queue = "coalesce-bad"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=N)) as s:
+        lone_status, lone = await _post(s, f"{api}/v1/jobs", {"type": "noop", "queue": queue, "priority": "high"},
+                                        headers)
+        assert lone_status == 422
+        specs = [{"type": "noop", "queue": queue, "delay": 3600, "payload": {"n": i}} for i in range(N)]
+        specs[7] = {**specs[7], "priority": "high"}
+        specs[23] = {**specs[23], "type": "no-such-type"}
+        answers = await _concurrently(s, api, headers, specs)
+        for i, (status, body) in enumerate(answers):
+            if i in (7, 23):
+                assert status == 422, body
+                assert "index" not in body and not body["message"].startswith("job ")
+            else:
+                assert status == 201 and body["payload"] == {"n": i}, body
+        assert answers[7][1] == lone  # the error a lone request gets
+        assert "no-such-type" in answers[23][1]["message"]
+        stored = await _jobs_of(s, api, headers, queue)
+        assert sorted(stored) == [i for i in range(N) if i not in (7, 23)]
+    assert len({body["created_at"] for status, body in answers if status == 201}) < N - 2
+
+
+async def test_killed_between_coalesce_and_commit_503_and_absent_or_201_and_present(api, headers, settings,
+                                                                                   ray_cluster):
+    """SIGSTOP the queue actor, let coalesced requests reach it, SIGKILL it: never 201 and missing."""
+    queue = "coalesce-kill"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=N)) as s:
+        status, _ = await _post(s, f"{api}/v1/jobs", {"type": "noop", "queue": queue, "delay": 3600,
+                                                      "payload": {"n": -1}}, headers)
+        assert status == 201
+        pid = (await queue_actor(queue, settings).ping.remote())["pid"]
+        specs = [{"type": "noop", "queue": queue, "delay": 3600, "payload": {"n": i}} for i in range(N)]
+        os.kill(pid, signal.SIGSTOP)  # the actor takes the call but cannot run it
+        try:
+            sent = asyncio.ensure_future(_concurrently(s, api, headers, specs))
+            await asyncio.sleep(2.0)
+            assert not sent.done(), "answered while the actor was stopped: not after its commit"
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        answers = await asyncio.wait_for(sent, 120)
+        statuses = [status for status, _ in answers]
+        assert set(statuses) <= {201, 503}, answers
+        assert 503 in statuses, "the kill did not land between coalesce and commit"
+        for status, body in answers:
+            if status == 503:
+                assert body["error"] == "QueueUnavailable" and "retry" in body["message"]
+        for _ in range(100):  # the restarted actor answers again
+            status, _ = await _post(s, f"{api}/v1/jobs", {"type": "noop", "queue": queue, "delay": 3600,
+                                                          "payload": {"n": N}}, headers)
+            if status == 201:
+                break
+            await asyncio.sleep(0.2)
+        stored = await _jobs_of(s, api, headers, queue)
+    for i, (status, body) in enumerate(answers):
+        if status == 201:
+            assert stored.get(i, {}).get("id") == body["id"], f"request {i}: 201 and missing"
+        else:
+            assert i not in stored, f"request {i}: 503 but its job exists"
+
+
+async def test_async_client_batches_concurrent_submits_and_submit_many(api, settings):
+    queue = "client-async"
+    async with AsyncClient(api, settings.api_token) as client:
+        jobs = await asyncio.gather(*(client.submit("noop", {"n": i}, queue=queue, delay=3600) for i in range(N)),
+                                    client.submit("noop", {"n": -1}, queue=queue, priority="high"),
+                                    return_exceptions=True)
+        *good, bad = jobs
+        assert [job["payload"] for job in good] == [{"n": i} for i in range(N)]
+        assert bad.status == 422 and "priority" in str(bad)
+        assert client._batcher.items > client._batcher.calls  # several jobs per request
+        many = await client.submit_many([{"type": "noop", "queue": q, "delay": 3600, "payload": {"n": i}}
+                                         for i, q in enumerate([queue, "client-async-2"] * 3)])
+        assert [(job["queue"], job["payload"]["n"]) for job in many] == \
+            [(q, i) for i, q in enumerate([queue, "client-async-2"] * 3)]
+
+
+def test_sync_client_submit_many_and_threads(api, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = Client(api, settings.api_token)
+    specs = [{"type": "noop", "queue": "client-sync", "delay": 3600, "payload": {"n": i}} for i in range(2500)]
+    jobs = client.submit_many(specs)
+    assert [job["payload"]["n"] for job in jobs] == list(range(2500)) and len({j["id"] for j in jobs}) == 2500
+    with ThreadPoolExecutor(16) as pool:
+        jobs = list(pool.map(lambda i: client.submit("noop", {"n": i}, queue="client-sync", delay=3600), range(64)))
+    assert [job["payload"] for job in jobs] == [{"n": i} for i in range(64)]
+    assert client._batcher.calls < 64
