@@ -32,9 +32,10 @@ from .jobs import Resources, load_modules
 from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits, split_lane
 from .reads import Reader
+from .search import Indexer
 from .settings import Settings
+from .store import Store, select_event_texts, select_events, select_jobs, select_logs
 from .views import public
-from .store import Store, select_events, select_jobs, select_logs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class QueueService:
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)
         self.reader = Reader(path)  # history reads: read-only connections off this loop (actors/reads.py)
+        self.indexer = Indexer(path)  # the search index, kept up after each commit (actors/search.py)
         self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
                                                    max_result_bytes=self.settings.max_result_bytes,
                                                    lease_ttl=self.settings.lease_ttl), now=time.time())
@@ -78,6 +80,7 @@ class QueueService:
         self._committed_gseq = self.store.max_gseq()
         self._swept_at, self._sweep_every = 0.0, retention.SWEEP_EVERY_S
         self._pruned_at, self._prune_every = 0.0, retention.PRUNE_EVERY_S
+        self._event_days = retention.event_retention_days()  # a bad value stops the actor here, with its message
         self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
         self._slots: dict[str, dict[str, float]] = {}
         self._slot_waiters: dict[str, list[asyncio.Future]] = {}
@@ -135,7 +138,7 @@ class QueueService:
                 if now - self._pruned_at >= self._prune_every:
                     # A page of jobs at a time, between commits; again in a second while there is more.
                     self._pruned_at = now
-                    full = retention.prune_events(self.store, now) >= retention.PRUNE_PAGE
+                    full = retention.prune_events(self.store, now, self._event_days) >= retention.PRUNE_PAGE
                     self._prune_every = 1.0 if full else retention.PRUNE_EVERY_S
             except Exception:
                 log.exception("queue %s tick failed", self.name)
@@ -156,6 +159,7 @@ class QueueService:
         future, self._commit_future = self._commit_future, None
         try:
             self.store.commit()
+            self.indexer.wake()
         except Exception as exc:
             log.exception("commit failed")
             future.set_exception(exc)
@@ -312,6 +316,9 @@ class QueueService:
                 if report["outcome"] == "succeeded":
                     self.q.complete(report["token"], report.get("result"), now, job_id=report["job_id"],
                                     duration=report.get("duration"))
+                elif report["outcome"] == "suspended":
+                    self.q.suspend(report["token"], report["job_id"], report["until"], report.get("wait"), now,
+                                   duration=report.get("duration"))
                 else:
                     self.q.fail(report["token"], report["error"], now, job_id=report["job_id"],
                                 retry=report.get("retry", True), duration=report.get("duration"))
@@ -346,6 +353,12 @@ class QueueService:
         now = time.time()
         self.q.release(released, now)
         self.q.interrupt(interrupted, now, f"interrupted: {why}")
+        await self._commit()
+
+    async def record_step(self, token: int, job_id: str, index: int, name: str, result) -> None:
+        """A durable step's result (actors/durable.py); answered once it is committed."""
+        self._ensure_loop()
+        self.q.record_step(token, job_id, index, name, result, time.time())
         await self._commit()
 
     async def progress(self, token: int, job_id: str, report: dict, n: int | None = None) -> None:
@@ -474,13 +487,15 @@ class QueueService:
         await self._commit()
         return event
 
-    async def events(self, stream: str | None, after: int, limit: int = 1000) -> list[dict]:
-        """Committed events of one stream after seq ``after``, or of the whole queue (stream None) after gseq."""
+    async def events(self, stream: str | None, after: int, limit: int = 1000, raw: bool = False) -> list:
+        """Committed events of one stream after seq ``after``, or of the whole queue (stream None) after gseq.
+
+        ``raw``: as ``(gseq, stream, seq, kind, json_text)`` tuples, for followers (``select_event_texts``)."""
         if stream and stream.startswith("job:"):
             self.q.get(stream[4:])
         if self.store.dirty:
             await self._commit()
-        return await self.reader.run(select_events, stream, after, limit)
+        return await self.reader.run(select_event_texts if raw else select_events, stream, after, limit)
 
     async def stats(self) -> dict:
         self._ensure_loop()

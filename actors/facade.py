@@ -159,8 +159,9 @@ class Queues:
                                "previous call", field="cursor")
         return await self.actor(spec.queue).bulk.remote(action, filters)
 
-    async def events(self, queue: str, stream: str, after: int, limit: int = 1000) -> list[dict]:
-        return await self.actor(queue).events.remote(stream, after, _positive(limit))
+    async def events(self, queue: str, stream: str, after: int, limit: int = 1000, raw: bool = False) -> list:
+        """A page of committed events; ``raw``: ``(gseq, stream, seq, kind, json_text)`` tuples (for followers)."""
+        return await self.actor(queue).events.remote(stream, after, _positive(limit), raw)
 
     async def publish(self, queue: str, channel: str, message: Any) -> dict:
         return await self.actor(queue).publish.remote(channel, message)

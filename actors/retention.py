@@ -11,9 +11,9 @@ without a long pause. Pages are read oldest first, from the old end of the
 indexes: at 1,000,000 jobs a page costs ~30 ms where newest-first paging spent
 ~1.7 s on its first page.
 
-``prune_events`` bounds the events table the same way: the events of jobs that
-finished more than ``DOJO_EVENT_RETENTION_DAYS`` ago (default 7) are deleted but
-each job's last one, a page of jobs at a time.
+``prune_events`` bounds the events table the same way: events older than
+``DOJO_EVENT_RETENTION_DAYS`` (default 7) of finished jobs are deleted but each
+job's last one, a page of events at a time; unfinished jobs keep theirs.
 
 A job's objects go with it. A job writes its outputs under a folder named by
 its id (``renders/<job id>/video.mp4``, ``batches/<job id>/results.parquet``);
@@ -136,17 +136,16 @@ def sweep(queue, now: float, days: float | None = None, limit: int = 10_000) -> 
 
 
 # -- events of finished jobs ---------------------------------------------------------------------
-PRUNE_PAGE = 500
+PRUNE_PAGE = 2000  # events walked per call
 PRUNE_EVERY_S = 60.0
 DEFAULT_EVENT_DAYS = 7.0
 
 
 def event_retention_days(env: dict | None = None) -> float:
-    """``DOJO_EVENT_RETENTION_DAYS``: days the events of a finished job are kept (default 7; 0 keeps all).
+    """``DOJO_EVENT_RETENTION_DAYS``: days the events of finished jobs are kept (default 7; 0 keeps all).
 
-    After that, a finished job keeps only its last event (its final status), so its stream's sequence
-    goes on where it ended if the job is retried. 7 days is the dashboard's longest statistics window,
-    and the window only counts events of jobs that finished inside it, so pruning never changes it.
+    Older events of a finished job are deleted but its last (its final status), so its stream's sequence
+    goes on where it ended if the job is retried. 7 days is the dashboard's longest statistics window.
     """
     raw = (env if env is not None else os.environ).get("DOJO_EVENT_RETENTION_DAYS", "").strip()
     if not raw:
@@ -161,15 +160,15 @@ def event_retention_days(env: dict | None = None) -> float:
 
 
 def prune_events(store, now: float, days: float | None = None, limit: int = PRUNE_PAGE) -> int:
-    """Delete the events (all but the last) of up to ``limit`` jobs that finished before ``now - days``.
+    """Delete the events older than ``now - days`` of finished jobs (all but each job's last), ``limit`` at a time.
 
     Writes in its own short transaction on the writer's connection; call it between commits (the queue
-    actor's tick does). Returns how many jobs it pruned: ``limit`` means there is more to do.
+    actor's tick does). Returns how many events it walked: ``limit`` means there is more to do.
     """
     days = event_retention_days() if days is None else days
     if not days or days <= 0:
         return 0
-    pruned = store.prune_events(now - days * 86400, limit)
-    if pruned:
-        log.info("retention: queue pruned the events of %d jobs finished over %g days ago", pruned, days)
-    return pruned
+    walked = store.prune_events(now - days * 86400, limit)
+    if walked:
+        log.info("retention: walked %d events older than %g days, pruning those of finished jobs", walked, days)
+    return walked

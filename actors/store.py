@@ -28,8 +28,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
-CREATE INDEX IF NOT EXISTS jobs_type ON jobs (type, id);
-CREATE INDEX IF NOT EXISTS jobs_status_type ON jobs (status, type, id);
+DROP INDEX IF EXISTS jobs_type;
+CREATE INDEX IF NOT EXISTS jobs_type_status ON jobs (type, status, id);
 DROP INDEX IF EXISTS jobs_parent;
 CREATE INDEX IF NOT EXISTS jobs_parent_id ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
@@ -56,44 +56,41 @@ CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (id) WHERE pending =
 #: error's type and message, as one document of a trigram index (substrings of three characters or more,
 #: in any script, case-sensitive like the ``instr`` scan it replaces). Rows keep their rowid across updates (UPSERT), so the index row of a
 #: job follows it; the triggers re-index only when a job's error changes.
+#: One ``json_extract`` of four paths parses the record once (the fields come as one JSON array).
 _SEARCH_TEXT = """(new.id || char(10) || new.type || char(10) || coalesce(new.parent_id, '') || char(10) ||
-    coalesce(json_extract(new.data, '$.unique_key'), '') || char(10) ||
-    coalesce(json_extract(new.data, '$.payload'), '') || char(10) ||
-    coalesce(json_extract(new.data, '$.error.type'), '') || ' ' ||
-    coalesce(json_extract(new.data, '$.error.message'), '') || char(10))"""
+    json_extract(new.data, '$.unique_key', '$.payload', '$.error.type', '$.error.message') || char(10))"""
+#: A job's error is set or changed only in these statuses, and cleared when it is queued again after an
+#: attempt; ``commit`` notes such rows in ``job_text_stale`` and the indexer (``actors/search.py``)
+#: re-indexes them off the write path. Other writes (running, succeeded, progress) cost the index nothing.
+ERROR_STATUSES = frozenset({"failed", "retrying", "cancelled", "expired"})
 SEARCH_SCHEMA = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS job_text USING fts5(body, tokenize='trigram case_sensitive 1');
 CREATE VIRTUAL TABLE IF NOT EXISTS job_text_terms USING fts5vocab(job_text, 'row');
-CREATE TRIGGER IF NOT EXISTS job_text_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_text(rowid, body) VALUES (new.rowid, {_SEARCH_TEXT});
-END;
-CREATE TRIGGER IF NOT EXISTS job_text_update AFTER UPDATE OF data ON jobs
-WHEN json_extract(old.data, '$.error') IS NOT json_extract(new.data, '$.error') BEGIN
+CREATE TABLE IF NOT EXISTS job_text_stale (id INTEGER PRIMARY KEY);
+DROP TRIGGER IF EXISTS job_text_insert;
+DROP TRIGGER IF EXISTS job_text_update;
+DROP TRIGGER IF EXISTS job_text_delete;
+DROP TRIGGER IF EXISTS job_text_mark;
+CREATE TRIGGER IF NOT EXISTS job_text_forget AFTER DELETE ON jobs BEGIN
     DELETE FROM job_text WHERE rowid = old.rowid;
-    INSERT INTO job_text(rowid, body) VALUES (new.rowid, {_SEARCH_TEXT});
-END;
-CREATE TRIGGER IF NOT EXISTS job_text_delete AFTER DELETE ON jobs BEGIN
-    DELETE FROM job_text WHERE rowid = old.rowid;
+    DELETE FROM job_text_stale WHERE id = old.rowid;
 END;
 """
+#: A job's indexed text, computed from its row (for rows the index does not hold yet).
+JOB_TEXT = _SEARCH_TEXT.replace("new.", "jobs.")
 # A database from before the index: its rows are rewritten in id order (INSERT OR REPLACE had given them
 # rowids in update order), then indexed. From then on a job's rowid is given once, at its first commit,
 # and jobs are committed in the order their ids were made, so rowid order is id order (see select_jobs).
-_REORDER = """DROP TRIGGER IF EXISTS job_text_insert;
-DROP TRIGGER IF EXISTS job_text_update;
-DROP TRIGGER IF EXISTS job_text_delete;
+_REORDER = """DROP TRIGGER IF EXISTS job_text_forget;
 CREATE TEMP TABLE jobs_by_id AS SELECT * FROM jobs ORDER BY id;
 DELETE FROM jobs;
 INSERT INTO jobs SELECT * FROM jobs_by_id ORDER BY id;
 DROP TABLE jobs_by_id;
 """
-_BACKFILL = "INSERT INTO job_text(rowid, body) SELECT rowid, " + _SEARCH_TEXT.replace("new.", "") + " FROM jobs;"
 
 FINAL = ("succeeded", "failed", "cancelled", "expired")
-#: Finished jobs in the order they finished (event pruning walks it). The query's status term must be
-#: this very text for SQLite to use the partial index, so both come from here.
-_FINISHED = "status IN (" + ", ".join(f"'{s}'" for s in FINAL) + ")"
-_FINISHED_INDEX = f"CREATE INDEX jobs_finished ON jobs (updated_at, id) WHERE {_FINISHED}"
+#: Unfinished jobs whose old events event pruning remembers, to prune them once the jobs finish.
+WAITING_MAX = 10_000
 
 def _compact(value) -> str:
     return orjson.dumps(value).decode()
@@ -115,9 +112,7 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self._ensure_search_index()
-        index = self.db.execute("SELECT sql FROM sqlite_master WHERE name='jobs_finished'").fetchone()
-        if index is None or index[0] != _FINISHED_INDEX:  # new, or made when FINAL had other statuses
-            self.db.executescript(f"BEGIN; DROP INDEX IF EXISTS jobs_finished; {_FINISHED_INDEX}; COMMIT;")
+        self.db.execute("DROP INDEX IF EXISTS jobs_finished")  # an index every finish paid for; no longer read
         self._jobs: dict[str, tuple] = {}
         self._deleted: set[str] = set()
         self._events: list[tuple] = []
@@ -128,11 +123,10 @@ class Store:
         self._deliveries: dict[str, dict] = {}
 
     def _ensure_search_index(self) -> None:
-        """Create the search index and its triggers; a database from before them is indexed once here."""
+        """Create the search index and its triggers (the indexer fills it: a database from before it too)."""
         had = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='job_text'").fetchone()
         try:
-            self.db.executescript("BEGIN;" + ("" if had else _REORDER) + SEARCH_SCHEMA + ("" if had else _BACKFILL)
-                                  + "COMMIT;")
+            self.db.executescript("BEGIN;" + ("" if had else _REORDER) + SEARCH_SCHEMA + "COMMIT;")
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -198,6 +192,10 @@ class Store:
                     "parent_id=excluded.parent_id, data=excluded.data",
                     [(*row[:6], _compact(row[6])) for row in jobs.values()],
                 )
+                stale = [(row[0],) for row in jobs.values()
+                         if row[2] in ERROR_STATUSES or (row[2] == "queued" and row[6].get("attempts"))]
+                if stale:
+                    db.executemany("INSERT OR IGNORE INTO job_text_stale SELECT rowid FROM jobs WHERE id=?", stale)
             if deleted:
                 db.executemany("DELETE FROM jobs WHERE id=?", [(i,) for i in deleted])
                 db.executemany("DELETE FROM events WHERE stream=?", [("job:" + i,) for i in deleted])
@@ -298,34 +296,43 @@ class Store:
     def controls(self, kind: str) -> dict:
         return {k: _loads(d) for k, d in self.db.execute("SELECT key, data FROM controls WHERE kind=?", (kind,))}
 
-    def prune_events(self, finished_before: float, limit: int = 500) -> int:
-        """Delete the events of up to ``limit`` jobs that finished before ``finished_before``, but each one's last.
+    def prune_events(self, before: float, limit: int = 2000) -> int:
+        """Delete the events older than ``before`` of finished jobs, but each job's last; up to ``limit`` events.
 
-        Walks finished jobs in the order they finished (``jobs_finished``) from a cursor kept in ``meta``,
-        so each call costs about ``limit`` jobs whatever the table's size; a job finishing later (retried,
-        say) is met again when its new finish time comes up. Unfinished jobs are not in that index, so
-        their events are never touched. Its own transaction: call it between commits.
+        Walks the events in gseq order (time order) from a cursor kept in ``meta``, so a call costs about
+        ``limit`` events whatever the table's size. A job still unfinished when the walk passes its events
+        keeps them, and is remembered (up to ``WAITING_MAX`` jobs) to be pruned once it has finished;
+        channel messages are kept. Its own short transaction: call it between commits. Returns how many
+        events it walked (``limit``: there is more to do).
         """
-        cursor = self.get_meta("events_pruned_through", [0.0, ""])
-        # The status term is written as the partial index's own, so SQLite can use the index.
-        rows = self.db.execute(
-            f"SELECT updated_at, id FROM jobs INDEXED BY jobs_finished WHERE {_FINISHED} "
-            "AND (updated_at, id) > (?, ?) AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
-            (*cursor, finished_before, limit)).fetchall()
-        if not rows:
-            return 0
+        state = self.get_meta("events_pruned", {"through": 0, "waiting": []})
         db = self.db
+        rows = db.execute("SELECT gseq, stream, at FROM events WHERE gseq>? ORDER BY gseq LIMIT ?",
+                          (state["through"], limit)).fetchall()
+        walked = [(gseq, stream) for gseq, stream, at in itertools.takewhile(lambda row: row[2] < before, rows)]
+        streams = {stream for _, stream in walked if stream.startswith("job:")} | set(state["waiting"])
+        if not walked and not state["waiting"]:
+            return 0
+        ids = [stream[4:] for stream in streams]
+        statuses = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            statuses.update(db.execute(f"SELECT id, status FROM jobs WHERE id IN ({','.join('?' * len(chunk))})",
+                                       chunk).fetchall())
+        finished = [("job:" + i, before) for i, status in statuses.items() if status in FINAL]
+        waiting = sorted("job:" + i for i, status in statuses.items() if status not in FINAL)[:WAITING_MAX]
         db.execute("BEGIN")
         try:
-            db.executemany("DELETE FROM events WHERE stream=?1 AND seq < "
-                           "(SELECT max(seq) FROM events WHERE stream=?1)", [("job:" + job_id,) for _, job_id in rows])
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('events_pruned_through', ?)",
-                       (json.dumps(list(rows[-1])),))
+            db.executemany("DELETE FROM events WHERE stream=?1 AND at<?2 AND seq < "
+                           "(SELECT max(seq) FROM events WHERE stream=?1)", finished)
+            through = walked[-1][0] if walked else state["through"]
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('events_pruned', ?)",
+                       (json.dumps({"through": through, "waiting": waiting}),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return len(rows)
+        return len(walked)
 
     def close(self) -> None:
         self.db.close()
@@ -377,13 +384,12 @@ def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=Non
     """One keyset page of jobs: newest first after cursor ``before_id``, or oldest first after ``after_id``.
 
     Every filter is served by an index in page order, so a page costs about the same at any table size:
-    several statuses or types are read as one range per (status, type) pair of ``jobs_status_type`` and
+    several statuses or types are read as one range per (status, type) pair (``jobs_type_status``) and
     merged; ``created_after``/``created_before`` bound the id range too (ids begin with the creation
     millisecond); ``text`` (a substring of the job's id, type, parent, unique key, payload or error) uses
-    the trigram index ``job_text`` (case-sensitive; one or two characters are checked row by row).
+    the trigram index ``job_text`` (case-sensitive; any script; see ``_search``).
     """
     statuses, types = _as_list(status), _as_list(type)
-    order = "ASC" if oldest_first else "DESC"
     where, args = [], []
     if parent_id:
         where.append("parent_id=?")
@@ -399,36 +405,90 @@ def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=Non
         where.append("id>?" if oldest_first else "id<?")
         args.append(cursor)
     if text:
-        match = _match(db, text)
-        if match == '""':
-            return []  # no indexed term begins with it
-        if match is not None:
-            for column, values in (("status", statuses), ("type", types)):
-                if values:
-                    where.append(f"{column} IN ({','.join('?' * len(values))})")
-                    args += values
-            rare = db.execute("SELECT count(*) FROM (SELECT rowid FROM job_text WHERE job_text MATCH ? LIMIT ?)",
-                              (match, RARE_MATCHES + 1)).fetchone()[0] <= RARE_MATCHES
-            if rare:  # few matches: read them all from the index and sort just those
-                sql = ("SELECT jobs.data FROM (SELECT rowid AS hit FROM job_text WHERE job_text MATCH ?) "
-                       f"CROSS JOIN jobs ON jobs.rowid=hit WHERE {' AND '.join(where) or '1'} "
-                       f"ORDER BY jobs.id {order} LIMIT ?")
-                return [_loads(d) for (d,) in db.execute(sql, [match, *args, limit])]
-            # Many matches: walk the index in rowid order (which is id order) until the page is full.
-            if cursor:
-                where.append(f"job_text.rowid {'>' if oldest_first else '<'} "
-                             f"coalesce((SELECT rowid FROM jobs WHERE id=?), {0 if oldest_first else 2 ** 63 - 1})")
-                args.append(cursor)
-            sql = ("SELECT jobs.data FROM job_text CROSS JOIN jobs ON jobs.rowid=job_text.rowid "
-                   f"WHERE job_text MATCH ? AND {' AND '.join(where) or '1'} ORDER BY job_text.rowid {order} LIMIT ?")
-            return [_loads(d) for (d,) in db.execute(sql, [match, *args, limit])]
-        # Too short for the index and too common to list its terms: each row in page order is checked.
-        where.append("instr((SELECT body FROM job_text WHERE job_text.rowid=jobs.rowid), ?) > 0")
-        args.append(text)
+        if db.in_transaction:
+            return _search(db, text, where, args, statuses, types, oldest_first, cursor, limit)
+        db.execute("BEGIN")  # one snapshot of the index, of what it has not indexed yet, and of the rows
+        try:
+            return _search(db, text, where, args, statuses, types, oldest_first, cursor, limit)
+        finally:
+            db.execute("COMMIT")
+    return _pages(db, where, args, statuses, types, oldest_first, limit)
+
+
+def _search(db, text, where, args, statuses, types, oldest_first, cursor, limit) -> list[dict]:
+    """``select_jobs`` with ``text``: the trigram index for the rows it holds, the rows themselves for the few
+    it does not hold yet (newer than its last pass, or with a changed error: ``job_text_stale``)."""
+    order = "ASC" if oldest_first else "DESC"
+    indexed = db.execute("SELECT coalesce(max(id), 0) FROM job_text_content").fetchone()[0]
+    # Rows newer than the index's last pass, and rows whose indexed text is stale: few, read by rowid.
+    fresh = (f"(SELECT rowid AS fresh FROM jobs WHERE rowid > ? UNION SELECT id FROM job_text_stale) "
+             f"CROSS JOIN jobs ON jobs.rowid=fresh WHERE instr({JOB_TEXT}, ?) > 0")
+    match = _match(db, text)
+    if match is None:  # too short for the index and too common to list its terms: rows checked in page order
+        return _pages(db, [*where, f"instr({JOB_TEXT}, ?) > 0"], [*args, text], statuses, types, oldest_first, limit)
+    for column, values in (("status", statuses), ("type", types)):
+        if values:
+            where = [*where, f"{column} IN ({','.join('?' * len(values))})"]
+            args = [*args, *values]
+    condition = " AND ".join(where) or "1"
+    hits = "SELECT rowid AS hit FROM job_text WHERE job_text MATCH ? AND rowid NOT IN (SELECT id FROM job_text_stale)"
+    rare = match == '""' or db.execute(
+        "SELECT count(*) FROM (SELECT rowid FROM job_text WHERE job_text MATCH ? LIMIT ?)",
+        (match, RARE_MATCHES + 1)).fetchone()[0] <= RARE_MATCHES
+    if rare:  # few matches: read them all from the index (and the fresh rows), sort just those
+        found, found_args = (f"{hits} UNION ", [match]) if match != '""' else ("", [])
+        sql = (f"SELECT jobs.data FROM ({found}SELECT jobs.rowid AS hit FROM {fresh}) "
+               f"CROSS JOIN jobs ON jobs.rowid=hit WHERE {condition} ORDER BY jobs.id {order} LIMIT ?")
+        return [_loads(d) for (d,) in db.execute(sql, [*found_args, indexed, text, *args, limit])]
+    # Many matches: walk the index in rowid order (which is id order) until the page is full, and merge
+    # in the fresh rows (read the same way).
+    bound, bound_args = "", []
+    if cursor:
+        bound = (f" AND jobs.rowid {'>' if oldest_first else '<'} "
+                 f"coalesce((SELECT rowid FROM jobs WHERE id=?), {0 if oldest_first else 2 ** 63 - 1})")
+        bound_args = [cursor]
+    walked = db.execute(
+        "SELECT jobs.rowid, jobs.data FROM job_text CROSS JOIN jobs ON jobs.rowid=job_text.rowid "
+        f"WHERE job_text MATCH ? AND job_text.rowid NOT IN (SELECT id FROM job_text_stale) AND {condition}{bound} "
+        f"ORDER BY job_text.rowid {order} LIMIT ?", [match, *args, *bound_args, limit]).fetchall()
+    newer = db.execute(f"SELECT jobs.rowid, jobs.data FROM {fresh} AND {condition}{bound} "
+                       f"ORDER BY jobs.rowid {order} LIMIT ?", [indexed, text, *args, *bound_args, limit]).fetchall()
+    rows = heapq.merge(walked, newer, key=lambda row: row[0], reverse=not oldest_first)
+    return [_loads(d) for _, d in itertools.islice(rows, limit)]
+
+
+def index_pending(db, limit: int = 500) -> int:
+    """Index up to ``limit`` jobs the search index does not hold yet, and re-index up to ``limit`` stale ones.
+
+    Runs on a connection of its own (``actors/search.py``), in a short write transaction, off the actor's
+    loop; returns how many rows it wrote (``limit`` or more: call again).
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        indexed = db.execute("SELECT coalesce(max(id), 0) FROM job_text_content").fetchone()[0]
+        added = db.execute(f"INSERT INTO job_text(rowid, body) SELECT rowid, {JOB_TEXT} FROM jobs "
+                           "WHERE rowid > ? ORDER BY rowid LIMIT ?", (indexed, limit)).rowcount
+        stale = [(i,) for (i,) in db.execute("SELECT id FROM job_text_stale LIMIT ?", (limit,))]
+        old = [row for row in stale if row[0] <= indexed]  # newer rows were just indexed as they are now
+        db.executemany("DELETE FROM job_text WHERE rowid=?", old)
+        db.executemany(f"INSERT INTO job_text(rowid, body) SELECT rowid, {JOB_TEXT} FROM jobs WHERE rowid=?", old)
+        db.executemany("DELETE FROM job_text_stale WHERE id=?", stale)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return added + len(stale)
+
+
+def _pages(db, where, args, statuses, types, oldest_first, limit) -> list[dict]:
+    """One page in id order: one index range per (status, type) pair, merged."""
+    order = "ASC" if oldest_first else "DESC"
     if not statuses and not types:
         return _page(db, where, args, order, limit)
-    # One index range per (status, type) pair, merged in page order.
-    pairs = [(s, t) for s in (statuses or [None]) for t in (types or [None])]
+    if statuses:
+        pairs = [(s, t) for s in statuses for t in (types or [None])]
+    else:  # a type's rows are in id order per status in ``jobs_type_status``: one range per status it has
+        pairs = [(s, t) for t in types for s in _statuses_of(db, t)]
     pages = []
     for s, t in pairs:
         extra, values = [], []
@@ -443,6 +503,17 @@ def select_jobs(db, *, status=None, type=None, parent_id=None, created_after=Non
         return [record for _, record in pages[0]]
     merged = heapq.merge(*pages, key=lambda row: row[0], reverse=not oldest_first)
     return [record for _, record in itertools.islice(merged, limit)]
+
+
+def _statuses_of(db, type_name: str) -> list[str]:
+    """The statuses jobs of a type have, by a few seeks in ``jobs_type_status`` (no scan)."""
+    out, last = [], ""
+    while True:
+        (status,) = db.execute("SELECT min(status) FROM jobs WHERE type=? AND status>?", (type_name, last)).fetchone()
+        if status is None:
+            return out
+        out.append(status)
+        last = status
 
 
 def _page(db, where: list[str], args: list, order: str, limit: int, with_id: bool = False) -> list:
@@ -510,12 +581,15 @@ def gseq_since(db, since: float) -> int:
     return max(0, lo - 1)
 
 
-def recently_finished(db, since: float, statuses: tuple, limit: int):
-    """Data of jobs in ``statuses`` (final ones) that finished at or after ``since``, latest first, by index."""
-    marks = ",".join("?" * len(statuses))
-    return [_loads(d) for (d,) in db.execute(
-        f"SELECT data FROM jobs INDEXED BY jobs_finished WHERE {_FINISHED} AND updated_at>=? AND status IN ({marks}) "
-        "ORDER BY updated_at DESC LIMIT ?", (since, *statuses, limit))]
+def recently_finished(db, since: float, statuses: tuple, limit: int) -> list[dict]:
+    """A sample of jobs in ``statuses`` that finished at or after ``since``: of the ``4 * limit`` newest jobs of
+    each status (by the status index, so its cost does not grow with the table), those that finished then."""
+    out = []
+    for status in statuses:
+        out += [_loads(d) for (d,) in db.execute(
+            "SELECT data FROM (SELECT data, updated_at FROM jobs WHERE status=? ORDER BY id DESC LIMIT ?) "
+            "WHERE updated_at>=?", (status, 4 * limit, since))]
+    return sorted(out, key=lambda job: job.get("updated_at") or 0, reverse=True)[:limit]
 
 
 def select_logs(db, job_id: str, after: int, limit: int) -> tuple[list[dict], int]:

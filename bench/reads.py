@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
+# Modules in this folder are named like the stdlib's (queue.py, http.py): keep it off the import path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
@@ -189,7 +190,12 @@ def main() -> None:
         args.jobs = sqlite3.connect(db).execute("SELECT count(*) FROM jobs").fetchone()[0]
         log(f"copied {args.jobs} seeded jobs from {args.seeded}")
     else:
-        from seed import seed
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("dojo_bench_seed", os.path.join(_HERE, "seed.py"))
+        seed_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(seed_module)
+        seed = seed_module.seed
 
         log(f"seeded: {seed(db, args.jobs)}")
     os.environ.update({"DOJO_STATE_DIR": str(state), "DOJO_PORT": str(free_port()),

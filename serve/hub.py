@@ -6,12 +6,22 @@ cost the actor one stream, not a thousand. A client's stream is its backlog
 (read from the store after its ``after`` sequence) followed by live events,
 de-duplicated and gap-checked by sequence number, so a reconnect with the last
 sequence seen misses nothing and repeats nothing, across actor restarts too.
+
+Replay has backpressure: the backlog is read a page at a time (on the queue
+actor's reader threads, never its loop) and the next page is asked for only
+when the client has taken the last one, so a follower replays at the pace its
+socket drains and costs the actor one bounded read per page. While it replays,
+live events wait in its inbox (at most ``INBOX_LIMIT``; beyond that they are
+dropped and re-read from the store when the replay reaches them). A page of the
+whole queue comes as the JSON text each event is sent as (``Raw``), so a
+replaying follower costs the replica a string, not a parse and a dump.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 from collections import defaultdict
 from typing import AsyncIterator
@@ -22,6 +32,18 @@ log = logging.getLogger(__name__)
 
 ALL = "*"
 INBOX_LIMIT = 10_000
+PAGE = 1000
+
+
+class Raw(dict):
+    """A replayed event: its ordering keys (gseq, stream, seq, kind) and ``text``, the JSON sent for it."""
+
+    __slots__ = ("text",)
+
+
+def text_of(event: dict) -> str:
+    """The JSON text of an event as a client is sent it."""
+    return event.text if type(event) is Raw else json.dumps(event)
 
 
 class Feed:
@@ -59,9 +81,14 @@ class Feed:
     def _deliver(self, batch: list[dict]) -> None:
         everyone = self.listeners.get(ALL, ())
         for event in batch:
-            for inbox in (*self.listeners.get(event["stream"], ()), *everyone):
+            inboxes = (*self.listeners.get(event["stream"], ()), *everyone)
+            if not inboxes:
+                continue
+            shared = Raw(event)  # its JSON text is made once for every listener here
+            shared.text = json.dumps(event)
+            for inbox in inboxes:
                 if inbox.qsize() < INBOX_LIMIT:
-                    inbox.put_nowait(event)
+                    inbox.put_nowait(shared)
                 else:  # a slow client: it will notice the gap and re-read from the store
                     pass
 
@@ -119,11 +146,21 @@ class Hub:
             feed.remove(stream, inbox)
 
     async def _backlog(self, queue: str, stream: str | None, after: int) -> AsyncIterator[dict]:
-        key = "gseq" if stream is None else "seq"
-        while True:
-            batch = await self.queues.events(queue, stream, after, 1000)
-            for event in batch:
+        """Committed events after ``after``, a page at a time; the next page is read once this one is taken."""
+        if stream is not None:  # one job's or channel's stream: short, and its events may be redacted
+            while True:
+                batch = await self.queues.events(queue, stream, after, PAGE)
+                for event in batch:
+                    yield event
+                if len(batch) < PAGE:
+                    return
+                after = batch[-1]["seq"]
+        while True:  # the whole queue (an operator's stream): as the text to send
+            rows = await self.queues.events(queue, None, after, PAGE, raw=True)
+            for gseq, name, seq, kind, text in rows:
+                event = Raw(gseq=gseq, stream=name, seq=seq, kind=kind)
+                event.text = text
                 yield event
-            if len(batch) < 1000:
+            if len(rows) < PAGE:
                 return
-            after = batch[-1][key]
+            after = rows[-1][0]

@@ -16,7 +16,7 @@ import pytest
 from actors import store as store_mod
 from actors.reads import Reader
 from actors.retention import prune_events
-from actors.store import Store, select_events, select_jobs
+from actors.store import Store, index_pending, select_events, select_jobs
 
 T0 = 1_700_000_000.0
 TYPES = ("noop", "echo", "render", "clips.crawl")
@@ -57,8 +57,15 @@ def record(i: int, rng: random.Random, parents: list[str]) -> dict:
             "unique_key": f"key-{i}" if i % 5 == 0 else None, "history": []}
 
 
+def index_all(store) -> None:
+    while index_pending(store.db, 200) >= 200:
+        pass
+
+
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
+    """1,500 jobs: most in the search index, some failed since they were indexed (stale), the newest not
+    indexed yet (the indexer runs behind the commits): a search must find all of them alike."""
     store = Store(tmp_path_factory.mktemp("reads") / "q.sqlite3")
     rng = random.Random(7)
     jobs, parents = [], []
@@ -70,7 +77,15 @@ def filled(tmp_path_factory):
         store.put_job(job)
         if i % 200 == 0:
             store.commit()
+        if i == 1300:
+            store.commit()
+            index_all(store)
     store.commit()
+    for job in jobs[100:1300:25]:  # indexed, then failed with a new error
+        job.update(status="failed", error={"type": "LateError", "message": f"配信者 stale {job['id'][-6:]}"})
+        store.put_job(job)
+    store.commit()
+    assert store.db.execute("SELECT count(*) FROM job_text_stale").fetchone()[0] > 0
     return store, jobs, parents
 
 
@@ -84,6 +99,7 @@ def filter_cases(jobs, parents):
     texts = ["配信者", "動画", "ナレ", "在庫切れ", "Order", "order", "bad_input", "100%", "key-10",
              jobs[42]["id"][4:16], parents[1], "clips.crawl", "Value", "#1", "%"]
     cases += [{"text": t} for t in texts]
+    cases += [{"text": "LateErr"}, {"text": "stale"}, {"text": jobs[1400]["id"][-8:]}, {"text": "配信者 stale"}]
     cases += [{"text": "在庫切れ", "status": ["failed"]}, {"text": "動画", "type": ["render", "echo"]},
               {"text": "alpha", "parent_id": parents[2]}, {"text": "alpha", "created_after": mid}]
     return cases
@@ -122,6 +138,9 @@ def test_search_finds_substrings_of_ids_types_payloads_and_errors_in_any_script(
     def found(text):
         return [j["id"] for j in select_jobs(store.db, text=text, limit=10)]
 
+    assert found("配信ハイ") == [jobs[0]["id"]]  # committed, not indexed yet: found all the same
+    index_all(store)
+    assert store.db.execute("SELECT count(*) FROM job_text").fetchone()[0] == 3
     assert found("配信ハイ") == [jobs[0]["id"]]
     assert found("配信") == [jobs[0]["id"]]  # two characters: checked row by row
     assert found("eamer_") == [jobs[1]["id"]]
@@ -133,6 +152,9 @@ def test_search_finds_substrings_of_ids_types_payloads_and_errors_in_any_script(
     failed = {**jobs[2], "status": "failed", "error": {"type": "TimeoutError", "message": "ffmpeg が応答しません"}}
     store.put_job(failed)
     store.commit()
+    assert found("が応答し") == [jobs[2]["id"]]  # its indexed text is stale: the row itself is checked
+    index_all(store)
+    assert store.db.execute("SELECT count(*) FROM job_text_stale").fetchone()[0] == 0
     assert found("が応答し") == [jobs[2]["id"]]
     assert found("TimeoutErr") == [jobs[2]["id"]]
     store.delete_job(jobs[2]["id"])
@@ -154,6 +176,7 @@ def test_lists_and_search_read_by_index_not_by_scanning(filled):
 
     class Spy:
         execute = staticmethod(spy)
+        in_transaction = True
 
     for case in filter_cases(jobs, parents):
         if case.get("text") and len(case["text"]) < 3:
@@ -174,8 +197,8 @@ def test_a_database_from_before_the_search_index_is_indexed_when_opened(tmp_path
     store.put_job({"id": "j_00000000001000000000", "type": "echo", "status": "succeeded", "created_at": T0,
                    "updated_at": T0, "parent_id": None, "payload": {"q": "古いジョブ"}, "error": None})
     store.commit()
-    store.db.executescript("DROP TABLE job_text; DROP TABLE job_text_terms; DROP TRIGGER job_text_insert; "
-                           "DROP TRIGGER job_text_update; DROP TRIGGER job_text_delete;")
+    store.db.executescript("DROP TABLE job_text; DROP TABLE job_text_terms; DROP TABLE job_text_stale; "
+                           "DROP TRIGGER job_text_forget;")
     # Before the index, INSERT OR REPLACE gave a row a new rowid at each update: rowids out of id order.
     for i in range(9, 1, -1):
         store.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, 'echo', 'succeeded', ?, ?, NULL, ?)",
@@ -183,6 +206,8 @@ def test_a_database_from_before_the_search_index_is_indexed_when_opened(tmp_path
                           orjson.dumps({"id": f"j_0000000000{i}000000000", "payload": f"古いジョブ {i}"}).decode()))
     store.close()
     store = Store(path)
+    assert [j["id"] for j in select_jobs(store.db, text="古いジョブ 3")] == ["j_00000000003000000000"]
+    index_all(store)
     assert [j["id"] for j in select_jobs(store.db, text="古いジョブ 3")] == ["j_00000000003000000000"]
     ids = [i for (i,) in store.db.execute("SELECT id FROM jobs ORDER BY rowid")]
     assert ids == sorted(ids) and len(ids) == 9  # rewritten in id order: the index walks rowids as ids
@@ -217,14 +242,14 @@ def test_the_reader_reads_committed_rows_on_read_only_connections(tmp_path):
         reader.close()
 
 
-def _job_with_events(store, i, status, finished_at, gseq):
+def _job_with_events(store, i, status, at, gseq):
     job_id = f"j_{i:011x}00000{i:04x}"
-    store.put_job({"id": job_id, "type": "echo", "status": status, "created_at": finished_at - 10,
-                   "updated_at": finished_at, "parent_id": None, "payload": None, "error": None})
+    store.put_job({"id": job_id, "type": "echo", "status": status, "created_at": at, "updated_at": at + 5,
+                   "parent_id": None, "payload": None, "error": None})
     for seq, kind in enumerate(["status", "progress", "log", "status"], 1):
         gseq += 1
-        store.add_event({"gseq": gseq, "stream": "job:" + job_id, "seq": seq, "at": finished_at - 5 + seq,
-                         "kind": kind, "data": {"job_id": job_id}})
+        store.add_event({"gseq": gseq, "stream": "job:" + job_id, "seq": seq, "at": at + seq, "kind": kind,
+                         "data": {"job_id": job_id}})
     return job_id, gseq
 
 
@@ -232,27 +257,27 @@ def test_pruning_drops_old_events_of_finished_jobs_only_and_keeps_each_last_even
     store = Store(tmp_path / "q.sqlite3")
     now, day = T0 + 100 * 86400, 86400
     gseq, old_finished, unfinished, recent = 0, [], [], []
-    for i in range(1, 40):
+    for i in range(1, 40):  # in time order, like the queue writes them
         status = ("running", "queued", "waiting", "retrying", "scheduled")[i % 5] if i % 3 == 0 else \
-            ("succeeded", "failed", "cancelled")[i % 3]
-        finished_at = now - (30 if i % 2 else 1) * day
-        job_id, gseq = _job_with_events(store, i, status, finished_at, gseq)
+            ("succeeded", "failed", "cancelled", "expired")[i % 4]
+        at = now - (30 if i < 25 else 1) * day + i
+        job_id, gseq = _job_with_events(store, i, status, at, gseq)
         if i % 3 == 0:
             unfinished.append(job_id)  # old ones too: an unfinished job's events stay, whatever their age
-        elif i % 2:
+        elif i < 25:
             old_finished.append(job_id)
         else:
             recent.append(job_id)
-    store.add_event({"gseq": gseq + 1, "stream": "channel:news", "seq": 1, "at": now - 90 * day, "kind": "message",
-                     "data": {}})
+        if i == 10:
+            gseq += 1
+            store.add_event({"gseq": gseq, "stream": "channel:news", "seq": 1, "at": at, "kind": "message",
+                             "data": {}})
     store.commit()
-    total = 0
-    while True:
-        pruned = prune_events(store, now, days=7, limit=4)
-        total += pruned
-        if not pruned:
-            break
-    assert total == len(old_finished)
+    while prune_events(store, now, days=7, limit=7) == 7:
+        pass
+    through = store.get_meta("events_pruned")["through"]
+    assert store.db.execute("SELECT max(at) FROM events WHERE gseq<=?", (through,)).fetchone()[0] < now - 7 * day
+    assert store.db.execute("SELECT min(at) FROM events WHERE gseq>?", (through,)).fetchone()[0] > now - 7 * day
 
     def seqs(job_id):
         return [e["seq"] for e in select_events(store.db, "job:" + job_id, 0)]
@@ -261,16 +286,16 @@ def test_pruning_drops_old_events_of_finished_jobs_only_and_keeps_each_last_even
     assert all(seqs(j) == [1, 2, 3, 4] for j in unfinished + recent)
     assert store.last_seq("job:" + old_finished[0]) == 4  # a retried job's stream goes on after its last seq
     assert len(select_events(store.db, "channel:news", 0)) == 1
-    assert store.max_gseq() == gseq + 1
-    # A job that finishes again later (retried) is pruned again once that finish is old enough.
-    job_id = old_finished[0]
-    store.put_job({"id": job_id, "type": "echo", "status": "succeeded", "created_at": now - 20 * day,
-                   "updated_at": now - 8 * day, "parent_id": None, "payload": None, "error": None})
-    for seq in (5, 6):
-        gseq += 2
-        store.add_event({"gseq": gseq, "stream": "job:" + job_id, "seq": seq, "at": now - 8 * day, "kind": "status",
-                         "data": {}})
+    assert store.max_gseq() == gseq
+    # An old job that was unfinished when pruning passed it is pruned once it has finished.
+    late = unfinished[0]
+    store.put_job({"id": late, "type": "echo", "status": "succeeded", "created_at": now - 30 * day,
+                   "updated_at": now - 2 * day, "parent_id": None, "payload": None, "error": None})
+    gseq += 1
+    store.add_event({"gseq": gseq, "stream": "job:" + late, "seq": 5, "at": now - 2 * day, "kind": "status",
+                     "data": {}})
     store.commit()
-    assert prune_events(store, now, days=7) == 1
-    assert seqs(job_id) == [6]
+    prune_events(store, now, days=7)
+    assert seqs(late) == [5]
+    assert all(seqs(j) == [1, 2, 3, 4] for j in unfinished[1:] + recent)
     assert prune_events(store, now, days=0) == 0
