@@ -54,9 +54,9 @@ CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (id) WHERE pending =
 
 #: What a search (``text``) finds: a job's id, type, parent, unique key, payload (as JSON text) and its
 #: error's type and message, as one document of a trigram index (substrings of three characters or more,
-#: in any script, case-sensitive like the ``instr`` scan it replaces). Rows keep their rowid across updates (UPSERT), so the index row of a
-#: job follows it; the triggers re-index only when a job's error changes.
-#: One ``json_extract`` of four paths parses the record once (the fields come as one JSON array).
+#: in any script, case-sensitive like the ``instr`` scan it replaces). A row keeps its rowid across
+#: updates (the commit upserts), so its index entry (same rowid) follows it. One ``json_extract`` of four
+#: paths parses the record once (the fields come as one JSON array).
 _SEARCH_TEXT = """(new.id || char(10) || new.type || char(10) || coalesce(new.parent_id, '') || char(10) ||
     json_extract(new.data, '$.unique_key', '$.payload', '$.error.type', '$.error.message') || char(10))"""
 #: A job's error is set or changed only in these statuses, and cleared when it is queued again after an
@@ -112,7 +112,6 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self._ensure_search_index()
-        self.db.execute("DROP INDEX IF EXISTS jobs_finished")  # an index every finish paid for; no longer read
         self._jobs: dict[str, tuple] = {}
         self._deleted: set[str] = set()
         self._events: list[tuple] = []
