@@ -58,6 +58,11 @@ def cmd_up(args) -> None:
     print(f"dojo is up at {info['url']}  (API token in {info['tokens']}; `dojo token` prints it)")
     print(f"Ray token in {info['ray_token']}; for Ray's CLIs (ray status, ray job submit, serve status) "
           "run: eval \"$(dojo env)\"")
+    exposed = [p for p in info.get("ray_ports_beyond_loopback", ()) if "port" in p]
+    if exposed:
+        ports = ", ".join(f"{p['address']}:{p['port']} ({p['process']})" for p in exposed)
+        print(f"Note: Ray listens beyond 127.0.0.1 on {ports}; Ray cannot bind these to loopback. Its token "
+              "guards them: firewall them from other machines (README, Security).")
 
 
 def cmd_env(args) -> None:

@@ -34,6 +34,8 @@ from actors.settings import NAMESPACE, Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.1"
+
 
 def _ray_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     bin_dir = os.path.dirname(sys.executable)
@@ -90,20 +92,56 @@ def shell_exports() -> dict[str, str]:
     return exports
 
 
-def start_head(num_cpus: int | None = None) -> None:
-    # Loopback only: nothing listens beyond 127.0.0.1 unless configured (cluster.yaml does).
+def head_args(num_cpus: int | None = None, extra: str | None = None) -> list[str]:
+    """The ``ray start`` arguments of ``dojo up``'s head; ``extra`` is DOJO_RAY_START_ARGS."""
+    # Loopback only: nothing listens beyond 127.0.0.1 unless configured (cluster.yaml does). The node's
+    # address is 127.0.0.1, so Ray binds its node-local servers there; `exposed_ports` says what Ray
+    # still opens on every interface.
     port = ray_address().rsplit(":", 1)[1]
     # The dashboard (on 127.0.0.1 only) is what `ray job submit` talks to.
     dashboard_port = dashboard_address().rsplit(":", 1)[1]
+    extra = shlex.split(os.environ.get("DOJO_RAY_START_ARGS", "") if extra is None else extra)
     args = ["start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
+    if not any(a.startswith("--node-ip-address") for a in extra):
+        # Machines that join this head need its real address instead: DOJO_RAY_START_ARGS="--node-ip-address=<ip>".
+        args.append(f"--node-ip-address={LOOPBACK}")
     if num_cpus:
         args.append(f"--num-cpus={num_cpus}")
     # DOJO_RAY_START_ARGS: more `ray start` flags (other ports, --num-gpus, --resources, ...).
-    args += shlex.split(os.environ.get("DOJO_RAY_START_ARGS", ""))
+    return args + extra
+
+
+def start_head(num_cpus: int | None = None) -> None:
+    args = head_args(num_cpus)
+    # Serve's controller and proxy read their settings from the head's environment when they start.
+    from .deployment import serve_env
+
+    os.environ.update(serve_env())
     result = _ray_cli(*args, check=False)
     if result.returncode != 0:
         raise SystemExit(f"could not start a Ray head:\n{result.stdout}\n{result.stderr}")
+
+
+def exposed_ports() -> list[dict]:
+    """Sockets this Ray session's processes listen on beyond loopback (Ray has no flag to bind them there).
+
+    Call after ``connect()``. Each is ``{"address", "port", "process"}``; ``dojo up`` prints them, so an
+    operator knows what to firewall (README, Security).
+    """
+    import psutil
+
+    session = os.path.basename(ray._private.worker._global_node.get_session_dir_path().rstrip("/"))
+    pids = {int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(int(p), session)}
+    out = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids and conn.laddr.ip not in ("127.0.0.1", "::1"):
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.Error:
+                name = "?"
+            out.add((conn.laddr.ip, conn.laddr.port, name))
+    return [{"address": ip, "port": port, "process": name} for ip, port, name in sorted(out)]
 
 
 def connect() -> None:
@@ -140,9 +178,13 @@ def up(settings: Settings, num_cpus: int | None = None) -> dict:
     deploy(settings)
     ray.get(queue_actor("default", settings).ping.remote())
     wait_healthy(settings)
+    try:
+        exposed = exposed_ports()
+    except Exception as exc:  # noqa: BLE001 - a report, not a reason to fail `up`
+        exposed = [{"error": f"could not list Ray's sockets: {exc}"}]
     return {"url": f"http://{settings.host}:{settings.port}", "started_ray": started,
             "tokens": str(settings.tokens_path), "state_dir": settings.state_dir, "ray_token": token,
-            "ray_dashboard": dashboard_address()}
+            "ray_dashboard": dashboard_address(), "ray_ports_beyond_loopback": exposed}
 
 
 def down() -> None:
