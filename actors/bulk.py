@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .exceptions import InvalidInput
 
 ACTIONS = {
-    "cancel": ("queued", "scheduled", "running", "retrying", "waiting"),
+    "cancel": ("queued", "scheduled", "running", "retrying", "waiting", "sleeping"),
     "retry": ("failed", "cancelled", "expired"),
     "delete": ("succeeded", "failed", "cancelled", "expired"),
 }

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from . import durable
 from .exceptions import ConfigError, InvalidInput, UnknownJobType
 
 
@@ -266,12 +267,15 @@ class Reporter(Protocol):
 
     def enqueue(self, specs: list[dict]) -> list[dict]: ...
 
+    def step(self, index: int, name: str, result: Any) -> None:
+        """Commit a step's result (returns once it is durable)."""
+
 
 class JobContext:
     """What a running job sees: who it is, and how to report progress."""
 
     def __init__(self, *, job_id: str, type: str, queue: str, attempt: int, max_attempts: int,
-                 reporter: Reporter, cancelled: threading.Event | None = None):
+                 reporter: Reporter, cancelled: threading.Event | None = None, steps: list[dict] | None = None):
         self.job_id = job_id
         self.type = type
         self.queue = queue
@@ -279,6 +283,7 @@ class JobContext:
         self.max_attempts = max_attempts
         self.cancelled = cancelled or threading.Event()
         self._reporter = reporter
+        self._steps = durable.Steps(steps)
 
     def progress(self, fraction: float | None = None, stage: str | None = None, message: str | None = None,
                  **data) -> None:
@@ -298,6 +303,60 @@ class JobContext:
         """Raise JobCancelled if the attempt was cancelled or timed out."""
         if self.cancelled.is_set():
             raise JobCancelled(f"job {self.job_id} attempt {self.attempt} was cancelled")
+
+    # -- durable steps (actors/durable.py) ------------------------------------------------
+    def step(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """Run ``fn(*args, **kwargs)`` once per job: its JSON result is committed before it is returned,
+        and a later attempt gets the recorded result instead of running ``fn`` again."""
+        index, recorded = self._steps.next(name)
+        if recorded is not None:
+            return recorded["result"]
+        result = fn(*args, **kwargs)
+        self._reporter.step(index, name, result)
+        self._steps.add(name, result)
+        return result
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably: the attempt ends, the job holds no runner, and it resumes here after ``seconds``."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 366 * 86400:
+            raise ValueError(f"sleep takes 0..{366 * 86400} seconds, got {seconds!r}")
+        self.sleep_until(time.time() + seconds)
+
+    def sleep_until(self, t: float) -> None:
+        """Sleep durably until the epoch time ``t`` (see ``sleep``)."""
+        name = self._steps.auto_name("sleep")
+        index, recorded = self._steps.next(name)
+        until = recorded["result"]["until"] if recorded is not None else float(t)
+        if recorded is None:
+            self._reporter.step(index, name, {"until": until})
+            self._steps.add(name, {"until": until})
+        if time.time() < until:
+            if not getattr(self._reporter, "durable", False):
+                time.sleep(until - time.time())  # no queue to hand the wait to (a local context)
+                return
+            raise durable.Suspend(until)
+
+    def wait_for(self, channel: str, match: dict | None = None, timeout: float | None = None) -> Any:
+        """Suspend the job until a message on ``channel`` matches ``match``; return that message.
+
+        Raises ``WaitTimeout`` after ``timeout`` seconds (None: a year).
+        """
+        if match is not None and not isinstance(match, dict):
+            raise ValueError("match must be a dict of key-values the message must have, or None")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 <= timeout <= 366 * 86400):
+            raise ValueError(f"timeout takes 0..{366 * 86400} seconds, got {timeout!r}")
+        name = self._steps.auto_name("wait")
+        index, recorded = self._steps.next(name)
+        if recorded is not None:
+            if recorded["result"].get("timeout"):
+                raise durable.WaitTimeout(f"no message on channel {channel!r} matched {match!r} within "
+                                          f"{timeout} s")
+            return recorded["result"]["message"]
+        if not getattr(self._reporter, "durable", False):
+            raise RuntimeError("wait_for needs a queue: run the job through dojo, not in a local context")
+        until = time.time() + (366 * 86400 if timeout is None else timeout)
+        raise durable.Suspend(until, {"channel": channel, "match": match or {}, "step": name, "index": index})
 
     def enqueue(self, type: str, payload: Any = None, **options) -> dict:
         """Enqueue one child job of this job (a flow)."""
@@ -324,9 +383,13 @@ class LocalReporter:
         self.logs: list[str] = []
         self.heartbeats = 0
         self.children: list[dict] = []
+        self.steps: list[dict] = []
 
     def progress(self, event: dict) -> None:
         self.events.append({"at": time.time(), **event})
+
+    def step(self, index: int, name: str, result: Any) -> None:
+        self.steps.append({"index": index, "name": name, "result": result})
 
     def heartbeat(self) -> None:
         self.heartbeats += 1

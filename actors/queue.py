@@ -41,7 +41,7 @@ from typing import Any, Iterable
 import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
-from . import admission, callbacks
+from . import admission, callbacks, durable
 from . import schedules as cron
 from .buckets import Buckets
 from .control import QueueControl
@@ -59,9 +59,11 @@ log = logging.getLogger(__name__)
 def _compact(value) -> bytes:
     return orjson.dumps(value)
 
-STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "expired")
+STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "sleeping", "succeeded", "failed", "cancelled",
+            "expired")
 QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 KEY_MAX = 200
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
              "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
              "expires_in", "dedup", "debounce", "throttle", "group", "callback"}
@@ -126,6 +128,11 @@ def _number(spec: dict, key: str, kind=float, minimum=None, default=None):
     return kind(value)
 
 
+def _check_channel(channel) -> None:
+    if not isinstance(channel, str) or not CHANNEL_NAME.match(channel):
+        raise InvalidInput("channel names are 1-100 characters of letters, digits, '_', '.', ':' or '-'")
+
+
 def _key(spec: dict, key: str) -> str | None:
     value = spec.get(key)
     if value is None:
@@ -174,6 +181,7 @@ class JobQueue(QueueControl):
         self.buckets = Buckets(store.buckets())
         self._loaded_at = now  # when the state was reloaded (None: keep the stored lease expiries)
         self._settle: list[str] = []  # waiting parents found complete at reload; finished by promote_due
+        self._waiters: dict[str, set[str]] = defaultdict(set)  # channel -> sleeping jobs waiting for a message on it
         self.forgotten: list[dict] = []  # deleted jobs whose stored objects the actor deletes once committed
         # Queue control (issue 16): each rule is its own component, its state in the store.
         self.pauses = Pauses(store.get_meta("paused"))
@@ -199,8 +207,10 @@ class JobQueue(QueueControl):
                 self._debounced[record["debounce"]["key"]] = record["id"]
             if status == "queued":
                 self._push_ready(record)
-            elif status in ("scheduled", "retrying"):
+            elif status in ("scheduled", "retrying", "sleeping"):
                 self._push_delayed(record)
+                if status == "sleeping" and (record.get("wake") or {}).get("channel"):
+                    self._waiters[record["wake"]["channel"]].add(record["id"])
             elif status == "running":
                 lease = record["lease"]
                 if self._loaded_at is not None:
@@ -268,11 +278,86 @@ class JobQueue(QueueControl):
         return deliveries
 
     def publish(self, channel: str, message: Any, now: float) -> dict:
-        """Append a message to a channel's stream (the pub/sub of the seed's Durable Object)."""
-        if not isinstance(channel, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", channel):
-            raise InvalidInput("channel names are 1-100 characters of letters, digits, '_', '.', ':' or '-'")
+        """Append a message to a channel's stream (the pub/sub of the seed's Durable Object).
+
+        Jobs sleeping in ``ctx.wait_for`` on this channel whose ``match`` the message has wake up with it.
+        """
+        _check_channel(channel)
         self._check_size(message, self.limits.max_payload_bytes, "message")
-        return self._emit("channel:" + channel, "message", {"channel": channel, "message": message}, now)
+        event = self._emit("channel:" + channel, "message", {"channel": channel, "message": message}, now)
+        for job_id in list(self._waiters.get(channel, ())):
+            job = self.jobs.get(job_id)
+            if job is not None and job["status"] == "sleeping" and durable.matches(message, job["wake"]["match"]):
+                self._wake_waiter(job, {"message": message, "gseq": event["gseq"]}, now)
+        return event
+
+    # -- durable steps, sleeps and waits (actors/durable.py) ------------------
+    def record_step(self, token: int, job_id: str, index: int, name: str, result: Any, now: float) -> None:
+        """Commit one step's result for the attempt holding ``token`` (a repeated report is accepted once)."""
+        job = self._lease_of(token, job_id)
+        steps = job.setdefault("steps", [])
+        if isinstance(index, bool) or not isinstance(index, int) or not isinstance(name, str):
+            raise InvalidInput("a step is reported with its position (int) and name (str)")
+        if index < len(steps) and steps[index]["name"] == name:
+            return
+        if index != len(steps):
+            raise InvalidInput(f"step {name!r} reported at position {index}, but the job has {len(steps)} steps")
+        if len(steps) >= durable.MAX_STEPS:
+            raise InvalidInput(f"a job may record at most {durable.MAX_STEPS} steps")
+        self._check_size(result, self.limits.max_result_bytes, f"the result of step {name!r}")
+        steps.append({"name": name, "result": result, "attempt": job["attempts"], "at": now})
+        job["updated_at"] = now
+        self._job_event(job, "step", now, attempt=job["attempts"], name=name, index=index)
+        self._save(job)
+
+    def suspend(self, token: int, job_id: str, until: float, wait: dict | None, now: float,
+                duration: float | None = None) -> dict:
+        """End an attempt without failing or spending it: the job sleeps until ``until``, or until a message
+        on ``wait["channel"]`` has ``wait["match"]`` (one published since the job was created counts)."""
+        job = self._lease_of(token, job_id)
+        if job["cancel_requested"]:
+            return self._end_cancelled(job, token, now)
+        if wait is not None:
+            _check_channel(wait.get("channel"))
+            if not isinstance(wait.get("match"), dict) or wait.get("index") != len(job.get("steps") or []):
+                raise InvalidInput("a wait names its channel, a match object and its step position")
+        self._record(job, token, "suspended", now, None, duration)
+        self._release_slot(job, token)
+        job["lease"] = None
+        job["attempts"] -= 1  # a sleep spends no attempt
+        job["run_at"] = float(until)
+        job["wake"] = {"at": job["run_at"], **({"channel": wait["channel"], "match": wait["match"],
+                                                "step": wait["step"]} if wait else {})}
+        self._status(job, "sleeping", now, until=job["run_at"], **({"channel": wait["channel"]} if wait else {}))
+        if wait is not None:
+            found = self._published_since(job, wait)
+            if found is not None:
+                self._wake_waiter(job, found, now)
+                return job
+            self._waiters[wait["channel"]].add(job_id)
+        self._push_delayed(job)
+        return job
+
+    def _published_since(self, job: dict, wait: dict) -> dict | None:
+        """The first message on the wait's channel since the job was created that matches, if any."""
+        stream = "channel:" + wait["channel"]
+        last = self.store.last_seq(stream)
+        for event in self.store.events_after(stream, max(0, last - durable.WAIT_LOOKBACK), durable.WAIT_LOOKBACK):
+            message = event["data"].get("message")
+            if event["at"] >= job["created_at"] and durable.matches(message, wait["match"]):
+                return {"message": message, "gseq": event["gseq"]}
+        return None
+
+    def _wake_waiter(self, job: dict, result: dict, now: float) -> None:
+        """A wait ends (a message, or its timeout): its step records how, and the job runs again."""
+        wake = job["wake"]
+        self._waiters[wake["channel"]].discard(job["id"])
+        job.setdefault("steps", []).append({"name": wake["step"], "result": result, "attempt": job["attempts"],
+                                            "at": now})
+        job["wake"] = None
+        job["run_at"] = now
+        self._status(job, "queued", now, woken="timeout" if result.get("timeout") else "message")
+        self._push_ready(job)
 
     # -- enqueue -----------------------------------------------------------
     def validate(self, spec: Any, now: float) -> dict:
@@ -477,7 +562,7 @@ class JobQueue(QueueControl):
         self._status(job, "running", now, token=token, runner=runner)
         return {"token": token, "job_id": job["id"], "type": job["type"], "payload": job["payload"],
                 "attempt": job["attempts"], "max_attempts": job["max_attempts"], "timeout": job["timeout"],
-                "queue": self.name, "ttl": ttl, "phase": job.get("phase", "perform")}
+                "queue": self.name, "ttl": ttl, "phase": job.get("phase", "perform"), "steps": job.get("steps") or []}
 
     def _lease_of(self, token: int, job_id: str | None = None) -> dict:
         current = self._running.get(token)
@@ -775,8 +860,13 @@ class JobQueue(QueueControl):
         while self._delayed and self._delayed[0][0] <= now:
             _, job_id, ver = heapq.heappop(self._delayed)
             job = self.jobs.get(job_id)
-            if job is None or self._ver.get(job_id) != ver or job["status"] not in ("scheduled", "retrying"):
+            if job is None or self._ver.get(job_id) != ver or job["status"] not in ("scheduled", "retrying", "sleeping"):
                 continue
+            if job["status"] == "sleeping" and (job.get("wake") or {}).get("channel"):
+                self._wake_waiter(job, {"timeout": True}, now)
+                continue
+            if job["status"] == "sleeping":
+                job["wake"] = None
             self._status(job, "queued", now)
             self._push_ready(job)
             moved += 1
@@ -844,6 +934,8 @@ class JobQueue(QueueControl):
             return job, (token, runner)
         job["cancel_requested"] = True
         job["finished_at"] = now
+        if (job.get("wake") or {}).get("channel"):
+            self._waiters[job["wake"]["channel"]].discard(job_id)
         self._finish(job, "cancelled", now)
         return job, None
 

@@ -22,6 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import ray
 
+from .durable import Suspend
 from .heartbeat import Heartbeat
 from .queue import LANE_SEP
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
@@ -75,6 +76,12 @@ class _Reporter:
     def enqueue(self, specs: list[dict]) -> list[dict]:
         specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in specs]
         return ray.get(self.actor.enqueue.remote(specs))
+
+    #: Sleeps and waits end the attempt and hand the wait to the queue (see actors/durable.py).
+    durable = True
+
+    def step(self, index: int, name: str, result) -> None:
+        _call(self.actor.record_step, self.token, self.lease["job_id"], index, name, result)
 
 
 class _OutputCapture:
@@ -224,7 +231,8 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
     job_type = registry.get(lease["type"])
     reporter = _Reporter(actor, lease)
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
-                     max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled)
+                     max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled,
+                     steps=lease.get("steps"))
     report = {"token": lease["token"], "job_id": lease["job_id"], "type": lease["type"]}
     started = time.perf_counter()
     capture = _capture_output(actor, lease["token"], reporter.sent)
@@ -239,6 +247,8 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
         else:
             report["result"] = job_type.perform(ctx, lease["payload"])
         report["outcome"] = "succeeded"
+    except Suspend as suspended:  # a durable sleep or wait: the attempt ends, the job is not failed
+        report.update(outcome="suspended", until=suspended.until, wait=suspended.wait)
     except BaseException as exc:  # noqa: BLE001  (a job's failure is data)
         report["outcome"] = "failed"
         report["retry"] = not isinstance(exc, (PermanentFailure, JobCancelled)) and getattr(exc, "retryable", True)

@@ -73,8 +73,13 @@ export function jobPage(main, id) {
           [["queue", job.queue], ["attempts", `${job.attempts} of ${job.max_attempts}`], ["priority", job.priority],
            ["created", when(job.created_at)], ["started", when(job.started_at)], ["finished", when(job.finished_at)],
            ["timeout", job.timeout ? secs(job.timeout) : "none"], ["parent", job.parent_id ? h("a", { href: `/dashboard/jobs/${job.parent_id}` }, job.parent_id) : "—"],
-           ["running on", job.lease ? `${(job.lease.node || "?").slice(0, 12)} pid ${job.lease.pid ?? "?"}` : "—"]]
-            .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+           ["running on", job.lease ? `${(job.lease.node || "?").slice(0, 12)} pid ${job.lease.pid ?? "?"}` : "—"],
+           ...(job.wake ? [["sleeping", job.wake.channel
+             ? `until a message on "${job.wake.channel}" matches ${JSON.stringify(job.wake.match)} (gives up ${when(job.wake.at)})`
+             : `until ${when(job.wake.at)}`]] : []),
+           ...(job.steps?.length ? [["steps done", job.steps.map((st) => st.name).join(", ")]] : []),
+           ...(job.callback ? [["callback", `${job.callback.url} on ${job.callback.events.join(", ")}`]] : [])]
+            .map(([k, v]) => [h("dt", {}, k), h("dd", { id: k === "sleeping" ? "wake" : null }, v)])),
         h("h2", {}, "Payload"), h("pre", { class: "light", id: "payload" }, json(job.payload)),
         h("h2", {}, "Result"), h("pre", { class: "light", id: "result" }, json(job.result)), outputs),
       h("section", { class: "card" }, h("h2", {}, "Attempts"),

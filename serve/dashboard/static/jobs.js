@@ -1,7 +1,7 @@
 // The jobs table: server-side filters kept in the URL, cursor pages, live rows, bulk actions.
 import { api, live, h, pill, ago, progressBar, toast, debounce, navigate } from "./lib.js";
 
-const STATUSES = ["queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "expired"];
+const STATUSES = ["queued", "scheduled", "running", "retrying", "waiting", "sleeping", "succeeded", "failed", "cancelled", "expired"];
 const FIELDS = ["queue", "type", "status", "q", "since", "until", "order", "parent"];
 
 const toLocal = (t) => { if (!t) return ""; const d = new Date(t * 1000); d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); return d.toISOString().slice(0, 16); };

@@ -1,7 +1,7 @@
 // Queues overview: depth by status, running, last hour's throughput, failure rate, run times, a chart per queue.
 import { api, live, h, svg, pill, ago, secs, pct, debounce, toast } from "./lib.js";
 
-const ORDER = ["queued", "scheduled", "running", "retrying", "waiting", "succeeded", "failed", "cancelled", "expired"];
+const ORDER = ["queued", "scheduled", "running", "retrying", "waiting", "sleeping", "succeeded", "failed", "cancelled", "expired"];
 
 export function chart(series) {
   const n = series.succeeded.length, W = 400, H = 90, top = 6, bottom = 14;
