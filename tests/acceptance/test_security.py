@@ -46,6 +46,17 @@ def env_probe(ctx, payload) -> dict:
             "url": store.signed_url(key, 600)}
 
 
+@job("security_writer", max_attempts=1, num_cpus=0.25)
+def writer(ctx, payload) -> dict:
+    """Writes one object in its own folder and names it in its result."""
+    from actors.settings import Settings
+    from actors.storage import store_from_settings
+
+    key = f"security/{ctx.job_id}/out.txt"
+    store_from_settings(Settings.from_env()).put_bytes(key, b"mine")
+    return {"file": key}
+
+
 def _fresh_queue() -> str:
     return "ghost-" + uuid.uuid4().hex[:12]
 
@@ -283,3 +294,160 @@ async def test_the_state_dir_and_queue_databases_are_private(settings, tmp_path)
     assert stat.S_IMODE(database.parent.stat().st_mode) & 0o077 == 0
     for path in database.parent.glob(f"{queue}.sqlite3*"):  # with its -wal and -shm
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+# -- least privilege: channel tokens, the worker token, read tokens ---------------------------------
+async def _call(s, method, url, auth, body=None):
+    async with s.request(method, url, headers=auth, json=body) as r:
+        return r.status, await r.json()
+
+
+async def test_a_channel_token_reads_one_channel_of_one_queue(api, headers):
+    queue = _fresh_queue()
+    async with aiohttp.ClientSession() as s:
+        assert (await _call(s, "PUT", f"{api}/v1/queues/{queue}", headers))[0] == 200
+        for q in (queue, "default"):
+            assert (await _call(s, "POST", f"{api}/v1/channels/news/messages?queue={q}", headers, {"q": q}))[0] == 201
+        status, minted = await _call(s, "POST", f"{api}/v1/tokens", headers,
+                                     {"scope": "channel", "name": "news", "queue": queue})
+        assert status == 201 and minted["queue"] == queue
+        reader = {"Authorization": f"Bearer {minted['token']}"}
+        status, backlog = await _call(s, "GET", f"{api}/v1/channels/news/messages?queue={queue}", reader)
+        assert status == 200 and [e["data"]["message"] for e in backlog["events"]] == [{"q": queue}]
+        for path in ("/v1/channels/news/messages?queue=default", f"/v1/channels/sports/messages?queue={queue}"):
+            status, answer = await _call(s, "GET", api + path, reader)
+            assert status == 403, (path, answer)
+        async with s.ws_connect(f"{api}/v1/channels/news?queue=default", headers=reader) as ws:
+            assert json.loads((await ws.receive(timeout=10)).data)["error"] == "Forbidden"
+
+
+async def test_a_token_in_the_url_opens_only_streams(api, headers, settings):
+    async with aiohttp.ClientSession() as s:
+        job_id = await _a_job(s, api, headers)
+        token = settings.api_token
+        async with s.get(f"{api}/v1/jobs?token={token}") as r:
+            assert r.status == 401
+        async with s.get(f"{api}/v1/jobs/{job_id}/events?token={token}") as r:
+            assert r.status == 401
+        async with s.get(f"{api}/v1/jobs/{job_id}/events?token={token}",
+                         headers={"Accept": "text/event-stream"}) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        async with s.ws_connect(f"{api}/v1/jobs/{job_id}/events?token={token}") as ws:
+            assert json.loads((await ws.receive(timeout=10)).data)["seq"] == 1
+
+
+async def _running(s, api, headers, job_id) -> dict:
+    """The 'running' event of a job's current attempt, as the API token sees it (with its fencing token)."""
+    for _ in range(600):
+        status, answer = await _call(s, "GET", f"{api}/v1/jobs/{job_id}/events", headers)
+        running = [e for e in answer["events"] if e["data"].get("status") == "running"]
+        if running:
+            return running[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} never ran")
+
+
+async def test_pull_workers_lease_only_external_types(api, settings):
+    worker = {"Authorization": f"Bearer {settings.worker_token}"}
+    async with aiohttp.ClientSession() as s:
+        status, answer = await _call(s, "POST", f"{api}/v1/queues/default/lease", worker,
+                                     {"worker": "w", "types": ["sleep", "outside"]})
+        assert status == 403 and "external" in answer["message"] and "sleep" in answer["message"], answer
+
+
+async def test_the_worker_token_cannot_report_on_a_ray_attempt(api, headers, settings):
+    worker = {"Authorization": f"Bearer {settings.worker_token}"}
+    async with aiohttp.ClientSession() as s:
+        status, job = await _call(s, "POST", f"{api}/v1/jobs", headers, {"type": "sleep", "payload": {"seconds": 3}})
+        running = await _running(s, api, headers, job["id"])
+        lease_id = f"{job['id']}:{running['data']['token']}"
+        for action in ("heartbeat", "complete"):
+            status, answer = await _call(s, "POST", f"{api}/v1/leases/{lease_id}/{action}", worker,
+                                         {"result": {"forged": True}})
+            assert status == 403 and "Ray runner" in answer["message"], (action, answer)
+        for _ in range(100):
+            status, got = await _call(s, "GET", f"{api}/v1/jobs/{job['id']}", headers)
+            if got["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.1)
+        assert got["result"]["slept"] == 3
+
+
+async def _two_pull_leases(s, api, headers, worker) -> list[dict]:
+    queue = _fresh_queue()
+    await _call(s, "POST", f"{api}/v1/jobs", headers, [{"type": "outside", "queue": queue}] * 2)
+    status, leased = await _call(s, "POST", f"{api}/v1/queues/{queue}/lease", worker,
+                                 {"worker": "w", "types": ["outside"], "n": 2})
+    assert status == 200 and len(leased["leases"]) == 2, leased
+    return leased["leases"]
+
+
+async def test_a_heartbeat_must_name_the_job_of_its_lease(api, headers, settings):
+    worker = {"Authorization": f"Bearer {settings.worker_token}"}
+    async with aiohttp.ClientSession() as s:
+        first, second = await _two_pull_leases(s, api, headers, worker)
+        status, answer = await _call(s, "POST", f"{api}/v1/leases/{first['job_id']}:{second['token']}/heartbeat",
+                                     worker)
+        assert status == 409 and answer["error"] == "StaleLease", answer
+        status, answer = await _call(s, "POST", f"{api}/v1/leases/{second['lease_id']}/heartbeat", worker)
+        assert status == 200 and answer == {"status": "ok"}
+
+
+async def test_a_result_may_name_only_the_jobs_own_objects(api, headers, settings):
+    worker = {"Authorization": f"Bearer {settings.worker_token}"}
+    async with aiohttp.ClientSession() as s:
+        first, second = await _two_pull_leases(s, api, headers, worker)
+        stolen = f"renders/{second['job_id']}/video.mp4"  # another job's object, which would be signed for this one
+        status, answer = await _call(s, "POST", f"{api}/v1/leases/{first['lease_id']}/complete", worker,
+                                     {"result": {"video": stolen}})
+        assert status == 403 and stolen in answer["message"], answer
+        own = f"renders/{first['job_id']}/video.mp4"
+        status, done = await _call(s, "POST", f"{api}/v1/leases/{first['lease_id']}/complete", worker,
+                                   {"result": {"video": own}})
+        assert status == 200 and done["status"] == "succeeded" and done["result"] == {"video": own}
+
+
+async def test_fencing_tokens_are_not_shown_to_a_read_token(api, headers):
+    async with aiohttp.ClientSession() as s:
+        status, job = await _call(s, "POST", f"{api}/v1/jobs", headers, {"type": "sleep", "payload": {"seconds": 0.2}})
+        running = await _running(s, api, headers, job["id"])
+        assert "token" in running["data"]  # the API token sees it
+        reader = {"Authorization": f"Bearer {job['read_token']}"}
+        for _ in range(100):
+            status, got = await _call(s, "GET", f"{api}/v1/jobs/{job['id']}", reader)
+            if got["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.1)
+        assert got["history"] and all("token" not in h for h in got["history"]), got["history"]
+        status, answer = await _call(s, "GET", f"{api}/v1/jobs/{job['id']}/events", reader)
+        assert status == 200 and all("token" not in e["data"] for e in answer["events"]), answer
+        async with s.ws_connect(f"{api}/v1/jobs/{job['id']}/events", headers=reader) as ws:
+            seen = [json.loads((await ws.receive(timeout=10)).data) for _ in answer["events"]]
+        assert [e["seq"] for e in seen] == [e["seq"] for e in answer["events"]]
+        assert all("token" not in e["data"] for e in seen), seen
+
+
+# -- a job's objects go with it -------------------------------------------------------------------
+async def test_deleting_a_job_deletes_its_objects_and_its_urls_stop_working(api, headers, settings):
+    from actors.facade import Queues
+    from actors.storage import store_from_settings
+
+    queues = Queues(dataclasses.replace(settings, job_modules=(*settings.job_modules, THIS_MODULE)))
+    [created] = await queues.enqueue([{"type": "security_writer", "queue": _fresh_queue()}])
+    deadline = time.monotonic() + 120
+    while (done := await queues.get(created["id"]))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, done
+        await asyncio.sleep(0.1)
+    assert done["status"] == "succeeded", done["error"]
+    key = done["result"]["file"]
+    store = store_from_settings(settings)
+    async with aiohttp.ClientSession() as s:
+        status, outputs = await _call(s, "GET", f"{api}/v1/jobs/{created['id']}/outputs", headers)
+        url = outputs["urls"]["file"]
+        url = api + url if url.startswith("/") else url
+        async with s.get(url) as r:
+            assert r.status == 200 and await r.read() == b"mine"
+        assert (await _call(s, "DELETE", f"{api}/v1/jobs/{created['id']}", headers))[0] == 200
+        assert not store.exists(key)
+        async with s.get(url) as r:
+            assert r.status == 404
