@@ -451,3 +451,20 @@ async def test_deleting_a_job_deletes_its_objects_and_its_urls_stop_working(api,
         assert not store.exists(key)
         async with s.get(url) as r:
             assert r.status == 404
+
+
+async def test_a_token_in_the_url_is_not_logged(api, headers, ray_cluster):
+    from pathlib import Path as _Path
+
+    async with aiohttp.ClientSession() as s:
+        job = await _call(s, "POST", f"{api}/v1/jobs", headers, {"type": "echo", "payload": 1})
+        token = job[1]["read_token"]
+        async with s.ws_connect(f"{api}/v1/jobs/{job[1]['id']}/events?token={token}") as ws:
+            assert json.loads((await ws.receive(timeout=10)).data)["seq"] == 1
+        async with s.get(f"{api}/v1/jobs/{job[1]['id']}/events?token={token}") as r:
+            assert r.status == 401  # ignored outside a stream, and not logged either
+    await asyncio.sleep(1)  # the access log is written as the request ends
+    logs = _Path(ray_cluster._private.worker._global_node.get_session_dir_path()) / "logs"
+    written = [p for p in logs.rglob("*") if p.is_file() and p.stat().st_size]
+    assert any("serve" in str(p) for p in written)
+    assert not [p for p in written if token.encode() in p.read_bytes()]
