@@ -253,7 +253,10 @@ class DemandReporter:
 
     def tick(self, q, now: float) -> None:
         try:
-            scan, report = self.tracker.tick(q.jobs, self.registry, now)
+            jobs = q.jobs
+            if q.pauses.any:  # a paused queue's (or type's) queued jobs start nowhere: they ask for no node
+                jobs = {i: j for i, j in jobs.items() if j["status"] != "queued" or not q.pauses.paused(j["type"])}
+            scan, report = self.tracker.tick(jobs, self.registry, now)
             if scan is not None:
                 self._export(scan, now)
             if report is not None:

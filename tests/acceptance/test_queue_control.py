@@ -252,3 +252,42 @@ async def test_fair_shares_every_small_tenant_starts_before_the_big_tenants_100t
         status, answer = await call(s, "POST", f"{api}/v1/queues/{q}/purge", headers, {"confirm": q})
         assert status == 200
         await call(s, "POST", f"{api}/v1/queues/{q}/resume", headers)
+
+
+async def test_schedule_overlap_and_catchup_window_through_the_api(api, headers):
+    q = "ctl-sched"
+    body = {"name": "every-hour", "cron": "0 * * * *", "job": {"type": "echo"}}
+    async with aiohttp.ClientSession() as s:
+        for extra, field in (({"overlap": "queue"}, "overlap"), ({"catchup_window": -1}, "catchup_window")):
+            status, error = await call(s, "POST", f"{api}/v1/schedules?queue={q}", headers, {**body, **extra})
+            assert status == 422 and error["field"] == field, error
+        status, schedule = await call(s, "POST", f"{api}/v1/schedules?queue={q}", headers,
+                                      {**body, "overlap": "buffer_one", "catchup_window": 300})
+        assert status == 201 and schedule["overlap"] == "buffer_one" and schedule["catchup_window"] == 300
+        await call(s, "DELETE", f"{api}/v1/schedules/every-hour?queue={q}", headers)
+
+
+def test_cli_pauses_purges_and_cancels_by_filter(api, settings, monkeypatch, capsys):
+    from serve.cli import main
+    from serve.client import Client
+
+    monkeypatch.setenv("DOJO_URL", api)
+    monkeypatch.setenv("DOJO_API_TOKEN", settings.api_token)
+    q = "ctl-cli"
+    client = Client(batch=False)
+    client._call("PUT", f"/v1/queues/{q}")
+    main(["queue", "pause", "--queue", q])
+    assert client.stats(q)["paused"] is True
+    client.submit_many([{"type": "echo", "queue": q} for _ in range(3)] + [{"type": "stamp", "queue": q}] * 2)
+    capsys.readouterr()
+    main(["cancel", "--queue", q, "--status", "queued", "--type", "echo"])
+    assert "3 jobs changed" in capsys.readouterr().out
+    counts = client.stats(q)["counts"]
+    assert counts["cancelled"] == 3 and counts["queued"] == 2
+    with pytest.raises(SystemExit):
+        main(["queue", "purge", "--queue", q])
+    assert client.stats(q)["counts"]["queued"] == 2
+    main(["queue", "purge", "--queue", q, "--yes"])
+    assert "purged 2" in capsys.readouterr().out
+    main(["queue", "resume", "--queue", q])
+    assert client.stats(q)["paused"] is False

@@ -297,3 +297,25 @@ def test_missed_ticks_within_the_catchup_window_are_fired_oldest_first(q):
     with pytest.raises(InvalidInput) as caught:
         q.add_schedule({"name": "d", "cron": "0 * * * *", "job": {"type": "echo"}, "overlap": "queue"}, HOUR0)
     assert caught.value.context["field"] == "overlap"
+
+
+def test_a_paused_queue_asks_the_autoscaler_for_no_node(q):
+    from actors.jobs import REGISTRY
+    from actors.scaling import DemandReporter
+
+    class Recorder(DemandReporter):  # the Ray edge (gauges, the demand aggregator) replaced by a record
+        def _export(self, scan, now):
+            self.scan = scan
+
+        def _send(self, demand):
+            self.sent = demand
+
+    enqueue(q)
+    q.pause(None, T0)
+    paused = Recorder("default", REGISTRY)
+    paused.tick(q, T0)
+    assert paused.sent == {}
+    q.resume(None, T0)
+    resumed = Recorder("default", REGISTRY)
+    resumed.tick(q, T0)
+    assert resumed.sent and sum(resumed.sent.values()) == 1
