@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from . import runner as runner_mod
 from . import scaling
 from .bulk import BulkFilter
 from .control import PURGE_CHUNK
-from .exceptions import DojoError, Forbidden
+from .exceptions import DojoError, Forbidden, MalformedRequest
 from .jobs import Resources, load_modules
 from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits, split_lane
@@ -486,6 +487,47 @@ class QueueService:
         event = self.q.publish(channel, message, time.time())
         await self._commit()
         return event
+
+    # -- triggers and hooks (actors/triggers.py) ------------------------------------------
+    async def trigger_put(self, name: str, data) -> dict:
+        self._ensure_loop()
+        now = time.time()
+        trigger = self.q.triggers.put_trigger(name, data, lambda spec: self.q.validate(spec, now), now)
+        await self._commit()
+        return trigger
+
+    async def trigger_list(self) -> list[dict]:
+        return sorted(self.q.triggers.triggers.values(), key=lambda t: t["name"])
+
+    async def trigger_delete(self, name: str) -> None:
+        self.q.triggers.delete_trigger(name)
+        await self._commit()
+
+    async def hook_put(self, name: str, data) -> dict:
+        self._ensure_loop()
+        hook = self.q.triggers.put_hook(name, data, time.time())
+        await self._commit()
+        return hook
+
+    async def hook_list(self) -> list[dict]:
+        return [self.q.triggers.view(h) for h in sorted(self.q.triggers.hooks.values(), key=lambda h: h["name"])]
+
+    async def hook_delete(self, name: str) -> None:
+        self.q.triggers.delete_hook(name)
+        await self._commit()
+
+    async def hook_publish(self, name: str, body: bytes, signature: str) -> dict:
+        """A signed request to a hook: its JSON body is published to the hook's channel."""
+        self._ensure_loop()
+        hook = self.q.triggers.verify(name, body, signature)
+        try:
+            message = json.loads(body)
+        except ValueError:
+            await self._commit()
+            raise MalformedRequest("a hook's body must be JSON") from None
+        event = self.q.publish(hook["channel"], message, time.time())
+        await self._commit()
+        return {"hook": name, "channel": hook["channel"], "gseq": event["gseq"], "seq": event["seq"]}
 
     async def events(self, stream: str | None, after: int, limit: int = 1000, raw: bool = False) -> list:
         """Committed events of one stream after seq ``after``, or of the whole queue (stream None) after gseq.

@@ -193,6 +193,27 @@ class Queues:
     async def pull_report(self, queue: str, token: int, job_id: str, action: str, body: dict) -> dict:
         return await self.actor(queue).pull_report.remote(token, job_id, action, body)
 
+    async def trigger_put(self, queue: str, name: str, data: dict) -> dict:
+        return await self.actor(queue, create=True).trigger_put.remote(name, data)
+
+    async def trigger_list(self, queue: str) -> list[dict]:
+        return await self.actor(queue).trigger_list.remote()
+
+    async def trigger_delete(self, queue: str, name: str) -> None:
+        return await self.actor(queue).trigger_delete.remote(name)
+
+    async def hook_put(self, queue: str, name: str, data: dict) -> dict:
+        return await self.actor(queue, create=True).hook_put.remote(name, data)
+
+    async def hook_list(self, queue: str) -> list[dict]:
+        return await self.actor(queue).hook_list.remote()
+
+    async def hook_delete(self, queue: str, name: str) -> None:
+        return await self.actor(queue).hook_delete.remote(name)
+
+    async def hook_publish(self, queue: str, name: str, body: bytes, signature: str) -> dict:
+        return await self.actor(queue).hook_publish.remote(name, body, signature)
+
     async def schedule_put(self, queue: str, data: dict) -> dict:
         return await self.actor(queue, create=True).schedule_put.remote(data)
 

@@ -42,6 +42,7 @@ import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
 from . import admission, callbacks, durable
+from .triggers import Triggers
 from . import schedules as cron
 from .buckets import Buckets
 from .control import QueueControl
@@ -182,6 +183,7 @@ class JobQueue(QueueControl):
         self._loaded_at = now  # when the state was reloaded (None: keep the stored lease expiries)
         self._settle: list[str] = []  # waiting parents found complete at reload; finished by promote_due
         self._waiters: dict[str, set[str]] = defaultdict(set)  # channel -> sleeping jobs waiting for a message on it
+        self.triggers = Triggers(store)
         self.forgotten: list[dict] = []  # deleted jobs whose stored objects the actor deletes once committed
         # Queue control (issue 16): each rule is its own component, its state in the store.
         self.pauses = Pauses(store.get_meta("paused"))
@@ -289,6 +291,14 @@ class JobQueue(QueueControl):
             job = self.jobs.get(job_id)
             if job is not None and job["status"] == "sleeping" and durable.matches(message, job["wake"]["match"]):
                 self._wake_waiter(job, {"message": message, "gseq": event["gseq"]}, now)
+        for trigger, spec in self.triggers.firing(channel, message, event["gseq"]):
+            try:
+                [(job, _)] = self.enqueue_many([spec], now)
+            except InvalidInput as exc:  # the message stands; the trigger says why it made no job
+                log.warning("trigger %s could not enqueue: %s", trigger["name"], exc.message)
+                self.triggers.fired(trigger, None, exc.message)
+            else:
+                self.triggers.fired(trigger, job["id"], None)
         return event
 
     # -- durable steps, sleeps and waits (actors/durable.py) ------------------

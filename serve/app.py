@@ -400,6 +400,52 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
 
+    # -- triggers and hooks (actors/triggers.py) ------------------------------------------
+    @app.put("/v1/triggers/{name}", tags=["triggers"], dependencies=[Depends(admin)])
+    async def trigger_put(name: str, request: Request, queue: str = "default"):
+        """Create or replace a trigger: each message on its channel that matches enqueues one job.
+
+        Like enqueueing, it creates the queue when it is new."""
+        check_queue(queue)
+        return await call(queues.trigger_put(queue, name, await json_body(request)))
+
+    @app.get("/v1/triggers", tags=["triggers"], dependencies=[Depends(admin)])
+    async def trigger_list(queue: str = "default"):
+        _check_queue(queue)
+        return {"triggers": await call(queues.trigger_list(queue))}
+
+    @app.delete("/v1/triggers/{name}", tags=["triggers"], dependencies=[Depends(admin)])
+    async def trigger_delete(name: str, queue: str = "default"):
+        _check_queue(queue)
+        await call(queues.trigger_delete(queue, name))
+        return {"deleted": name}
+
+    @app.put("/v1/hooks/{name}", tags=["triggers"], dependencies=[Depends(admin)])
+    async def hook_put(name: str, request: Request, queue: str = "default"):
+        """Create a hook (the answer holds its secret, this once) or change its channel; ``rotate``: a new secret."""
+        check_queue(queue)
+        return await call(queues.hook_put(queue, name, await json_body(request)))
+
+    @app.get("/v1/hooks", tags=["triggers"], dependencies=[Depends(admin)])
+    async def hook_list(queue: str = "default"):
+        _check_queue(queue)
+        return {"hooks": await call(queues.hook_list(queue))}
+
+    @app.delete("/v1/hooks/{name}", tags=["triggers"], dependencies=[Depends(admin)])
+    async def hook_delete(name: str, queue: str = "default"):
+        _check_queue(queue)
+        await call(queues.hook_delete(queue, name))
+        return {"deleted": name}
+
+    @app.post("/v1/hooks/{name}", status_code=202, tags=["triggers"])
+    async def hook_receive(name: str, request: Request, queue: str = "default"):
+        """An outside system's signed request (no token: ``X-Dojo-Signature`` with the hook's secret).
+
+        Its JSON body is published to the hook's channel."""
+        _check_queue(queue)
+        body = await request.body()
+        return await call(queues.hook_publish(queue, name, body, request.headers.get("x-dojo-signature", "")))
+
     # -- schedules ----------------------------------------------------------------------
     @app.post("/v1/schedules", status_code=201, tags=["schedules"], dependencies=[Depends(admin)],
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -188,6 +188,45 @@ def cmd_schedule(args) -> None:
         _print(client._call("POST", f"/v1/schedules/{args.name}/{action}", queue=args.queue))
 
 
+def cmd_trigger(args) -> None:
+    client = Client()
+    if args.action == "add":
+        if not (args.name and args.channel and args.type):
+            raise SystemExit("error: dojo trigger add NAME --channel CHANNEL --type TYPE [--payload JSON] [--match JSON]")
+        job = {"type": args.type, **({"payload": _payload(args.payload)} if args.payload else {})}
+        _print(client.put_trigger(args.name, args.channel, job, _payload(args.match), queue=args.queue))
+    elif args.action == "list":
+        for trigger in client.triggers(queue=args.queue):
+            print(f"{trigger['name']:<24} on {trigger['channel']:<20} match {json.dumps(trigger['match']):<30} "
+                  f"-> {trigger['job']['type']:<16} fired {trigger['fired']}"
+                  + (f"  last error: {trigger['last_error']}" if trigger.get("last_error") else ""))
+    else:
+        _print(client.delete_trigger(_required(args.name, "dojo trigger rm NAME"), queue=args.queue))
+
+
+def cmd_hook(args) -> None:
+    client = Client()
+    if args.action == "add":
+        if not (args.name and args.channel):
+            raise SystemExit("error: dojo hook add NAME --channel CHANNEL [--rotate]")
+        _print(client.put_hook(args.name, args.channel, rotate=args.rotate, queue=args.queue))
+    elif args.action == "list":
+        for hook in client.hooks(queue=args.queue):
+            print(f"{hook['name']:<24} -> {hook['channel']:<20} received {hook['received']}")
+    else:
+        _print(client.delete_hook(_required(args.name, "dojo hook rm NAME"), queue=args.queue))
+
+
+def cmd_publish(args) -> None:
+    _print(Client().publish(args.channel, _payload(args.message), queue=args.queue))
+
+
+def _required(value, usage: str):
+    if not value:
+        raise SystemExit(f"error: {usage}")
+    return value
+
+
 def cmd_list(args) -> None:
     page = Client().list(queue=args.queue, status=args.status, type=args.type, limit=args.limit, cursor=args.cursor)
     for job in page["jobs"]:
@@ -358,6 +397,30 @@ def parser() -> argparse.ArgumentParser:
     sched.add_argument("--payload")
     sched.add_argument("--queue", default="default")
     sched.set_defaults(func=cmd_schedule)
+
+    trig = sub.add_parser("trigger", help="triggers: each matching channel message enqueues a job")
+    trig.add_argument("action", choices=["add", "list", "rm"])
+    trig.add_argument("name", nargs="?")
+    trig.add_argument("--channel")
+    trig.add_argument("--match", help="JSON object of key-values a message must have")
+    trig.add_argument("--type", help="job type to enqueue (the message is added to its payload as 'message')")
+    trig.add_argument("--payload", help="JSON object, or @file.json")
+    trig.add_argument("--queue", default="default")
+    trig.set_defaults(func=cmd_trigger)
+
+    hook = sub.add_parser("hook", help="incoming webhooks: signed POSTs that publish to a channel")
+    hook.add_argument("action", choices=["add", "list", "rm"])
+    hook.add_argument("name", nargs="?")
+    hook.add_argument("--channel")
+    hook.add_argument("--rotate", action="store_true", help="replace the hook's secret")
+    hook.add_argument("--queue", default="default")
+    hook.set_defaults(func=cmd_hook)
+
+    pub = sub.add_parser("publish", help="publish a message to a channel (wakes waits, fires triggers)")
+    pub.add_argument("channel")
+    pub.add_argument("message", help="JSON, or @file.json")
+    pub.add_argument("--queue", default="default")
+    pub.set_defaults(func=cmd_publish)
 
     ls = sub.add_parser("list", help="list jobs, newest first")
     ls.add_argument("--queue", default="default")

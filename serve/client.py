@@ -264,6 +264,32 @@ class Client:
             raise ApiError(response.status_code, body)
         return body
 
+    def publish(self, channel: str, message: Any, queue: str = "default") -> dict:
+        """Publish a message to a channel (it wakes ``ctx.wait_for`` and fires triggers)."""
+        return self._call("POST", f"/v1/channels/{channel}/messages", message, queue=queue)
+
+    def put_trigger(self, name: str, channel: str, job: dict, match: dict | None = None,
+                    queue: str = "default") -> dict:
+        """Each message on ``channel`` that has ``match`` enqueues one job from the spec ``job``."""
+        return self._call("PUT", f"/v1/triggers/{name}", {"channel": channel, "match": match or {}, "job": job},
+                          queue=queue)
+
+    def triggers(self, queue: str = "default") -> list[dict]:
+        return self._call("GET", "/v1/triggers", queue=queue)["triggers"]
+
+    def delete_trigger(self, name: str, queue: str = "default") -> dict:
+        return self._call("DELETE", f"/v1/triggers/{name}", queue=queue)
+
+    def put_hook(self, name: str, channel: str, rotate: bool = False, queue: str = "default") -> dict:
+        """A webhook that publishes to ``channel``; the answer holds its secret when new or rotated."""
+        return self._call("PUT", f"/v1/hooks/{name}", {"channel": channel, "rotate": rotate}, queue=queue)
+
+    def hooks(self, queue: str = "default") -> list[dict]:
+        return self._call("GET", "/v1/hooks", queue=queue)["hooks"]
+
+    def delete_hook(self, name: str, queue: str = "default") -> dict:
+        return self._call("DELETE", f"/v1/hooks/{name}", queue=queue)
+
     def deliveries(self, job_id: str) -> list[dict]:
         """The job's callback deliveries (state, tries and each try's answer)."""
         return self._call("GET", f"/v1/jobs/{job_id}/deliveries")["deliveries"]
@@ -419,6 +445,30 @@ class AsyncClient:
 
     async def bulk(self, action: str, **filters) -> dict:
         return await self._call("POST", f"/v1/jobs/{action}", {k: v for k, v in filters.items() if v is not None})
+
+    async def publish(self, channel: str, message: Any, queue: str = "default") -> dict:
+        """Publish a message to a channel (see ``Client.publish``)."""
+        return await self._call("POST", f"/v1/channels/{channel}/messages", message, queue=queue)
+
+    async def put_trigger(self, name: str, channel: str, job: dict, match: dict | None = None,
+                          queue: str = "default") -> dict:
+        return await self._call("PUT", f"/v1/triggers/{name}", {"channel": channel, "match": match or {}, "job": job},
+                                queue=queue)
+
+    async def triggers(self, queue: str = "default") -> list[dict]:
+        return (await self._call("GET", "/v1/triggers", queue=queue))["triggers"]
+
+    async def delete_trigger(self, name: str, queue: str = "default") -> dict:
+        return await self._call("DELETE", f"/v1/triggers/{name}", queue=queue)
+
+    async def put_hook(self, name: str, channel: str, rotate: bool = False, queue: str = "default") -> dict:
+        return await self._call("PUT", f"/v1/hooks/{name}", {"channel": channel, "rotate": rotate}, queue=queue)
+
+    async def hooks(self, queue: str = "default") -> list[dict]:
+        return (await self._call("GET", "/v1/hooks", queue=queue))["hooks"]
+
+    async def delete_hook(self, name: str, queue: str = "default") -> dict:
+        return await self._call("DELETE", f"/v1/hooks/{name}", queue=queue)
 
     async def deliveries(self, job_id: str) -> list[dict]:
         """The job's callback deliveries (state, tries and each try's answer)."""

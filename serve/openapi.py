@@ -43,6 +43,8 @@ PATH_PARAMS: dict[tuple[str, str], dict] = {
     ("/v1/schedules/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"},
     ("/v1/schedules/{name}/{action}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"},
     ("/v1/schedules/{name}/{action}", "action"): {"type": "string", "enum": ["pause", "resume", "run"]},
+    ("/v1/triggers/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+    ("/v1/hooks/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
     ("/v1/ratelimits/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"},
     ("/v1/leases/{lease_id}/{action}", "action"): {"type": "string",
                                                    "enum": ["heartbeat", "progress", "complete", "fail"]},
@@ -96,6 +98,18 @@ BODIES: dict[tuple[str, str], dict] = {
             **{name: {"type": "string"} for name in ("engine", "voice", "speed", "resolution", "width", "height",
                                                     "pad_before", "pad_after", "subtitles", "burn_in", "fps",
                                                     "loudness")}}}}}},
+    ("put", "/v1/triggers/{name}"): _json({"type": "object", "required": ["channel", "job"],
+                                           "additionalProperties": False, "properties": {
+        "channel": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+        "match": {"type": "object", "description": "key-values a message must have"},
+        "job": {"type": "object", "required": ["type"], "description": "the job spec; the message is added to "
+                                                                         "its payload as 'message'"}}}),
+    ("put", "/v1/hooks/{name}"): _json({"type": "object", "required": ["channel"], "additionalProperties": False,
+                                        "properties": {
+        "channel": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+        "rotate": {"type": "boolean", "description": "make a new secret"}}}),
+    ("post", "/v1/hooks/{name}"): _json({"description": "Any JSON value: published to the hook's channel."},
+                                        description="Signed with the hook's secret in X-Dojo-Signature."),
     ("post", "/v1/jobs/cancel"): _json(FILTER),
     ("post", "/v1/jobs/retry"): _json(FILTER),
     ("post", "/v1/jobs/delete"): _json(FILTER),
@@ -118,6 +132,8 @@ STATUS_TEXT = {400: "Malformed body (not JSON, too deep)", 401: "No token, or no
                422: "Invalid input: the message names the field", 429: "Too many requests or streams",
                503: "The queue's actor is restarting; retry"}
 PUBLIC = {"/healthz", "/v1/objects/{key}"}  # no token: nothing, and a signed URL
+#: (method, path) public on a path whose other methods need a token: a hook is called with its signature.
+PUBLIC_OPERATIONS = {("post", "/v1/hooks/{name}")}
 
 
 def _errors(path: str, method: str, has_body: bool) -> list[int]:
@@ -158,7 +174,7 @@ def document(app: FastAPI) -> dict:
             for code in _errors(path, method, "requestBody" in op):
                 responses[str(code)] = {"description": STATUS_TEXT[code], "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            if path in PUBLIC:
+            if path in PUBLIC or (method, path) in PUBLIC_OPERATIONS:
                 op["security"] = []
     objects = spec["paths"].get("/v1/objects/{key}", {}).get("get")
     if objects:
