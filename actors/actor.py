@@ -578,8 +578,9 @@ class QueueService:
             await self._commit()
         page = await self.reader.run(select_jobs, **spec.select())
         now = time.time()
+        matched = [row for row in page if spec.matches(row)]  # the group key is checked here, not by the index
         changed, stops = 0, []
-        for row in page:
+        for row in matched:
             current = self.q.jobs.get(row["id"]) or self.store.get_job(row["id"])
             if current is None or not spec.matches(current):
                 continue  # it changed since the page was read
@@ -599,8 +600,8 @@ class QueueService:
             self._stop_runner(runner, f"cancelled by a bulk cancel (attempt {token})")
         if action == "delete":
             asyncio.get_running_loop().create_task(self._forget_objects())
-        return {"action": action, "queue": self.name, "matched": len(page), "changed": changed,
-                "skipped": len(page) - changed, "next_cursor": page[-1]["id"] if len(page) == spec.limit else None}
+        return {"action": action, "queue": self.name, "read": len(page), "matched": len(matched), "changed": changed,
+                "skipped": len(matched) - changed, "next_cursor": page[-1]["id"] if len(page) == spec.limit else None}
 
     # -- read-only views for the dashboard, logs and export ------------------------
     def _public_job(self, job_id: str) -> dict | None:

@@ -1,8 +1,9 @@
 """Bulk cancel, retry and delete by filter, in plain Python: which jobs a call may change.
 
 ``POST /v1/jobs/cancel|retry|delete`` take a filter (queue, type, status,
-created time range) and change the matching jobs that the action applies to,
-oldest first, at most ``limit`` per call. The answer says how many it changed
+created time range, group key) and change the matching jobs that the action
+applies to, oldest first, reading at most ``limit`` jobs per call (the group
+key is checked on the jobs read, so a page may change fewer than it read). The answer says how many it changed
 and gives ``next_cursor`` while more may match: send it back as ``cursor`` to
 go on. A call changes exactly the jobs of its page that match the filter when
 it runs; one that changed meanwhile (finished, say) is counted as ``skipped``.
@@ -23,7 +24,7 @@ ACTIONS = {
     "retry": ("failed", "cancelled", "expired"),
     "delete": ("succeeded", "failed", "cancelled", "expired"),
 }
-FIELDS = {"queue", "type", "status", "created_after", "created_before", "cursor", "limit"}
+FIELDS = {"queue", "type", "status", "created_after", "created_before", "cursor", "limit", "group"}
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
 
@@ -55,6 +56,7 @@ class BulkFilter:
     created_before: float | None
     cursor: str | None
     limit: int
+    groups: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, action: str, body) -> "BulkFilter":
@@ -83,9 +85,11 @@ class BulkFilter:
         if not isinstance(queue, str):
             raise InvalidInput(f"queue must be a queue name, got {queue!r}", field="queue")
         types = _names(body.get("type"), "type")
+        groups = _names(body.get("group"), "group")
         return cls(action, queue, tuple(sorted(set(statuses))), tuple(types) if types else None,
                    _time(body.get("created_after"), "created_after"),
-                   _time(body.get("created_before"), "created_before"), cursor, limit)
+                   _time(body.get("created_before"), "created_before"), cursor, limit,
+                   tuple(groups) if groups else None)
 
     def select(self) -> dict:
         """Keyword arguments of ``store.select_jobs`` for this call's page (oldest first, after the cursor)."""
@@ -97,4 +101,5 @@ class BulkFilter:
         """Whether the job, as it is now, is still in the filtered set."""
         return (job["status"] in self.statuses and (self.types is None or job["type"] in self.types)
                 and (self.created_after is None or job["created_at"] >= self.created_after)
-                and (self.created_before is None or job["created_at"] < self.created_before))
+                and (self.created_before is None or job["created_at"] < self.created_before)
+                and (self.groups is None or (job.get("group") or {}).get("key") in self.groups))

@@ -249,6 +249,10 @@ async def test_fair_shares_every_small_tenant_starts_before_the_big_tenants_100t
         hundredth = big_starts[99] if len(big_starts) >= 100 else len(order)
         for tenant in (f"t{i}" for i in range(9)):
             assert firsts[tenant] < hundredth, (tenant, firsts[tenant], hundredth)
+        # A bulk cancel by group changes that group's jobs only.
+        status, page = await call(s, "POST", f"{api}/v1/jobs/cancel", headers,
+                                  {"queue": q, "group": "big", "status": "queued", "limit": 1000})
+        assert status == 200 and page["changed"] == page["matched"] > 0 and page["read"] == 1000
         status, answer = await call(s, "POST", f"{api}/v1/queues/{q}/purge", headers, {"confirm": q})
         assert status == 200
         await call(s, "POST", f"{api}/v1/queues/{q}/resume", headers)

@@ -319,3 +319,13 @@ def test_a_paused_queue_asks_the_autoscaler_for_no_node(q):
     resumed = Recorder("default", REGISTRY)
     resumed.tick(q, T0)
     assert resumed.sent and sum(resumed.sent.values()) == 1
+
+
+def test_a_bulk_filter_by_group_matches_only_that_groups_jobs():
+    f = BulkFilter.parse("cancel", {"group": ["tenant-1"]})
+    assert f.matches({"status": "queued", "type": "x", "created_at": T0, "group": {"key": "tenant-1", "limit": None}})
+    assert not f.matches({"status": "queued", "type": "x", "created_at": T0, "group": {"key": "tenant-2"}})
+    assert not f.matches({"status": "queued", "type": "x", "created_at": T0, "group": None})
+    with pytest.raises(InvalidInput) as caught:
+        BulkFilter.parse("cancel", {"group": [""]})
+    assert caught.value.context["field"] == "group"
