@@ -344,11 +344,32 @@ async def api_action(job_id: str, action: str, request: Request):
     return await _act(request.app.state.queues, action, job_id)
 
 
+#: Pages (of 1,000 jobs) one "all matching" click of the jobs page changes; the answer's cursor goes on.
+BULK_FILTER_PAGES = 10
+
+
 @router.post("/dashboard/api/bulk")
 async def api_bulk(request: Request):
-    """``{"action": "cancel" | "retry" | "delete", "ids": [...]}``; answers each id's outcome."""
+    """``{"action": "cancel" | "retry" | "delete", "ids": [...]}``; answers each id's outcome.
+
+    Or ``{"action", "filter": {queue, type, status, created_after, created_before, group, cursor}}``: every job
+    of the filter, through ``POST /v1/jobs/{action}`` (up to BULK_FILTER_PAGES pages; ``next_cursor`` goes on).
+    """
     _write_session(request)
     body = await _json(request)
+    if isinstance(body, dict) and isinstance(body.get("filter"), dict):
+        filters = {**body["filter"], "limit": 1000}
+        _check_queue(request, filters.get("queue", DEFAULT_QUEUE) if isinstance(filters.get("queue", ""), str)
+                     else "")
+        total = {"action": body.get("action"), "changed": 0, "skipped": 0, "next_cursor": None}
+        for _ in range(BULK_FILTER_PAGES):
+            page = await call(request.app.state.queues.bulk(body.get("action"), filters))
+            total["changed"] += page["changed"]
+            total["skipped"] += page["skipped"]
+            total["next_cursor"] = filters["cursor"] = page["next_cursor"]
+            if not page["next_cursor"]:
+                break
+        return total
     if not isinstance(body, dict) or body.get("action") not in ("cancel", "retry", "delete") \
             or not isinstance(body.get("ids"), list) or not body["ids"]:
         raise InvalidInput("send {'action': 'cancel' | 'retry' | 'delete', 'ids': [job ids]}")

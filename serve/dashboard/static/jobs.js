@@ -14,6 +14,7 @@ function row(job, selected) {
       onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); selected.changed(); } })),
     h("td", { class: "id" }, h("a", { href: `/dashboard/jobs/${job.id}` }, job.id)),
     h("td", {}, job.type),
+    h("td", { class: "group" }, job.group?.key || ""),
     h("td", { class: "status" }, pill(job.status)),
     h("td", { class: "progress" }, progressBar(job), h("small", { class: "muted msg" }, job.progress?.message || "")),
     h("td", { class: "attempts" }, `${job.attempts}/${job.max_attempts}`),
@@ -67,6 +68,23 @@ export function jobs(main, params) {
         selected.clear(); selected.changed(); load();
       } catch (err) { toast(err.message, true); }
     } }, `${action[0].toUpperCase()}${action.slice(1)} selected`));
+  // Every job of the filter (not just this page), through POST /v1/jobs/{action}; a text search cannot be one.
+  const matchingButtons = ["cancel", "retry", "delete"].map((action) => h("button", {
+    class: action === "delete" ? "danger" : "", "data-bulk-filter": action, disabled: !!filters.q || !!filters.parent,
+    title: filters.q ? "clear the text search to act on every matching job" : "",
+    onclick: async () => {
+      if (!confirm(`${action[0].toUpperCase()}${action.slice(1)} every ${filters.status || ""} job matching these filters in "${filters.queue}"?`)) return;
+      const filter = { queue: filters.queue };
+      if (filters.type) filter.type = filters.type.split(",");
+      if (filters.status) filter.status = [filters.status];
+      if (filters.since) filter.created_after = +filters.since;
+      if (filters.until) filter.created_before = +filters.until;
+      try {
+        const answer = await api("/bulk", { method: "POST", body: { action, filter } });
+        toast(`${action}: ${answer.changed} changed${answer.next_cursor ? " (more remain: click again)" : ""}`);
+        load();
+      } catch (err) { toast(err.message, true); }
+    } }, `${action[0].toUpperCase()}${action.slice(1)} all matching`));
   selected.changed = () => {
     count.textContent = selected.size ? `${selected.size} selected` : "";
     bulkButtons.forEach((b) => { b.disabled = selected.size === 0; });
@@ -78,8 +96,8 @@ export function jobs(main, params) {
   const tbody = h("tbody");
   const pager = h("div", { class: "pager" });
   main.append(h("h1", {}, "Jobs ", filters.parent ? h("small", { class: "muted" }, `children of ${filters.parent}`) : null),
-    form, h("div", { class: "bulk" }, bulkButtons, count),
-    h("table", { id: "jobs" }, h("thead", {}, h("tr", {}, h("th", {}, all), ["id", "type", "status", "progress", "attempts", "created", "error"].map((t) => h("th", {}, t)))), tbody),
+    form, h("div", { class: "bulk" }, bulkButtons, count, matchingButtons),
+    h("table", { id: "jobs" }, h("thead", {}, h("tr", {}, h("th", {}, all), ["id", "type", "group", "status", "progress", "attempts", "created", "error"].map((t) => h("th", {}, t)))), tbody),
     pager);
 
   const query = () => {
@@ -93,7 +111,7 @@ export function jobs(main, params) {
       const page = await api(`/jobs?${query()}`);
       rows.clear();
       tbody.replaceChildren(...page.jobs.map((j) => { const r = row(j, selected); rows.set(j.id, { el: r, job: j }); return r; }));
-      if (!page.jobs.length) tbody.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No jobs match these filters.")));
+      if (!page.jobs.length) tbody.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No jobs match these filters.")));
       const links = [];
       if (cursor) { const q = query(); q.delete("cursor"); links.push(h("a", { href: `/dashboard/jobs?${q}` }, "⟵ first page")); }
       if (page.next_cursor) { const q = query(); q.set("cursor", page.next_cursor); links.push(h("a", { href: `/dashboard/jobs?${q}`, rel: "next" }, "next page ⟶")); }
