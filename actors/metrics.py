@@ -91,7 +91,7 @@ class QueueMetrics:
             self.succeeded.inc(1, tags)
         elif status == "failed":
             self.failed.inc(1, tags)
-        if status in ("succeeded", "failed", "cancelled"):
+        if status in ("succeeded", "failed", "cancelled", "expired"):
             self._queued_at.pop(job_id, None)
 
     @staticmethod
