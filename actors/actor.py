@@ -319,7 +319,7 @@ class QueueService:
                                     duration=report.get("duration"))
                 elif report["outcome"] == "suspended":
                     self.q.suspend(report["token"], report["job_id"], report["until"], report.get("wait"), now,
-                                   duration=report.get("duration"))
+                                   duration=report.get("duration"), step=report.get("step"))
                 else:
                     self.q.fail(report["token"], report["error"], now, job_id=report["job_id"],
                                 retry=report.get("retry", True), duration=report.get("duration"))

@@ -44,10 +44,11 @@ class Suspend(BaseException):
     A BaseException, so a job's own ``except Exception`` does not swallow it.
     """
 
-    def __init__(self, until: float, wait: dict | None = None):
+    def __init__(self, until: float, wait: dict | None = None, step: dict | None = None):
         super().__init__(f"suspended until {until}")
         self.until = until
         self.wait = wait
+        self.step = step  # a sleep's own step ({index, name, result}), recorded with the suspension
 
 
 class WaitTimeout(Exception):

@@ -316,25 +316,33 @@ class JobContext:
         self._steps.add(name, result)
         return result
 
-    def sleep(self, seconds: float) -> None:
-        """Sleep durably: the attempt ends, the job holds no runner, and it resumes here after ``seconds``."""
+    def sleep(self, seconds: float) -> float:
+        """Sleep durably: the attempt ends, the job holds no runner, and it resumes here after ``seconds``.
+
+        Returns the time it was due to wake (the same on every replay)."""
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 366 * 86400:
             raise ValueError(f"sleep takes 0..{366 * 86400} seconds, got {seconds!r}")
-        self.sleep_until(time.time() + seconds)
+        return self.sleep_until(time.time() + seconds)
 
-    def sleep_until(self, t: float) -> None:
-        """Sleep durably until the epoch time ``t`` (see ``sleep``)."""
+    def sleep_until(self, t: float) -> float:
+        """Sleep durably until the epoch time ``t`` (see ``sleep``); returns ``t`` as first recorded."""
         name = self._steps.auto_name("sleep")
         index, recorded = self._steps.next(name)
-        until = recorded["result"]["until"] if recorded is not None else float(t)
-        if recorded is None:
-            self._reporter.step(index, name, {"until": until})
-            self._steps.add(name, {"until": until})
-        if time.time() < until:
-            if not getattr(self._reporter, "durable", False):
-                time.sleep(until - time.time())  # no queue to hand the wait to (a local context)
-                return
-            raise durable.Suspend(until)
+        if recorded is not None:
+            until = recorded["result"]["until"]
+            if time.time() >= until:
+                return until
+            step = None  # woken early (a clock step back): sleep the rest
+        else:
+            until = float(t)
+            step = {"index": index, "name": name, "result": {"until": until}}
+        if time.time() >= until or not getattr(self._reporter, "durable", False):
+            if step is not None:
+                self._reporter.step(index, name, step["result"])
+                self._steps.add(name, step["result"])
+            time.sleep(max(0.0, until - time.time()))  # no queue to hand the wait to (a local context), or none due
+            return until
+        raise durable.Suspend(until, step=step)  # the step is recorded with the suspension, in one report
 
     def wait_for(self, channel: str, match: dict | None = None, timeout: float | None = None) -> Any:
         """Suspend the job until a message on ``channel`` matches ``match``; return that message.

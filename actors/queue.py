@@ -321,12 +321,16 @@ class JobQueue(QueueControl):
         self._save(job)
 
     def suspend(self, token: int, job_id: str, until: float, wait: dict | None, now: float,
-                duration: float | None = None) -> dict:
+                duration: float | None = None, step: dict | None = None) -> dict:
         """End an attempt without failing or spending it: the job sleeps until ``until``, or until a message
-        on ``wait["channel"]`` has ``wait["match"]`` (one published since the job was created counts)."""
+        on ``wait["channel"]`` has ``wait["match"]`` (one published since the job was created counts).
+
+        ``step``: a sleep's own step ({index, name, result}), recorded here rather than in a call of its own."""
         job = self._lease_of(token, job_id)
         if job["cancel_requested"]:
             return self._end_cancelled(job, token, now)
+        if step is not None:
+            self.record_step(token, job_id, step["index"], step["name"], step["result"], now)
         if wait is not None:
             _check_channel(wait.get("channel"))
             if not isinstance(wait.get("match"), dict) or wait.get("index") != len(job.get("steps") or []):
@@ -367,7 +371,7 @@ class JobQueue(QueueControl):
         job["wake"] = None
         job["run_at"] = now
         self._status(job, "queued", now, woken="timeout" if result.get("timeout") else "message")
-        self._push_ready(job)
+        self._push_ready(job, order=job["created_at"])
 
     # -- enqueue -----------------------------------------------------------
     def validate(self, spec: Any, now: float) -> dict:
@@ -502,8 +506,10 @@ class JobQueue(QueueControl):
         self._ver[job["id"]] = ver
         return ver
 
-    def _push_ready(self, job: dict) -> None:
-        self._ready[lane_of(job)].push((-job["priority"], job["run_at"], job["id"], self._bump(job)),
+    def _push_ready(self, job: dict, order: float | None = None) -> None:
+        """Ready to lease: by priority, then ``order`` (default: when it became due)."""
+        order = job["run_at"] if order is None else order
+        self._ready[lane_of(job)].push((-job["priority"], order, job["id"], self._bump(job)),
                                        (job.get("group") or {}).get("key"))
 
     def _push_delayed(self, job: dict) -> None:
@@ -875,10 +881,12 @@ class JobQueue(QueueControl):
             if job["status"] == "sleeping" and (job.get("wake") or {}).get("channel"):
                 self._wake_waiter(job, {"timeout": True}, now)
                 continue
-            if job["status"] == "sleeping":
+            resumed = job["status"] == "sleeping"
+            if resumed:
                 job["wake"] = None
             self._status(job, "queued", now)
-            self._push_ready(job)
+            # A job woken from its sleep goes on before jobs created after it begin (its time has come).
+            self._push_ready(job, order=job["created_at"] if resumed else None)
             moved += 1
         return moved
 

@@ -248,7 +248,7 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
             report["result"] = job_type.perform(ctx, lease["payload"])
         report["outcome"] = "succeeded"
     except Suspend as suspended:  # a durable sleep or wait: the attempt ends, the job is not failed
-        report.update(outcome="suspended", until=suspended.until, wait=suspended.wait)
+        report.update(outcome="suspended", until=suspended.until, wait=suspended.wait, step=suspended.step)
     except BaseException as exc:  # noqa: BLE001  (a job's failure is data)
         report["outcome"] = "failed"
         report["retry"] = not isinstance(exc, (PermanentFailure, JobCancelled)) and getattr(exc, "retryable", True)

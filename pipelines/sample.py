@@ -98,3 +98,19 @@ def nap(ctx, payload):
     """I/O-bound sample: waits ``seconds`` on a thread; a runner naps 8 at once."""
     time.sleep(float(payload["seconds"]))
     return None
+
+
+@job("durable_nap", max_attempts=1, num_cpus=0.25)
+def durable_nap(ctx, payload):
+    """Sleeps ``seconds`` durably (the job holds no runner meanwhile), then answers how late it woke."""
+    until = ctx.sleep(float(payload["seconds"]))
+    return {"late_s": time.time() - until}
+
+
+@job("steps", max_attempts=1, num_cpus=0.25)
+def steps(ctx, payload):
+    """``n`` durable steps around nothing (a step's cost); ``n: 0`` is the same job without steps."""
+    started = time.perf_counter()
+    for i in range(int(payload.get("n", 0))):
+        ctx.step(f"s{i}", lambda: None)
+    return {"steps_s": time.perf_counter() - started}
