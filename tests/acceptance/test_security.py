@@ -82,7 +82,6 @@ async def test_reads_of_an_unknown_queue_answer_404_and_create_nothing(api, head
             ("GET", f"/v1/queues/{queue}", headers, None),
             ("GET", f"/v1/queues/{queue}/events", headers, None),
             ("GET", f"/v1/channels/news/messages?queue={queue}", headers, None),
-            ("GET", f"/v1/channels/news/messages?queue={queue}", channel, None),
             ("POST", f"/v1/channels/news/messages?queue={queue}", headers, {"a": 1}),
             ("GET", f"/v1/schedules?queue={queue}", headers, None),
             ("GET", f"/v1/schedules/nightly?queue={queue}", headers, None),
@@ -109,6 +108,9 @@ async def test_reads_of_an_unknown_queue_answer_404_and_create_nothing(api, head
                 await ws.receive(timeout=10)
                 assert ws.close_code == 4404, path
         async with s.post(f"{api}/v1/jobs", json={"type": "echo", "queue": queue}, headers=worker) as r:
+            assert r.status == 403
+        # A channel token is bound to its own queue: any other, known or not, is refused alike.
+        async with s.get(f"{api}/v1/channels/news/messages?queue={queue}", headers=channel) as r:
             assert r.status == 403
     assert not _actor_exists(ray_cluster, queue)
     assert not (Path(settings.state_dir) / "queues" / f"{queue}.sqlite3").exists()
