@@ -90,14 +90,6 @@ BODIES: dict[tuple[str, str], dict] = {
         "retry": {"type": "boolean"}}}, required=False,
         description="progress: {fraction, stage, message}; complete: {result}; fail: {error, retry}; "
                     "heartbeat: nothing"),
-    ("post", "/v1/renders"): {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["deck"], "properties": {
-            "deck": {"type": "array", "items": {"type": "string", "format": "binary"},
-                     "description": "PDF, Markdown, a ZIP of images, or PNG/JPEG images in slide order"},
-            "script": {"type": "string", "format": "binary", "description": "YAML/JSON, one narration per slide"},
-            **{name: {"type": "string"} for name in ("engine", "voice", "speed", "resolution", "width", "height",
-                                                    "pad_before", "pad_after", "subtitles", "burn_in", "fps",
-                                                    "loudness")}}}}}},
     ("put", "/v1/triggers/{name}"): _json({"type": "object", "required": ["channel", "job"],
                                            "additionalProperties": False, "properties": {
         "channel": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
