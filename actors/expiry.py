@@ -31,8 +31,8 @@ def expires_at(spec: dict, run_at: float, now: float) -> float | None:
         raise InvalidInput(f"expires_in must be a number of seconds within 0..{MAX_EXPIRES_IN:.0f} (exclusive of 0), "
                            f"got {value!r}", field="expires_in")
     if run_at >= now + value:
-        raise InvalidInput(f"expires_in ({value:g} s) ends before the job's delay or run_at lets it start; "
-                           "give a longer expires_in or a shorter delay", field="expires_in")
+        raise InvalidInput(f"expires_in ({value:g} s) ends before the job may start (its delay, run_at or "
+                           "debounce period); give a longer expires_in or start it sooner", field="expires_in")
     return now + float(value)
 
 
