@@ -128,10 +128,10 @@ PUBLIC = {"/healthz", "/v1/objects/{key}"}  # no token: nothing, and a signed UR
 PUBLIC_OPERATIONS = {("post", "/v1/hooks/{name}")}
 
 
-def _errors(path: str, method: str, has_body: bool) -> list[int]:
+def _errors(path: str, method: str, has_body: bool, public: bool) -> list[int]:
     if path == "/healthz":
         return []
-    codes = [401, 404, 422, 503] if path in PUBLIC else [401, 403, 404, 422, 429, 503]
+    codes = [401, 404, 422, 503] if public else [401, 403, 404, 422, 429, 503]
     if has_body:
         codes += [400, 413]
     if method in ("post", "put", "delete"):
@@ -162,11 +162,13 @@ def document(app: FastAPI) -> dict:
                         schema["default"] = default
             if "requestBody" not in op and (method, path) in BODIES:
                 op["requestBody"] = copy.deepcopy(BODIES[(method, path)])
+            # Public: listed here, or declared by the route itself (openapi_extra={"security": []}).
+            public = path in PUBLIC or (method, path) in PUBLIC_OPERATIONS or op.get("security") == []
             responses = op.setdefault("responses", {})
-            for code in _errors(path, method, "requestBody" in op):
+            for code in _errors(path, method, "requestBody" in op, public):
                 responses[str(code)] = {"description": STATUS_TEXT[code], "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            if path in PUBLIC or (method, path) in PUBLIC_OPERATIONS:
+            if public:
                 op["security"] = []
     objects = spec["paths"].get("/v1/objects/{key}", {}).get("get")
     if objects:
