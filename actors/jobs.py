@@ -25,6 +25,11 @@ from typing import Any, Callable, Protocol
 from . import durable
 from .exceptions import ConfigError, InvalidInput, UnknownJobType
 
+try:
+    from opentelemetry.trace import INVALID_SPAN as _NO_SPAN
+except ImportError:  # pragma: no cover  (ray[serve] brings opentelemetry-api)
+    _NO_SPAN = None
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -282,6 +287,9 @@ class JobContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.cancelled = cancelled or threading.Event()
+        #: The attempt's OpenTelemetry span (actors/tracing.py): ``with tracer.start_as_current_span(...)``
+        #: inside the job nests under it. A non-recording span unless tracing is configured.
+        self.span = _NO_SPAN
         self._reporter = reporter
         self._steps = durable.Steps(steps)
 

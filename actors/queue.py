@@ -47,6 +47,7 @@ from . import schedules as cron
 from .buckets import Buckets
 from .control import QueueControl
 from .expiry import Expiry, expires_at
+from . import tracing
 from . import groups
 from .groups import Lane
 from .exceptions import NotFound
@@ -67,7 +68,7 @@ KEY_MAX = 200
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
              "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
-             "expires_in", "dedup", "debounce", "throttle", "group", "callback"}
+             "expires_in", "dedup", "debounce", "throttle", "group", "trace", "callback"}
 
 
 @dataclass(frozen=True)
@@ -415,7 +416,7 @@ class JobQueue(QueueControl):
         parent_id = spec.get("parent_id")
         if parent_id is not None:
             queue_of(parent_id)
-        control = {**admission.parse(spec), "group": groups.parse(spec)}
+        control = {**admission.parse(spec), "group": groups.parse(spec), "trace": tracing.check(spec.get("trace"))}
         if control["debounce"]:
             run_at = now + control["debounce"]["period"]
         expires = expires_at(spec, run_at, now)
@@ -578,7 +579,9 @@ class JobQueue(QueueControl):
         self._status(job, "running", now, token=token, runner=runner)
         return {"token": token, "job_id": job["id"], "type": job["type"], "payload": job["payload"],
                 "attempt": job["attempts"], "max_attempts": job["max_attempts"], "timeout": job["timeout"],
-                "queue": self.name, "ttl": ttl, "phase": job.get("phase", "perform"), "steps": job.get("steps") or []}
+                "queue": self.name, "ttl": ttl, "phase": job.get("phase", "perform"),
+                "trace": job.get("trace"), "ready_at": job["run_at"], "started_at": now,
+                "steps": job.get("steps") or []}
 
     def _lease_of(self, token: int, job_id: str | None = None) -> dict:
         current = self._running.get(token)

@@ -26,6 +26,7 @@ from .durable import Suspend
 from .heartbeat import Heartbeat
 from .queue import LANE_SEP
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
+from . import tracing
 from .stopping import install_spawn_hook
 from .settings import NAMESPACE, scrub_job_secrets
 
@@ -74,7 +75,7 @@ class _Reporter:
         self.sent.append(self.actor.log_lines.remote(self.token, [line]))
 
     def enqueue(self, specs: list[dict]) -> list[dict]:
-        specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in specs]
+        specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in tracing.child_specs(specs)]
         return ray.get(self.actor.enqueue.remote(specs))
 
     #: Sleeps and waits end the attempt and hand the wait to the queue (see actors/durable.py).
@@ -237,6 +238,8 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
     started = time.perf_counter()
     capture = _capture_output(actor, lease["token"], reporter.sent)
     _route_output(capture)
+    traced = tracing.attempt_span(lease)  # the attempt's span (a no-op unless tracing is configured)
+    ctx.span = traced.__enter__()
     try:
         if job_type is None or job_type.perform is None:
             raise PermanentFailure(f"job type {lease['type']!r} is not registered in this worker; "
@@ -258,6 +261,10 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
             raise
     finally:
         report["duration"] = time.perf_counter() - started
+        ctx.span.set_attribute("dojo.outcome", report.get("outcome", "interrupted"))
+        if report.get("outcome") == "failed":
+            ctx.span.set_status(tracing.error_status(report["error"]["message"]))
+        traced.__exit__(None, None, None)
         _route_output(None)
         for stream in capture:
             stream.close_attempt()

@@ -8,9 +8,10 @@ skip nor repeat a tick. Ticks missed while the cluster was down follow the
 schedule's ``missed`` policy: ``skip`` (fire nothing for them; the next
 regular tick fires) or ``run_once`` (fire one job for the latest missed tick).
 
-``catchup_window`` (seconds, default 60): a missed tick no older than this is
-caught up (fired late, oldest first; at most ``MAX_CATCHUP`` of them), as
-Temporal does; older ones follow ``missed``. ``overlap`` says what a tick does
+``catchup_window`` (seconds): every missed tick no older than this is caught
+up (fired late, oldest first; at most ``MAX_CATCHUP`` of them), as Temporal
+does; older ones follow ``missed``. Without it, only the latest tick fires, if
+it is at most ``GRACE_S`` late. ``overlap`` says what a tick does
 while the schedule's previous job is unfinished: ``allow`` (default: fire
 anyway), ``skip`` (fire nothing for it) or ``buffer_one`` (keep the latest such
 tick and fire it as soon as the previous job is final; one at most).
@@ -88,8 +89,9 @@ def validate(data, now: float) -> dict:
     overlap = data.get("overlap", "allow")
     if overlap not in OVERLAP:
         raise InvalidInput(f"overlap must be one of {list(OVERLAP)}, got {overlap!r}", field="overlap")
-    window = data.get("catchup_window", GRACE_S)
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 <= window <= MAX_CATCHUP_WINDOW:
+    window = data.get("catchup_window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))
+                               or not 0 <= window <= MAX_CATCHUP_WINDOW):
         raise InvalidInput(f"catchup_window must be seconds within 0..{MAX_CATCHUP_WINDOW:.0f}, got {window!r}",
                            field="catchup_window")
     job = data.get("job")
@@ -98,7 +100,7 @@ def validate(data, now: float) -> dict:
     if "unique_key" in job or "delay" in job or "run_at" in job:
         raise InvalidInput("a scheduled job spec may not set unique_key, delay or run_at; the schedule sets them")
     return {"name": name, "cron": data["cron"], "timezone": zone, "missed": missed, "job": job,
-            "overlap": overlap, "catchup_window": float(window), "buffered": None,
+            "overlap": overlap, "catchup_window": None if window is None else float(window), "buffered": None,
             "paused": bool(data.get("paused", False)), "created_at": now,
             "next_run": next_after(data["cron"], zone, now), "last_run": None, "last_job_id": None,
             "fired": 0}
@@ -110,7 +112,10 @@ def due_ticks(schedule: dict, now: float) -> tuple[list[float], float]:
     Every tick from ``next_run`` to ``now`` within ``catchup_window`` is fired; when none is, ``run_once``
     still fires the latest one.
     """
-    window = schedule.get("catchup_window", GRACE_S)
+    window = schedule.get("catchup_window")
+    if window is None:
+        tick, following = due_tick(schedule, now)
+        return ([] if tick is None else [tick]), following
     following = next_after(schedule["cron"], schedule["timezone"], now)
     latest = latest_at_or_before(schedule["cron"], schedule["timezone"], now)
     ticks, tick = [], latest

@@ -9,7 +9,7 @@ PUBLIC_JOB_FIELDS = ("id", "queue", "type", "status", "payload", "priority", "at
                      "created_at", "updated_at", "started_at", "finished_at", "timeout", "unique_key",
                      "concurrency_key", "concurrency_limit", "resources", "backoff", "result", "result_key", "error",
                      "progress", "parent_id", "children", "phase", "history", "expires_at", "dedup", "debounce",
-                     "throttle", "group", "callback", "steps", "wake")
+                     "throttle", "group", "trace", "callback", "steps", "wake")
 
 
 def public(job: dict) -> dict:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from actors.exceptions import DojoError, InvalidInput, NotFound, Unauthorized
 from actors.bulk import BulkFilter
 from actors.facade import Queues
+from actors import tracing
 from actors.pauses import check_types
 from actors.jobs import extensions
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
@@ -180,12 +181,13 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         """
         body = await json_body(request)
         queue = body.get("queue", "default") if isinstance(body, dict) else None
-        if isinstance(queue, str) and QUEUE_NAME.match(queue):  # else the plain call says what is wrong
-            job = await call(coalescer.submit(queue, body))
-            return JSONResponse({**public(job), "read_token": read_token(job["id"])},
-                                status_code=201 if job["created"] else 200)
         specs = body if isinstance(body, list) else [body]
-        jobs = await call(queues.enqueue(specs))
+        with tracing.enqueue_span(request.headers, specs):  # the jobs join this request's trace (if traced)
+            if isinstance(queue, str) and QUEUE_NAME.match(queue):  # else the plain call says what is wrong
+                job = await call(coalescer.submit(queue, body))
+                return JSONResponse({**public(job), "read_token": read_token(job["id"])},
+                                    status_code=201 if job["created"] else 200)
+            jobs = await call(queues.enqueue(specs))
         out = [{**public(j), "read_token": read_token(j["id"])} for j in jobs]
         status = 201 if any(j["created"] for j in jobs) else 200
         return JSONResponse(out if isinstance(body, list) else out[0], status_code=status)
