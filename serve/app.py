@@ -97,8 +97,10 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error_response(InvalidInput(f"invalid request: {problems}"))
 
+    uploads: set[str] = set()  # path prefixes of job packages' routes: they take uploads (e.g. POST /v1/renders)
+
     def body_limit(path: str) -> int:
-        if path.startswith("/v1/renders"):
+        if any(path.startswith(prefix) for prefix in uploads):
             return settings.max_upload_bytes
         if path.startswith(("/dashboard/login", "/dashboard/logout")):
             return FORM_BODY_BYTES
@@ -564,9 +566,10 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
 
     app.include_router(dashboard_router)
 
-    # -- job modules' own routes (e.g. POST /v1/renders) ---------------------------------
+    # -- job packages' own routes (ROUTES in the package, see actors.jobs.extensions) -------
     for router in extensions(settings.job_modules, "ROUTES"):
         app.include_router(router, dependencies=[Depends(admin)])
+        uploads.update(route.path.split("{")[0] for route in router.routes)
 
     def principal_ws(websocket: WebSocket) -> Principal:
         return auth.principal(websocket.headers.get("authorization"), websocket.query_params.get("token"))

@@ -62,7 +62,16 @@ def _error(exc: DojoError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content=exc.to_dict())
 
 
-@router.post("/v1/renders", status_code=202)
+#: The multipart body, for the API's OpenAPI document (the handler reads the form itself).
+BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["deck"], "properties": {
+        "deck": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "PDF, Markdown, a ZIP of images, or PNG/JPEG images in slide order"},
+        "script": {"type": "string", "format": "binary", "description": "YAML/JSON, one narration per slide"},
+        **{name: {"type": "string"} for name in _OPTION_FIELDS}}}}}}
+
+
+@router.post("/v1/renders", status_code=202, openapi_extra={"requestBody": BODY})
 async def create_render(request: Request):
     """Validate, store and enqueue a render; answer with the queued job."""
     limits = Limits()

@@ -314,6 +314,13 @@ async def api_outputs(job_id: str, request: Request):
     return {"job_id": job_id, "urls": urls}
 
 
+@router.get("/dashboard/api/jobs/{job_id}/deliveries")
+async def api_deliveries(job_id: str, request: Request):
+    """The job's callback deliveries and each try's answer (actors/callbacks.py)."""
+    _session(request)
+    return {"job_id": job_id, "deliveries": await call(request.app.state.queues.deliveries(job_id))}
+
+
 
 @router.post("/dashboard/api/jobs")
 async def api_enqueue(request: Request):

@@ -211,3 +211,21 @@ async def test_a_render_plays_with_its_poster_captions_and_chapters(page, http):
     at = await page.evaluate("document.querySelector('video#player').currentTime")
     assert at == pytest.approx(done["result"]["duration_s"] / 3, abs=2.0)
     await shot(page, "render-player")
+
+
+async def test_a_job_page_shows_its_callback_deliveries_and_what_a_sleeping_job_waits_for(page, http):
+    from tests.unit.test_callbacks import Receiver
+
+    async with Receiver() as receiver:
+        job = await submit(http, {"type": "echo", "payload": {"x": 1}, "callback": {"url": receiver.url}})
+        await wait_job(http, job["id"], {"succeeded"})
+        await page.goto(f"/dashboard/jobs/{job['id']}")
+        await page.wait_for_selector("#deliveries [data-status=delivered]", timeout=30_000)
+    assert "HTTP 200" in await page.inner_text("#deliveries")
+    asleep = await submit(http, {"type": "durable_nap", "payload": {"seconds": 3600}})
+    await wait_job(http, asleep["id"], {"sleeping"})
+    await page.goto(f"/dashboard/jobs/{asleep['id']}")
+    await page.wait_for_selector("#status [data-status=sleeping]", timeout=30_000)
+    assert "until" in await page.inner_text("#wake")
+    async with http.post(f"/v1/jobs/{asleep['id']}/cancel") as r:
+        assert r.status == 200

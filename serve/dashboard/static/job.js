@@ -91,6 +91,18 @@ export function jobPage(main, id) {
               a.error.traceback ? h("pre", {}, a.error.traceback) : null))) : null])))
           : h("p", { class: "muted" }, "No finished attempts yet."),
         job.children ? flowReport(job.children, job.id) : null));
+    if (job.callback) {
+      api(`/jobs/${id}/deliveries`).then((d) => {
+        body.append(h("section", { class: "card", id: "deliveries" }, h("h2", {}, "Callback deliveries"),
+          d.deliveries.length ? h("table", {}, h("thead", {}, h("tr", {}, ["event", "state", "tries", "last answer"].map((t) => h("th", {}, t)))),
+            h("tbody", {}, d.deliveries.map((x) => {
+              const last = x.log[x.log.length - 1] || {};
+              return h("tr", {}, h("td", {}, x.event), h("td", {}, pill(x.state)), h("td", {}, x.attempts),
+                h("td", {}, last.status ? `HTTP ${last.status}` : (last.error || "—")));
+            })))
+            : h("p", { class: "muted" }, "None yet.")));
+      }).catch(() => {});
+    }
     if (job.result && typeof job.result === "object") {
       api(`/jobs/${id}/outputs`).then((o) => {
         outputs.replaceChildren(...(o.urls.video ? player(o.urls, job.result.language) : []),
