@@ -33,7 +33,7 @@ from .jobs import Resources, load_modules
 from .metrics import QueueMetrics, series, window_stats
 from .queue import JobQueue, Limits, split_lane
 from .reads import Reader
-from .search import Indexer
+from .search import SearchIndex
 from .settings import Settings
 from .store import Store, select_event_texts, select_events, select_jobs, select_logs
 from .views import public
@@ -61,7 +61,7 @@ class QueueService:
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)
         self.reader = Reader(path)  # history reads: read-only connections off this loop (actors/reads.py)
-        self.indexer = Indexer(path)  # the search index, kept up after each commit (actors/search.py)
+        self.search = SearchIndex(self.store)  # the search index, kept up between commits (actors/search.py)
         self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
                                                    max_result_bytes=self.settings.max_result_bytes,
                                                    lease_ttl=self.settings.lease_ttl), now=time.time())
@@ -136,6 +136,8 @@ class QueueService:
                     if removed:
                         await self._commit()
                         asyncio.get_running_loop().create_task(self._forget_objects())
+                if self.search.behind and not self.store.dirty and self._commit_future is None:
+                    self.search.step()  # a batch, only while nothing waits to be written
                 if now - self._pruned_at >= self._prune_every:
                     # A page of jobs at a time, between commits; again in a second while there is more.
                     self._pruned_at = now
@@ -160,7 +162,7 @@ class QueueService:
         future, self._commit_future = self._commit_future, None
         try:
             self.store.commit()
-            self.indexer.wake()
+            self.search.wake()
         except Exception as exc:
             log.exception("commit failed")
             future.set_exception(exc)

@@ -13,8 +13,13 @@ SQLite; ``--seeded`` copies a database seeded before, e.g. with 1,000,000 jobs),
 
 then, alone, ``list_p50_ms`` over the list filters of the API (status, type, a time window, paging).
 ``--reads-on-loop`` runs the queue actor's history reads on its event loop, as before the reader
-threads (the baseline to compare with). Prints a log, then ONE JSON line last. Aims on 2 cores:
-submit rate >= 0.7x alone beside the followers and >= 0.8x beside the searchers, search p50 <= 50 ms.
+threads (the baseline to compare with).
+
+Before the dojo starts, the same three phases run against the queue's rules and store alone, in this
+process (no Ray, no HTTP: what the actor's loop itself can do), once with the reads on the loop and
+once on the reader threads, side by side: ``loop_*`` figures, enqueue+commit per second from 8
+writers. Prints a log, then ONE JSON line last. Aims on 2 cores: submit rate >= 0.7x alone beside the
+followers and >= 0.8x beside the searchers, search p50 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -135,6 +140,94 @@ async def lists(url: str, headers: dict, rounds: int, now: float) -> list[float]
     return latencies
 
 
+async def loop_bench(db: Path, jobs: int, seconds: float) -> dict:
+    """The actor's loop alone: 8 writers (enqueue one job, await the group commit) beside readers."""
+    import pipelines.sample  # noqa: F401  (the echo type)
+    from actors.queue import JobQueue, Limits
+    from actors.reads import Reader
+    from actors.store import Store, select_event_texts, select_jobs
+
+    from actors.search import SearchIndex
+    from actors.store import index_pending
+
+    store = Store(db, "NORMAL")
+    while index_pending(store.db, 5000) >= 5000:  # the dojo's indexer has caught up with the seeded jobs
+        pass
+    search = SearchIndex(store)  # and keeps up with the new ones between commits, as in the actor
+    q = JobQueue("default", store, Limits(), now=time.time())
+    pending: list = []
+
+    def flush():
+        store.commit()
+        search.wake()
+        q.take_events()
+        for future in pending:
+            future.set_result(None)
+        pending.clear()
+
+    async def commit():
+        future = asyncio.get_running_loop().create_future()
+        if not pending:
+            asyncio.get_running_loop().call_soon(flush)
+        pending.append(future)
+        await future
+
+    async def writer(stop, done):
+        while not stop.is_set():
+            q.enqueue_many([{"type": "echo", "delay": 86400}], time.time())
+            await commit()
+            done.append(1)
+            await asyncio.sleep(0)
+
+    async def follower(reader, stop):
+        after = 0
+        while not stop.is_set():
+            rows = await reader.run(select_event_texts, None, after, 1000)
+            after = rows[-1][0] if len(rows) == 1000 else 0
+            await asyncio.sleep(0)  # the next page is the next call: other calls come between
+
+    async def searcher(reader, stop):
+        rng = random.Random(1)
+        while not stop.is_set():
+            await reader.run(select_jobs, text=rng.choice(SEARCH_TERMS).format(rng.randrange(jobs)), limit=51)
+            await asyncio.sleep(0)
+
+    async def ticker(stop):  # the actor's tick: the search index's batch when nothing waits to be written
+        while not stop.is_set():
+            if search.behind and not store.dirty and not pending:
+                search.step()
+            await asyncio.sleep(0.05)
+
+    async def phase(reader, side) -> float:
+        stop, done = asyncio.Event(), []
+        tasks = [asyncio.ensure_future(side(reader, stop)) for _ in range(2)] if side else []
+        tasks.append(asyncio.ensure_future(ticker(stop)))
+        start = time.monotonic()
+        await asyncio.gather(*(writer(stop, done) for _ in range(CLIENTS)), _stop_after(stop, seconds))
+        rate = len(done) / (time.monotonic() - start)
+        await asyncio.gather(*tasks)
+        return rate
+
+    out = {}
+    for mode, threads in (("on_loop", 0), ("threads", None)):
+        reader = Reader(db, threads=threads)
+        alone = await phase(reader, None)
+        followers = await phase(reader, follower)
+        searchers = await phase(reader, searcher)
+        reader.close()
+        log(f"loop, reads {mode}: alone {alone:.0f}/s, beside followers {followers:.0f}/s "
+            f"({followers / alone:.2f}x), beside searchers {searchers:.0f}/s ({searchers / alone:.2f}x)")
+        out.update({f"loop_{mode}_alone_per_s": round(alone), f"loop_{mode}_followers_ratio": round(followers / alone, 2),
+                    f"loop_{mode}_searchers_ratio": round(searchers / alone, 2)})
+    store.close()
+    return out
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    stop.set()
+
+
 async def run(args, url: str, headers: dict) -> dict:
     import aiohttp
 
@@ -178,6 +271,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--seeded", help="copy this seeded queue database instead of seeding (bench/seed.py)")
     parser.add_argument("--reads-on-loop", action="store_true", help="baseline: history reads on the actor's loop")
+    parser.add_argument("--loop-only", action="store_true", help="only the in-process loop comparison (no Ray)")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="dojo-bench-reads-"))
     db = state / "queues" / "default.sqlite3"
@@ -198,6 +292,14 @@ def main() -> None:
         seed = seed_module.seed
 
         log(f"seeded: {seed(db, args.jobs)}")
+    loop_copy = state / "loop.sqlite3"  # the loop comparison writes jobs: into a copy, not the dojo's queue
+    shutil.copyfile(db, loop_copy)
+    loop = asyncio.run(loop_bench(loop_copy, args.jobs, min(args.seconds, 8.0)))
+    loop_copy.unlink()
+    if args.loop_only:
+        shutil.rmtree(state, ignore_errors=True)
+        print(json.dumps({"seeded_jobs": args.jobs, **loop, "cpus": os.cpu_count()}))
+        return
     os.environ.update({"DOJO_STATE_DIR": str(state), "DOJO_PORT": str(free_port()),
                        "DOJO_JOB_MODULES": "pipelines.sample", "DOJO_API_TOKEN": "bench-token",
                        "DOJO_WORKER_TOKEN": "bench-worker", "DOJO_SECRET": "bench-secret",
@@ -216,6 +318,7 @@ def main() -> None:
         wait_healthy(settings)
         url = f"http://{settings.host}:{settings.port}"
         result = asyncio.run(run(args, url, {"Authorization": f"Bearer {settings.api_token}"}))
+        result.update(loop)
     finally:
         ray.shutdown()
         shutil.rmtree(state, ignore_errors=True)
