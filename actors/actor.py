@@ -136,8 +136,8 @@ class QueueService:
                     if removed:
                         await self._commit()
                         asyncio.get_running_loop().create_task(self._forget_objects())
-                if self.search.behind and not self.store.dirty and self._commit_future is None:
-                    self.search.step()  # a batch, only while nothing waits to be written
+                if self.search.due(not self.store.dirty and self._commit_future is None, now):
+                    self.search.step(now)  # a batch when nothing waits to be written (or twice a second)
                 if now - self._pruned_at >= self._prune_every:
                     # A page of jobs at a time, between commits; again in a second while there is more.
                     self._pruned_at = now

@@ -8,8 +8,9 @@ staged or committing: it indexes new rows and re-indexes rows whose error change
 not indexed yet stay searchable, since ``select_jobs`` checks them one by one, so searches are exact.
 
 Not a thread with a connection of its own: SQLite takes one writer at a time, and a commit that met the
-indexer's transaction would sleep in SQLite's busy handler on the actor's loop; between commits, on the
-loop, the two never meet and writes come first.
+indexer's transaction would sleep in SQLite's busy handler on the actor's loop. On the loop the two never
+meet, and writes come first: a step runs when nothing waits to be written, or at least every
+``AT_LEAST_EVERY_S`` under a steady stream of writes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 #: Rows indexed per step (one transaction of a few milliseconds); a step runs at most once per tick.
 BATCH = 200
+#: Under a steady stream of writes a step still runs this often, so the rows searches must check one by
+#: one stay few.
+AT_LEAST_EVERY_S = 0.5
 
 
 class SearchIndex:
@@ -32,9 +36,15 @@ class SearchIndex:
         self.store = store
         self.batch = batch
         self.behind = True  # until a step finds nothing to do
+        self.stepped_at = 0.0
 
-    def step(self) -> int:
-        """Index one batch; call it only between commits (nothing staged). Returns the rows written."""
+    def due(self, idle: bool, now: float) -> bool:
+        """Whether to step now: behind, and the loop is idle or the last step is ``AT_LEAST_EVERY_S`` ago."""
+        return self.behind and (idle or now - self.stepped_at >= AT_LEAST_EVERY_S)
+
+    def step(self, now: float = 0.0) -> int:
+        """Index one batch, on the loop's thread (never inside a commit). Returns the rows written."""
+        self.stepped_at = now
         try:
             written = index_pending(self.store.db, self.batch)
         except sqlite3.Error:  # e.g. busy: nothing was written; the next tick tries again

@@ -27,6 +27,10 @@ from __future__ import annotations
 import os
 import sys
 
+# serve.launcher turns Ray's token auth on when imported; this bench starts its own local cluster after
+# importing ray, so it keeps auth off unless told otherwise (the setting is read when ray is imported).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 # Modules in this folder are named like the stdlib's (queue.py, http.py): keep it off the import path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
@@ -194,8 +198,8 @@ async def loop_bench(db: Path, jobs: int, seconds: float) -> dict:
 
     async def ticker(stop):  # the actor's tick: the search index's batch when nothing waits to be written
         while not stop.is_set():
-            if search.behind and not store.dirty and not pending:
-                search.step()
+            if search.due(not store.dirty and not pending, time.monotonic()):
+                search.step(time.monotonic())
             await asyncio.sleep(0.05)
 
     async def phase(reader, side) -> float:
