@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
+import time
 
 import orjson
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from actors import store as store_mod
 from actors.reads import Reader
 from actors.retention import prune_events
+from actors.search import SearchIndex
 from actors.store import Store, index_pending, select_events, select_jobs
 
 T0 = 1_700_000_000.0
@@ -235,6 +238,20 @@ def test_the_reader_reads_committed_rows_on_read_only_connections(tmp_path):
         assert [j["id"] for j in await reader.run(select_jobs, limit=5)] == ["j_00000000001000000000"]
         with pytest.raises(sqlite3.OperationalError):
             await reader.run(lambda db: db.execute("DELETE FROM jobs"))
+        # Off the loop: the read runs on another thread while the loop goes on.
+        loop_thread, ticks = threading.get_ident(), []
+
+        def slow_read(db):
+            time.sleep(0.3)
+            return threading.get_ident()
+
+        async def ticker():
+            for _ in range(5):
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.02)
+
+        read_thread, _ = await asyncio.gather(reader.run(slow_read), ticker())
+        assert read_thread != loop_thread and len(ticks) == 5 and ticks[-1] - ticks[0] < 0.3
 
     try:
         asyncio.run(scenario())
@@ -299,3 +316,22 @@ def test_pruning_drops_old_events_of_finished_jobs_only_and_keeps_each_last_even
     assert seqs(late) == [5]
     assert all(seqs(j) == [1, 2, 3, 4] for j in unfinished[1:] + recent)
     assert prune_events(store, now, days=0) == 0
+
+
+def test_the_search_index_catches_up_between_commits_and_searches_stay_exact_meanwhile(tmp_path):
+    store = Store(tmp_path / "q.sqlite3")
+    search = SearchIndex(store, batch=50)
+    for i in range(120):
+        store.put_job({"id": f"j_{i + 1:011x}00000abcd", "type": "echo", "status": "queued", "created_at": T0 + i,
+                       "updated_at": T0 + i, "parent_id": None, "payload": {"n": f"номер-{i:03d}"}, "error": None})
+    store.commit()
+    search.wake()
+    assert search.due(idle=False, now=T0) and search.due(idle=True, now=T0)
+    steps = 0
+    while search.behind:
+        assert [j["payload"]["n"] for j in select_jobs(store.db, text="номер-07", limit=20)] == \
+            [f"номер-{i:03d}" for i in range(79, 69, -1)]
+        search.step(T0)
+        steps += 1
+        assert not search.due(idle=False, now=T0 + 0.1)  # busy: not again so soon
+    assert steps == 3 and store.db.execute("SELECT count(*) FROM job_text").fetchone()[0] == 120
