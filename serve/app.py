@@ -33,7 +33,7 @@ from actors.views import PUBLIC_JOB_FIELDS, public  # noqa: F401  (PUBLIC_JOB_FI
 
 from .auth import Authenticator, Principal, channel_stream, mint, query_token_allowed
 from .coalesce import Coalescer
-from .http import BodyLimit, check_queue, read_json, with_keepalive
+from .http import BodyLimit, check_queue, check_search, read_json, with_keepalive
 from .hub import ALL, Hub, text_of
 from .openapi import allowed_methods, install as install_openapi
 from .streams import StreamCaps
@@ -206,7 +206,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             queue_of(cursor)
         jobs = await call(queues.list(queue, status=statuses, type=type.split(",") if type else None,
                                       created_after=since, created_before=until, before_id=cursor, limit=limit + 1,
-                                      text=q))
+                                      text=check_search(q)))
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return {"jobs": [public(j) for j in jobs], "next_cursor": jobs[-1]["id"] if more else None}

@@ -103,6 +103,18 @@ def check_queue(queue: str) -> str:
     return queue
 
 
+#: The longest search (``q``) the lists take: a search is a substring of a job's id, payload or error.
+MAX_SEARCH = 256
+
+
+def check_search(q: str | None) -> str | None:
+    """A list's search text: None for none, else 1..MAX_SEARCH characters (422 otherwise)."""
+    if q is not None and len(q) > MAX_SEARCH:
+        raise InvalidInput(f"q (search) must be at most {MAX_SEARCH} characters, got {len(q)}; search for a "
+                           "distinctive part of the id, payload or error")
+    return q or None
+
+
 async def with_keepalive(events: AsyncIterator, every: float = 15.0) -> AsyncIterator:
     """The items of ``events``, and ``None`` whenever ``every`` seconds pass without one (SSE keep-alives).
 

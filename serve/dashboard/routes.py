@@ -32,7 +32,7 @@ from actors.storage import output_urls
 from actors.store import FINAL
 from actors.views import public
 
-from ..http import check_queue, read_json, with_keepalive
+from ..http import check_queue, check_search, read_json, with_keepalive
 from . import session as sessions
 from .logins import LoginBook, TooManyLogins
 
@@ -286,7 +286,8 @@ async def api_jobs(request: Request, queue: str = "default", type: str | None = 
         if job_id:
             queue_of(job_id)
     filters = dict(status=statuses or None, type=[t for t in type.split(",") if t] if type else None,
-                   created_after=since, created_before=until, limit=limit + 1, text=q or None, parent_id=parent)
+                   created_after=since, created_before=until, limit=limit + 1, text=check_search(q),
+                   parent_id=parent)
     if order == "newest":
         filters["before_id"] = cursor
         jobs = await call(request.app.state.queues.browse(queue, **filters))

@@ -335,3 +335,12 @@ def test_the_search_index_catches_up_between_commits_and_searches_stay_exact_mea
         steps += 1
         assert not search.due(idle=False, now=T0 + 0.1)  # busy: not again so soon
     assert steps == 3 and store.db.execute("SELECT count(*) FROM job_text").fetchone()[0] == 120
+
+
+def test_a_search_longer_than_the_limit_is_refused_with_a_message():
+    from actors.exceptions import InvalidInput
+    from serve.http import MAX_SEARCH, check_search
+
+    assert check_search("配信") == "配信" and check_search("") is None and check_search(None) is None
+    with pytest.raises(InvalidInput, match="at most 256 characters"):
+        check_search("x" * (MAX_SEARCH + 1))
