@@ -7,6 +7,8 @@ Workloads (each system with 2 worker processes):
   noop     N no-op jobs enqueued while the workers run: enqueue time, jobs/s to the last one done
   sleep    M jobs that sleep 10 ms: time to the last one done
   latency  enqueue -> job starts on an idle system, one job at a time (20 ms apart), p50 / p99
+  http     (dojo only) noop and latency again on the user's path: one POST /v1/jobs per job through
+           Ray Serve from 32 concurrent clients (the facade rows send 1,000 specs per actor call)
   kill     N no-op jobs that append their number to a per-process file; kill -9 every worker
            process when half have run, restart the workers, count jobs lost and jobs run twice
 
@@ -340,6 +342,76 @@ async def dojo_latency(queues, queue: str, samples: int, timeout: float) -> dict
             "p99_ms": round(pct(latencies, 99), 2), "timed_out": len(latencies) < samples}
 
 
+async def dojo_http(settings, queue: str, n: int, samples: int, timeout: float, clients: int = 32) -> dict:
+    """The user's path: each job its own POST /v1/jobs through Ray Serve, from ``clients`` concurrent
+    aiohttp clients (noop: enqueue time and jobs/s to the last one done), then POST -> start latency."""
+    import aiohttp
+
+    from serve.deployment import deploy
+    from serve.launcher import wait_healthy
+
+    deploy(settings)
+    wait_healthy(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {settings.api_token}"}
+    out: dict = {"clients": clients}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients * 2), headers=headers) as s:
+        async def post(spec: dict) -> dict:
+            async with s.post(f"{url}/v1/jobs", json=spec) as r:
+                body = await r.json(content_type=None)
+                if r.status not in (200, 201):
+                    raise SystemExit(f"dojo HTTP: POST /v1/jobs answered {r.status}: {body}")
+                return body
+
+        async def stats() -> dict:
+            async with s.get(f"{url}/v1/queues/{queue}") as r:
+                return (await r.json())["counts"]
+
+        await asyncio.gather(*(post({"type": "noop", "queue": queue}) for _ in range(40)))  # warm
+        deadline = time.monotonic() + timeout
+        while (await stats())["succeeded"] < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        base = (await stats())["succeeded"]
+        todo = iter(range(n))
+
+        async def client() -> None:
+            for _ in todo:
+                await post({"type": "noop", "queue": queue})
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        enqueued = time.perf_counter() - start
+        while (counts := await stats())["succeeded"] + counts["failed"] < n + base and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        done = counts["succeeded"] - base
+        log(f"dojo HTTP[{queue}]: {n} no-op jobs, one POST each from {clients} clients, in {elapsed:.2f}s "
+            f"(enqueue {enqueued:.2f}s)")
+        out["noop"] = {"jobs": n, "enqueue_s": round(enqueued, 3), "elapsed_s": round(elapsed, 3),
+                       "jobs_per_s": round(done / elapsed, 1), "completed": done, "failed": counts["failed"],
+                       "timed_out": done < n}
+        latencies: list[float] = []
+        for i in range(samples + WARMUP):
+            if time.monotonic() > deadline:
+                break
+            sent = time.time()
+            job = await post({"type": "stamp", "queue": queue})
+            while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+                async with s.get(f"{url}/v1/jobs/{job['id']}") as r:
+                    job = await r.json()
+            if job["status"] != "succeeded":
+                break
+            if i >= WARMUP:
+                latencies.append((job["result"]["started"] - sent) * 1000)
+            await asyncio.sleep(LATENCY_GAP_S)
+        if latencies:
+            log(f"dojo HTTP[{queue}]: dispatch p50 {pct(latencies, 50):.2f} ms p99 {pct(latencies, 99):.2f} ms")
+            out["latency"] = {"samples": len(latencies), "p50_ms": round(pct(latencies, 50), 2),
+                              "p99_ms": round(pct(latencies, 99), 2), "timed_out": len(latencies) < samples}
+    return out
+
+
 async def dojo_kill(queues, queue: str, n: int, work: str, recover_s: float, timeout: float) -> dict:
     import marks
 
@@ -412,6 +484,8 @@ def dojo_child(args) -> None:
                     out["sleep"] = await dojo_sleep(queues, f"sleep-{tag}", args.sleep, args.timeout)
                 if args.latency:
                     out["latency"] = await dojo_latency(queues, f"latency-{tag}", args.latency, args.timeout)
+                if args.http and sync == args.syncs.split(",")[0]:
+                    out["http"] = await dojo_http(settings, f"http-{tag}", args.noop, args.latency, args.timeout)
                 if args.kill and sync == args.syncs.split(",")[0]:
                     out["kill"] = await dojo_kill(queues, f"kill-{tag}", args.kill, args.work,
                                                   RECOVER_S["dojo"], args.timeout)
@@ -438,7 +512,7 @@ def run_dojo(args, n: dict, work: str) -> dict | None:
     syncs = "FULL" if args.no_normal else "FULL,NORMAL"
     cmd = [sys.executable, os.path.abspath(__file__), "--dojo-child", "--work", work, "--syncs", syncs,
            "--noop", str(n["noop"]), "--sleep", str(n["sleep"]), "--latency", str(n["latency"]),
-           "--kill", str(n["kill"]), "--timeout", str(args.timeout)]
+           "--kill", str(n["kill"]), "--timeout", str(args.timeout)] + ([] if args.http else ["--no-http"])
     return run_child(cmd, timeout=args.timeout * 6 + 300)
 
 
@@ -500,6 +574,17 @@ def summarize(results: dict) -> dict:
                     continue
                 table[name] = {"ratio": round(value / top if higher else top / value, 2), "best_peer": who,
                                "best_peer_value": round(top, 2), "dojo_value": round(value, 2)}
+    # dojo's HTTP path (one POST per job) against the same peer figures.
+    http = results.get("dojo", {}).get("http") or {}
+    for config, table in ratios.get("dojo", {}).items():
+        peers = {p: results[p][config] for p in PEERS if p in results and config in results[p]}
+        for name, value, peer_key, key, higher in (
+                ("http_noop_jobs_per_s", (http.get("noop") or {}).get("jobs_per_s"), "noop", "jobs_per_s", True),
+                ("http_dispatch_p50_ms", (http.get("latency") or {}).get("p50_ms"), "latency", "p50_ms", False)):
+            who, top = best([(p, (r.get(peer_key) or {}).get(key)) for p, r in peers.items()], higher)
+            if value and top:
+                table[name] = {"ratio": round(value / top if higher else top / value, 2), "best_peer": who,
+                               "best_peer_value": round(top, 2), "dojo_value": round(value, 2)}
     return ratios
 
 
@@ -509,7 +594,10 @@ def print_table(results: dict) -> None:
             "kill: lost", "dup", "kill n")
     for system, configs in results.items():
         if system.startswith("dojo"):
-            configs = {"SQLite " + configs.get("sqlite_synchronous", "?"): configs}
+            http = configs.get("http")
+            configs = {"SQLite " + configs.get("sqlite_synchronous", "?") + " (facade)": configs}
+            if http:
+                configs["SQLite FULL (HTTP, 1 job/POST)"] = {"noop": http.get("noop"), "latency": http.get("latency")}
         for config, r in configs.items():
             if not isinstance(r, dict):
                 continue
@@ -538,6 +626,8 @@ def main() -> None:
     parser.add_argument("--dojo-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--syncs", default="FULL", help=argparse.SUPPRESS)
+    parser.add_argument("--no-http", dest="http", action="store_false",
+                        help="skip dojo's HTTP path (one POST /v1/jobs per job through Ray Serve)")
     args = parser.parse_args()
     if args.dojo_child:
         return dojo_child(args)

@@ -9,6 +9,8 @@ from ray import serve as ray_serve
 
 from actors.settings import Settings
 
+log = logging.getLogger(__name__)
+
 APP_NAME = "dojo"
 
 #: Ray Serve's own throughput settings (most of its RAY_SERVE_THROUGHPUT_OPTIMIZED mode): the API's
@@ -76,7 +78,14 @@ async def _listen(settings: Settings):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.port))
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        # Serve's proxy of an earlier `dojo up` holds the port: it keeps serving, this replica does not.
+        sock.close()
+        log.warning("DOJO_INGRESS=replica, but %s:%s is taken (%s): Serve's proxy answers there; run "
+                    "`dojo down` then `dojo up` to serve it from the replicas", settings.host, settings.port, exc)
+        return None
     sock.listen(2048)
     sock.setblocking(False)
     config = uvicorn.Config(build_asgi_app(), log_level="warning", access_log=False, lifespan="off",
