@@ -58,6 +58,13 @@ def live_queues() -> set[str]:
             if a.get("namespace") == NAMESPACE and a.get("name", "").startswith(prefix)}
 
 
+def _position(after) -> int:
+    """A read's ``after``: a sequence number SQLite can hold (a bigger one is not an event; it is a 422)."""
+    if isinstance(after, bool) or not isinstance(after, int) or not -(2**63) <= after < 2**63:
+        raise InvalidInput(f"after must be a sequence number (a whole number below 2**63), got {after!r}")
+    return after
+
+
 def _positive(limit) -> int:
     """A read's ``limit``: a whole number of at least 1 (SQLite takes -1 for "everything")."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -161,7 +168,7 @@ class Queues:
 
     async def events(self, queue: str, stream: str, after: int, limit: int = 1000, raw: bool = False) -> list:
         """A page of committed events; ``raw``: ``(gseq, stream, seq, kind, json_text)`` tuples (for followers)."""
-        return await self.actor(queue).events.remote(stream, after, _positive(limit), raw)
+        return await self.actor(queue).events.remote(stream, _position(after), _positive(limit), raw)
 
     async def publish(self, queue: str, channel: str, message: Any) -> dict:
         return await self.actor(queue).publish.remote(channel, message)
@@ -171,7 +178,7 @@ class Queues:
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
         """A job's log events after seq ``after`` and its current status."""
-        return await self.actor(queue_of(job_id)).logs.remote(job_id, after, _positive(limit))
+        return await self.actor(queue_of(job_id)).logs.remote(job_id, _position(after), _positive(limit))
 
     async def browse(self, queue: str, oldest_first: bool = False, after_id: str | None = None,
                      **filters) -> list[dict]:
