@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Annotated
 
@@ -41,6 +42,7 @@ from .streams import StreamCaps
 log = logging.getLogger(__name__)
 
 READ_TOKEN_TTL = 24 * 3600
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 #: ``limit`` of event reads: at least 1 (SQLite reads -1 as "no limit"); more than 1000 reads 1000.
 Limit = Annotated[int, Query(ge=1, description="at most this many events (1..1000)")]
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -392,6 +394,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     @app.get("/v1/channels/{name}/messages", tags=["channels"])
     async def channel_backlog(name: str, request: Request, after: int = 0, queue: str = "default"):
         principal(request).require_read("channel", channel_stream(queue, name))
+        _check_channel(name)
         _check_queue(queue)
         if "text/event-stream" in request.headers.get("accept", ""):
             return _sse(hub.follow(queue, "channel:" + name, _last_event_id(request, after)), "seq")
@@ -401,6 +404,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     async def channel_ws(websocket: WebSocket, name: str, after: int = 0, queue: str = "default"):
         async def check():
             principal_ws(websocket).require_read("channel", channel_stream(queue, name))
+            _check_channel(name)
             _check_queue(queue)
         await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
 
@@ -511,13 +515,16 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         if not isinstance(body, dict) or "scope" not in body or "name" not in body:
             raise InvalidInput("send {'scope': 'job' | 'channel', 'name': <job id or channel>, 'ttl': seconds, "
                                "'queue': <the channel's queue>}")
-        name = str(body["name"])
+        name = body["name"]
+        if not isinstance(name, str):
+            raise InvalidInput(f"name must be a job id or a channel name (a string), got {name!r}")
         if body["scope"] == "job":
             await call(queues.get(body["name"]))
         elif body["scope"] == "channel":
             queue = body.get("queue", "default")
             if not isinstance(queue, str):
                 raise InvalidInput(f"queue must be a queue name, got {queue!r}")
+            _check_channel(name)
             _check_queue(queue)
             name = channel_stream(queue, name)
         ttl = body.get("ttl", READ_TOKEN_TTL)
@@ -577,6 +584,13 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     def _check_queue(queue: str) -> str:
         """A well-formed name of an existing queue (422 / 404); never creates the queue."""
         return queues.exists(check_queue(queue))
+
+    def _check_channel(name: str) -> str:
+        """A well-formed channel name (422): what publishing accepts, reads and tokens accept too."""
+        if not CHANNEL_NAME.fullmatch(name):
+            raise InvalidInput(f"channel names are 1-100 characters of letters, digits, '_', '.', ':' or '-', "
+                               f"got {name[:120]!r}")
+        return name
 
     return app
 
