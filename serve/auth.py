@@ -68,7 +68,7 @@ def _unb64(text: str) -> str:
 def mint(secret: str, scope: str, name: str, ttl: float, now: float | None = None) -> str:
     if scope not in SCOPES:
         raise InvalidInput(f"token scope must be one of {list(SCOPES)}, got {scope!r}")
-    if not isinstance(ttl, (int, float)) or not 1 <= ttl <= 30 * 86400:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 1 <= ttl <= 30 * 86400:
         raise InvalidInput("ttl must be between 1 second and 30 days")
     if not name or len(name) > 200:
         raise InvalidInput("the name of a token's scope must be 1-200 characters")
