@@ -11,7 +11,8 @@ SQLite; ``--seeded`` copies a database seeded before, e.g. with 1,000,000 jobs),
   (``replay_events_per_s`` per follower; each checks it got every gseq once, in order);
 * ``searchers``: the same beside 2 clients searching (``GET /v1/jobs?q=...``; search p50/p99);
 
-then, alone, ``list_p50_ms`` over the list filters of the API (status, type, a time window, paging).
+then, alone, ``list_p50_ms`` over the list filters of the API (status, type, a time window, paging) and
+``search_alone_p50_ms`` (one searching client, nothing else running).
 ``--reads-on-loop`` runs the queue actor's history reads on its event loop, as before the reader
 threads (the baseline to compare with).
 
@@ -258,6 +259,13 @@ async def run(args, url: str, headers: dict) -> dict:
 
     listed = await lists(url, headers, 3, time.time())
     log(f"lists: {len(listed)} pages, p50 {pct(listed, 50):.1f} ms p99 {pct(listed, 99):.1f} ms")
+    alone_searches: list[float] = []  # one client, nothing else: the search itself plus one HTTP round trip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(5.0, stop.set)
+    await search_loop(url, headers, stop, args.jobs, alone_searches)
+    log(f"searches alone: {len(alone_searches)}, p50 {pct(alone_searches, 50):.1f} ms "
+        f"p99 {pct(alone_searches, 99):.1f} ms")
     return {
         "seeded_jobs": args.jobs, "reads": "on-loop" if args.reads_on_loop else "reader-threads",
         "submit_alone_per_s": round(alone, 1), "submit_beside_followers_per_s": round(with_followers, 1),
@@ -266,6 +274,8 @@ async def run(args, url: str, headers: dict) -> dict:
         "replay_events_per_s": replay_rates, "search_p50_ms": round(pct(searches, 50), 1),
         "search_p99_ms": round(pct(searches, 99), 1), "searches": len(searches),
         "list_p50_ms": round(pct(listed, 50), 1), "list_p99_ms": round(pct(listed, 99), 1),
+        "search_alone_p50_ms": round(pct(alone_searches, 50), 1),
+        "search_alone_p99_ms": round(pct(alone_searches, 99), 1),
     }
 
 
