@@ -10,7 +10,6 @@ import asyncio
 import random
 import sqlite3
 import threading
-import time
 
 import orjson
 import pytest
@@ -238,20 +237,19 @@ def test_the_reader_reads_committed_rows_on_read_only_connections(tmp_path):
         assert [j["id"] for j in await reader.run(select_jobs, limit=5)] == ["j_00000000001000000000"]
         with pytest.raises(sqlite3.OperationalError):
             await reader.run(lambda db: db.execute("DELETE FROM jobs"))
-        # Off the loop: the read runs on another thread while the loop goes on.
-        loop_thread, ticks = threading.get_ident(), []
+        # Off the loop: a read that waits for the loop to do something else can finish only if the loop
+        # is free while it runs (on the loop, it would wait in vain).
+        loop_thread, loop_ran = threading.get_ident(), threading.Event()
 
-        def slow_read(db):
-            time.sleep(0.3)
-            return threading.get_ident()
+        def read_waiting_for_the_loop(db):
+            return threading.get_ident(), loop_ran.wait(30)
 
-        async def ticker():
-            for _ in range(5):
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.02)
+        async def meanwhile():
+            await asyncio.sleep(0)
+            loop_ran.set()
 
-        read_thread, _ = await asyncio.gather(reader.run(slow_read), ticker())
-        assert read_thread != loop_thread and len(ticks) == 5 and ticks[-1] - ticks[0] < 0.3
+        (read_thread, saw_loop), _ = await asyncio.gather(reader.run(read_waiting_for_the_loop), meanwhile())
+        assert read_thread != loop_thread and saw_loop
 
     try:
         asyncio.run(scenario())
