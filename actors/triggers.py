@@ -103,7 +103,8 @@ class Triggers:
     def put_hook(self, name: str, data: Any, now: float) -> dict:
         """Create a hook (answering its secret) or change its channel; ``rotate`` makes a new secret."""
         _name("hook", name)
-        if not isinstance(data, dict) or set(data) - {"channel", "rotate"}:
+        if not isinstance(data, dict) or set(data) - {"channel", "rotate"} or not isinstance(data.get("rotate", False),
+                                                                                     bool):
             raise InvalidInput("send {'channel': name} (and 'rotate': true for a new secret)")
         channel = _channel(data.get("channel"))
         previous = self.hooks.get(name)
@@ -133,10 +134,10 @@ class Triggers:
         """The hook a signed request is for; Unauthorized if the signature is wrong, old or used before."""
         now = time.time() if now is None else now
         hook = self.hooks.get(name)
-        if hook is None:
-            raise NotFound(f"no hook {name!r}")
-        if not header or not header.isascii() or not callbacks.verify(hook["secret"], body, header, now=now):
-            raise Unauthorized("the X-Dojo-Signature header is missing, wrong or older than "
+        # An unknown hook answers like a bad signature: a caller without a secret learns nothing.
+        if hook is None or not header or not header.isascii() or not callbacks.verify(hook["secret"], body, header,
+                                                                                       now=now):
+            raise Unauthorized("no such hook, or the X-Dojo-Signature header is missing, wrong or older than "
                                f"{callbacks.REPLAY_WINDOW_S} s; sign 't.<body>' with the hook's secret")
         self._seen = {sig: until for sig, until in self._seen.items() if until > now}
         if header in self._seen:

@@ -449,8 +449,12 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     async def hook_receive(name: str, request: Request, queue: str = "default"):
         """An outside system's signed request (no token: ``X-Dojo-Signature`` with the hook's secret).
 
-        Its JSON body is published to the hook's channel."""
-        _check_queue(queue)
+        Its JSON body is published to the hook's channel. Whatever is wrong (the queue, the hook, the
+        signature) answers 401 alike: a caller without the secret learns nothing."""
+        try:
+            _check_queue(queue)
+        except DojoError:
+            raise Unauthorized("no such hook, or a wrong X-Dojo-Signature") from None
         body = await request.body()
         return await call(queues.hook_publish(queue, name, body, request.headers.get("x-dojo-signature", "")))
 

@@ -58,7 +58,8 @@ enabled = true
 STATEFUL = [("POST", "/v1/queues/{queue}/pause"), ("POST", "/v1/queues/{queue}/resume"),
             ("POST", "/v1/queues/{queue}/purge"), ("POST", "/v1/jobs/cancel"), ("POST", "/v1/jobs/retry"),
             ("POST", "/v1/jobs/delete"), ("PUT", "/v1/queues/{queue}"), ("POST", "/v1/schedules"),
-            ("POST", "/v1/jobs"), ("POST", "/v1/renders"), ("POST", "/v1/queues/{queue}/lease")]
+            ("POST", "/v1/jobs"), ("POST", "/v1/renders"), ("POST", "/v1/queues/{queue}/lease"),
+            ("PUT", "/v1/triggers/{name}"), ("PUT", "/v1/hooks/{name}")]
 
 
 def fuzz(url: str, token: str) -> tuple[int, list[str]]:

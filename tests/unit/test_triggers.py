@@ -85,7 +85,7 @@ def test_hooks_verify_their_signature_once_and_hide_their_secret(q, path):
         q.triggers.verify("review-tool", body, callbacks.signature(secret.encode(), body, int(T0)), now=T0 + 3600)
     with pytest.raises(Unauthorized):
         q.triggers.verify("review-tool", body, "t=1,v1=é", now=T0)
-    with pytest.raises(NotFound):
+    with pytest.raises(Unauthorized, match="no such hook"):
         q.triggers.verify("nobody", body, header, now=T0)
     rotated = q.triggers.put_hook("review-tool", {"channel": "approvals", "rotate": True}, T0)["secret"]
     assert rotated != secret
