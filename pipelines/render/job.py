@@ -178,11 +178,14 @@ def _synthesize_all(ctx: JobContext, deck: Deck, voice: Voice, options: RenderOp
 
     import ray
 
-    if ray.is_initialized() and todo:
+    resources = resources_for(voice, cluster_capacity()) if ray.is_initialized() and todo else None
+    # Fan out over Ray tasks, except a single CPU slide (a re-render's usual case): a task would pay a
+    # worker's start and the engine's load, about a second, for a third of a second of speech. (This
+    # path was once taken back for a cancel test that hung; the hang was ffmpeg's fork, see process.py.)
+    if resources is not None and (len(todo) > 1 or resources.num_gpus):
         global _remote_synthesize
         if _remote_synthesize is None:
             _remote_synthesize = ray.remote(_synthesize_task)
-        resources = resources_for(voice, cluster_capacity())
         task = _remote_synthesize.options(**resources.ray_options(), max_retries=2)
         import os
 
@@ -317,20 +320,29 @@ def _segments(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: 
     return [(path, span.frames * frame) for path, span in zip(paths, tl.spans)], thumbnail, hits, encode_s
 
 
-def _narration(wav: Path, m4a: Path, target: float | None, duration: float, cancelled) -> dict:
-    """Encode the whole narration once, brought to its loudness target; what it measured before and after."""
-    ffmpeg = encode.ffmpeg_exe()
-    before = loudness.measure(str(wav), ffmpeg, cancelled) if target is not None else None
-    gain = loudness.gain_db(before, target) if before is not None else None
-    for _ in range(loudness.MAX_PASSES):
-        encode.encode(encode.narration_command(str(wav), str(m4a), gain_db=gain), duration, cancelled=cancelled)
-        after = loudness.measure(str(m4a), ffmpeg, cancelled)
-        more = loudness.shortfall_db(after, target)
-        if not more:
-            break
-        gain = round(gain + more, 2)  # the limiter took loudness off the peaks: ask for that much more
-    return {"target_lufs": target, "gain_db": gain, **after.to_dict(),
-            "speech": before.to_dict() if before is not None else None}
+def _narration(wav: Path, m4a: Path, target: float | None, duration: float, cancelled,
+               gain: float | None = None) -> tuple[loudness.Loudness | None, float | None]:
+    """Encode the whole narration, brought to its loudness target; returns (speech measured, gain used).
+
+    With ``gain``, encode again with it (a pass after the limiter took loudness off the peaks).
+    """
+    before = None
+    if gain is None and target is not None:
+        before = loudness.measure(str(wav), encode.ffmpeg_exe(), cancelled)
+        gain = loudness.gain_db(before, target)
+    encode.encode(encode.narration_command(str(wav), str(m4a), gain_db=gain), duration, cancelled=cancelled)
+    return before, gain
+
+
+def _join_and_measure(beside: ThreadPoolExecutor, args: list[str], m4a: Path, duration: float, ctx) -> loudness.Loudness:
+    """Join the segments and the narration while the encoded narration is measured: both only read it."""
+    after = beside.submit(loudness.measure, str(m4a), encode.ffmpeg_exe(), ctx.cancelled)
+    try:
+        encode.encode(args, duration, cancelled=ctx.cancelled,
+                      on_start=lambda pid: ctx.progress(0.85, stage="encoding", message="joining", ffmpeg_pid=pid))
+    finally:
+        measured = after.result()
+    return measured
 
 
 def _chapters(deck: Deck, tl: timeline.Timeline) -> list[encode.Chapter]:
@@ -383,29 +395,35 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
         wav_path = workdir / "narration.wav"
         wav_path.write_bytes(wav_bytes(track, tl.sample_rate))
         audio_path = workdir / "narration.m4a"
+        target = options.loudness_target
         with ThreadPoolExecutor(1, thread_name_prefix="dojo-narration") as beside:
-            narration = beside.submit(_narration, wav_path, audio_path, options.loudness_target, tl.duration,
-                                      ctx.cancelled)
+            narration = beside.submit(_narration, wav_path, audio_path, target, tl.duration, ctx.cancelled)
             segments, thumbnail, segment_hits, segments_s = _segments(deck, tl, options, cache, workdir, ctx)
-        timings["slides_s"] = time.perf_counter() - mark - segments_s
-        timings["segments_s"] = segments_s
+            timings["slides_s"] = time.perf_counter() - mark - segments_s
+            timings["segments_s"] = segments_s
 
-        ctx.check_cancelled()
-        ctx.progress(0.85, stage="encoding", message="joining slides and the narration")
-        mark = time.perf_counter()
-        measured = narration.result()
-        video_path = workdir / "video.mp4"
-        chapters = _chapters(deck, tl)
-        srt_path = None
-        if options.subtitles and tl.cues:
-            srt_path = workdir / "captions.srt"
-            srt_path.write_text(subtitles.to_srt(tl.cues), encoding="utf-8")
-        args = encode.join_command(segments, str(audio_path), str(video_path), workdir, chapters=chapters,
-                                   subtitles=str(srt_path) if srt_path else None,
-                                   language=engine_class(voice.engine).language)
-        encode.encode(args, tl.duration, cancelled=ctx.cancelled,
-                      on_start=lambda pid: ctx.progress(0.85, stage="encoding", message="joining",
-                                                        ffmpeg_pid=pid))
+            ctx.check_cancelled()
+            ctx.progress(0.85, stage="encoding", message="joining slides and the narration")
+            mark = time.perf_counter()
+            video_path = workdir / "video.mp4"
+            chapters = _chapters(deck, tl)
+            srt_path = None
+            if options.subtitles and tl.cues:
+                srt_path = workdir / "captions.srt"
+                srt_path.write_text(subtitles.to_srt(tl.cues), encoding="utf-8")
+            args = encode.join_command(segments, str(audio_path), str(video_path), workdir, chapters=chapters,
+                                       subtitles=str(srt_path) if srt_path else None,
+                                       language=engine_class(voice.engine).language)
+            before, gain = narration.result()
+            for passes in range(1, loudness.MAX_PASSES + 1):
+                after = _join_and_measure(beside, args, audio_path, tl.duration, ctx)
+                more = loudness.shortfall_db(after, target)
+                if not more or passes == loudness.MAX_PASSES:
+                    break
+                gain = round(gain + more, 2)  # the limiter took loudness off the peaks: ask for that much more
+                _narration(wav_path, audio_path, target, tl.duration, ctx.cancelled, gain=gain)
+            measured = {"target_lufs": target, "gain_db": gain, **after.to_dict(),
+                        "speech": before.to_dict() if before is not None else None}
         timings["join_s"] = time.perf_counter() - mark
         timings["encode_s"] = segments_s + timings["join_s"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,38 @@ def _await_exec(pid: int, limit_s: float = 2.0) -> None:
         except OSError:
             return
         time.sleep(0.001)
+
+
+class _ExitWaiter:
+    """``waiter(seconds)``: True once the child has exited, returning the moment it does.
+
+    ``Popen.wait(timeout)`` sleeps in steps of up to 50 ms, so each ffmpeg call ended up to 50 ms
+    after ffmpeg did; a render's critical path makes several. A pidfd is readable at the exit itself.
+    """
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.poller = select.poll()
+        try:
+            self.fd = os.pidfd_open(process.pid)
+            self.poller.register(self.fd, select.POLLIN)
+        except (AttributeError, OSError):  # not Linux >= 5.3: Popen's own wait
+            self.fd = None
+
+    def __call__(self, seconds: float) -> bool:
+        if self.fd is None:
+            try:
+                self.process.wait(timeout=seconds)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        self.poller.poll(seconds * 1000)
+        return self.process.poll() is not None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _dies_with_parent(args: list[str]) -> list[str]:
@@ -90,18 +123,17 @@ def run(args: list[str], *, cancelled: threading.Event | None = None, on_line: C
             reader = threading.Thread(target=pump, daemon=True)
             reader.start()
         deadline = time.monotonic() + timeout if timeout else None
+        exited = _ExitWaiter(process)
         try:
             while True:
-                try:
-                    process.wait(timeout=poll_s)
+                if exited(poll_s):
                     break
-                except subprocess.TimeoutExpired:
-                    pass
                 if cancelled is not None and cancelled.is_set():
                     raise JobCancelled(f"{args[0].rsplit('/', 1)[-1]} killed: the job was cancelled")
                 if deadline and time.monotonic() > deadline:
                     raise TimeoutError(f"{args[0].rsplit('/', 1)[-1]} ran past {timeout}s")
         finally:
+            exited.close()
             if process.poll() is None:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)  # the child and anything it started
