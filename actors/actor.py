@@ -271,11 +271,22 @@ class QueueService:
 
     # -- runners -----------------------------------------------------------
     async def runner_lease(self, runner_id: str, lane: str, reports: list[dict], want: int, wait: float,
-                           node: str | None = None, pid: int | None = None) -> list[dict]:
-        """Report a runner's finished batch and lease its next one (long-polls up to ``wait`` seconds)."""
+                           node: str | None = None, pid: int | None = None,
+                           held: list[int] | None = None) -> list[dict]:
+        """Report a runner's finished batch and lease its next one (long-polls up to ``wait`` seconds).
+
+        ``held``: every lease the runner knows of. A lease committed here whose answer never reached it
+        (this actor died first, and the runner asked the next one again) is given back, not left to expire
+        and spend an attempt.
+        """
         self._ensure_loop()
         now = time.time()
         self._apply_reports(reports, now)
+        if held is not None:
+            unknown = self.q.runner_tokens(runner_id) - set(held)
+            if unknown:
+                log.info("runner %s never received leases %s; queued again", runner_id, sorted(unknown))
+                self.q.release(unknown, now)
         info = self._runners.get(runner_id)
         if info is None:
             # A runner launched before a restart: adopt it while there is room, else let it finish.

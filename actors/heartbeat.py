@@ -50,11 +50,13 @@ class Heartbeat(threading.Thread):
             if self.retiring.is_set():
                 return []
             reports, self.outbox = self.outbox, []
+            # Every lease this runner knows of (a superset while the call runs: only this call adds any).
+            held = [p["token"] for p in self.pending] + ATTEMPTS.tokens()
             self.in_call += 1
         leases: list[dict] = []
         try:
             leases = self.call(self.actor.runner_lease, self.runner_id, self.lane, reports, want, wait,
-                               self.node, self.pid)
+                               self.node, self.pid, held)
             return leases
         finally:
             with self.lock:

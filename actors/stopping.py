@@ -78,6 +78,11 @@ class Attempts:
         with self.lock:
             return [t for t, a in self.by_token.items() if not (a.stopping or a.abandoned)]
 
+    def tokens(self) -> list[int]:
+        """Every attempt's token, stopped and abandoned ones included."""
+        with self.lock:
+            return list(self.by_token)
+
     def get(self, token: int) -> Attempt | None:
         with self.lock:
             return self.by_token.get(token)
