@@ -14,6 +14,7 @@ one.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -63,6 +64,24 @@ def _position(after) -> int:
     if isinstance(after, bool) or not isinstance(after, int) or not -(2**63) <= after < 2**63:
         raise InvalidInput(f"after must be a sequence number (a whole number below 2**63), got {after!r}")
     return after
+
+
+def _list_filters(filters: dict) -> None:
+    """A list's time bounds are finite unix times and its search text plain text (SQLite takes neither
+    an infinite time nor a NUL in a search): InvalidInput otherwise."""
+    for key, name in (("created_after", "since"), ("created_before", "until")):
+        value = filters.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or abs(value) > 1e12):
+            raise InvalidInput(f"{name} must be a unix time in seconds, got {value!r}")
+    text = filters.get("text")
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except (AttributeError, UnicodeEncodeError):
+            raise InvalidInput(f"q must be text, got {text!r}") from None
+        if "\x00" in text:
+            raise InvalidInput("q must not contain a NUL character")
 
 
 def _positive(limit) -> int:
@@ -136,6 +155,7 @@ class Queues:
 
     async def list(self, queue: str, **filters) -> list[dict]:
         _positive(filters.get("limit", 1))
+        _list_filters(filters)
         return await self.actor(queue).list.remote(filters)
 
     async def cancel(self, job_id: str) -> dict:
@@ -184,6 +204,7 @@ class Queues:
                      **filters) -> list[dict]:
         """Jobs of a queue newest first (``before_id`` cursor) or oldest first (``after_id`` cursor)."""
         _positive(filters.get("limit", 1))
+        _list_filters(filters)
         return await self.actor(queue).browse.remote(filters, oldest_first, after_id)
 
     async def insights(self, queue: str, window: float = 3600.0, bucket: float = 60.0) -> dict:

@@ -32,11 +32,12 @@ STRING_LIST = {"type": "array", "items": {"type": "string", "minLength": 1, "max
 #: Parameters by name (and, where one name means different things, by path).
 PARAMS: dict[str, dict] = {
     "job_id": {"type": "string", "pattern": JOB_ID},
-    "cursor": {"type": "string", "pattern": JOB_ID},
+    "cursor": {"type": "string", "pattern": rf"^({JOB_ID[1:-1]})?$", "description": "empty: the first page"},
     "queue": QUEUE,
     "lease_id": {"type": "string", "pattern": JOB_ID[:-1] + r":[0-9]+$"},
     "key": {"type": "string", "pattern": r"^[A-Za-z0-9._\-/=+@ ]{1,1024}$"},
-    "status": {"type": "string", "pattern": rf"^({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*$"},
+    "status": {"type": "string", "pattern": rf"^(({'|'.join(STATUSES)})(,({'|'.join(STATUSES)}))*)?$",
+               "description": "comma-separated statuses; empty: any"},
 }
 PATH_PARAMS: dict[tuple[str, str], dict] = {
     ("/v1/channels/{name}/messages", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},

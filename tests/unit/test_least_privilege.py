@@ -91,3 +91,18 @@ def test_pull_types_per_queue():
     assert settings.pull_types_of("default") == {"echo"}
     assert settings.pull_types_of("renders") == {"echo", "sleep"}
     assert Settings().pull_types_of("default") == set()
+
+
+def test_list_filters_refuse_what_sqlite_cannot_take():
+    import math
+
+    from actors.facade import _list_filters, _position
+
+    for bad in ({"created_after": math.inf}, {"created_before": math.nan}, {"created_after": 1e300},
+                {"text": "a\x00b"}, {"text": "a\ud800"}):
+        with pytest.raises(InvalidInput):
+            _list_filters(bad)
+    _list_filters({"created_after": 1.7e9, "created_before": None, "text": "render"})
+    with pytest.raises(InvalidInput, match="after"):
+        _position(2**63)
+    assert _position(5) == 5
