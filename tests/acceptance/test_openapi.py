@@ -74,8 +74,14 @@ def fuzz(url: str, token: str) -> tuple[int, list[str]]:
     for event in schemathesis.engine.from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             requests += len(event.recorder.interactions)
-            for checks in event.recorder.checks.values():
-                problems += [f"{event.label}: {check.name}: {check.failure_info.failure.title}"
+            for case_id, checks in event.recorder.checks.items():
+                node = event.recorder.cases.get(case_id)
+                case = getattr(node, "value", None)
+                sent = {k: v for k, v in (("path", getattr(case, "path_parameters", None)),
+                                          ("query", getattr(case, "query", None)),
+                                          ("body", getattr(case, "body", None)))
+                        if v and type(v).__name__ != "NotSet"}
+                problems += [f"{event.label}: {check.name}: {check.failure_info.failure.title} {str(sent)[:300]}"
                              for check in checks if check.status == Status.FAILURE and check.failure_info]
         elif isinstance(event, (events.NonFatalError, events.FatalError)):
             problems.append(f"{getattr(event, 'label', 'run')}: error: {event.info.message}")
