@@ -19,7 +19,7 @@ threads (the baseline to compare with).
 Before the dojo starts, the same three phases run against the queue's rules and store alone, in this
 process (no Ray, no HTTP: what the actor's loop itself can do), once with the reads on the loop and
 once on the reader threads, side by side: ``loop_*`` figures, enqueue+commit per second from 8
-writers. Prints a log, then ONE JSON line last. Aims on 2 cores: submit rate >= 0.7x alone beside the
+writers; and the store's list and search queries themselves (``sql_*``, p50/p99 in ms). Prints a log, then ONE JSON line last. Aims on 2 cores: submit rate >= 0.7x alone beside the
 followers and >= 0.8x beside the searchers, search p50 <= 50 ms.
 """
 
@@ -213,7 +213,7 @@ async def loop_bench(db: Path, jobs: int, seconds: float) -> dict:
         await asyncio.gather(*tasks)
         return rate
 
-    out = {}
+    out = sql_latencies(store.db, jobs)
     for mode, threads in (("on_loop", 0), ("threads", None)):
         reader = Reader(db, threads=threads)
         alone = await phase(reader, None)
@@ -226,6 +226,33 @@ async def loop_bench(db: Path, jobs: int, seconds: float) -> dict:
                     f"loop_{mode}_searchers_ratio": round(searchers / alone, 2)})
     store.close()
     return out
+
+
+def sql_latencies(db, jobs: int, rounds: int = 40) -> dict:
+    """The store's list and search queries themselves (no HTTP, no Ray): p50/p99 in ms."""
+    from actors.store import select_jobs
+
+    rng, now = random.Random(2), time.time()
+    lists = [{}, {"status": ["failed"]}, {"status": ["succeeded", "cancelled"]}, {"type": ["sleep"]},
+             {"type": ["fails"], "status": ["failed"]}, {"created_after": now - 1800, "created_before": now - 600},
+             {"created_before": now - 2400}, {"status": ["queued", "running"]}]
+    timings = {"list": [], "search": []}
+    for _ in range(rounds):
+        for kind, cases in (("list", lists), ("search", [{"text": t.format(rng.randrange(jobs))} for t in SEARCH_TERMS])):
+            for case in cases:
+                cursor = None
+                for _page in range(2):
+                    start = time.perf_counter()
+                    page = select_jobs(db, limit=51, before_id=cursor, **case)
+                    timings[kind].append((time.perf_counter() - start) * 1000)
+                    if len(page) < 51:
+                        break
+                    cursor = page[-1]["id"]
+    log(f"store queries: list p50 {pct(timings['list'], 50):.2f} ms p99 {pct(timings['list'], 99):.2f} ms; "
+        f"search p50 {pct(timings['search'], 50):.2f} ms p99 {pct(timings['search'], 99):.2f} ms")
+    return {"sql_list_p50_ms": round(pct(timings["list"], 50), 2), "sql_list_p99_ms": round(pct(timings["list"], 99), 2),
+            "sql_search_p50_ms": round(pct(timings["search"], 50), 2),
+            "sql_search_p99_ms": round(pct(timings["search"], 99), 2)}
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
