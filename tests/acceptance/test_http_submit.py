@@ -7,8 +7,11 @@ share it: that is how these tests see coalescing from outside.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -143,3 +146,28 @@ def test_sync_client_submit_many_and_threads(api, settings):
         jobs = list(pool.map(lambda i: client.submit("noop", {"n": i}, queue="client-sync", delay=3600), range(64)))
     assert [job["payload"] for job in jobs] == [{"n": i} for i in range(64)]
     assert client._batcher.calls < 64
+
+
+def test_cli_submit_many_and_count(api, settings, tmp_path):
+    """`dojo submit-many FILE` and `dojo submit TYPE --count N` send lists, one line per job back."""
+    env = {**os.environ, "DOJO_URL": api, "DOJO_API_TOKEN": settings.api_token}
+
+    def dojo(*args):
+        return subprocess.run([sys.executable, "-m", "serve.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text("\n".join(json.dumps({"type": "noop", "delay": 3600, "payload": {"n": i}}) for i in range(5)))
+    done = dojo("submit-many", str(specs), "--queue", "cli-many")
+    assert done.returncode == 0, done.stderr
+    jobs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(j["queue"], j["type"], j["created"]) for j in jobs] == [("cli-many", "noop", True)] * 5
+    assert len({j["id"] for j in jobs}) == 5
+    done = dojo("submit", "noop", "--count", "3", "--delay", "3600", "--queue", "cli-many")
+    assert done.returncode == 0, done.stderr
+    assert len({json.loads(line)["id"] for line in done.stdout.splitlines()}) == 3
+    done = dojo("submit-many", str(tmp_path / "missing.jsonl"))
+    assert done.returncode != 0 and "does not exist" in done.stderr
+    (tmp_path / "bad.json").write_text('[{"type": "noop", "priority": "high"}]')
+    done = dojo("submit-many", str(tmp_path / "bad.json"))
+    assert done.returncode != 0 and "priority" in done.stderr
