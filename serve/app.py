@@ -59,6 +59,32 @@ def _unwrap(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
+class RayErrors:
+    """A dojo error that reached the app wrapped by Ray answers as itself (plain ASGI: no per-request
+    task and stream copy, which Starlette's ``BaseHTTPMiddleware`` costs)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:  # noqa: BLE001
+            cause = _unwrap(exc)
+            if started or not isinstance(cause, DojoError):
+                raise
+            await error_response(cause)(scope, receive, send)
+
+
 def error_response(exc: DojoError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status)
 
@@ -114,27 +140,20 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     app.add_middleware(StreamCaps, total=settings.max_streams, per_token=settings.max_streams_per_token)
     install_openapi(app)
 
-    @app.middleware("http")
-    async def ray_errors(request: Request, call_next):
-        try:
-            return await call_next(request)
-        except Exception as exc:  # noqa: BLE001
-            cause = _unwrap(exc)
-            if isinstance(cause, DojoError):
-                return error_response(cause)
-            raise
+    app.add_middleware(RayErrors)
 
     def principal(request: Request) -> Principal:
         allowed = query_token_allowed(request.method, request.headers.get("accept"))
         return auth.principal(request.headers.get("authorization"),
                               request.query_params.get("token") if allowed else None)
 
-    def admin(request: Request) -> Principal:
+    # Async, so FastAPI runs them on the loop rather than in its thread pool (an HMAC compare needs no thread).
+    async def admin(request: Request) -> Principal:
         who = principal(request)
         who.require_admin()
         return who
 
-    def worker(request: Request) -> Principal:
+    async def worker(request: Request) -> Principal:
         who = principal(request)
         who.require_worker()
         return who
