@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from actors import runner
+from actors.heartbeat import Heartbeat
 from actors.jobs import JobType
 
 from .conftest import submit
@@ -40,7 +41,10 @@ def run(perform, payload=None):
     registry = {"printer": JobType(name="printer", perform=perform)}
     lease = {"token": 7, "job_id": "j_00000000000000000000", "type": "printer", "queue": "default", "attempt": 1,
              "max_attempts": 1, "payload": payload, "phase": "perform"}
-    report = runner.execute(actor, lease, registry, None)
+    beat = Heartbeat(actor, "r1", "printer", interval=60.0, call=None)  # never started: holds the outbox only
+    beat.pending.append(lease)
+    report = runner.execute(actor, lease, registry, beat)
+    assert beat.outbox == [report] and not beat.pending
     return report, actor
 
 
