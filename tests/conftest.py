@@ -7,7 +7,13 @@ import socket
 
 import pytest
 
-from actors.settings import DEFAULT_JOB_MODULES, NAMESPACE, Settings
+# Ray reads its auth mode when it is imported, and its processes read it from the environment: a test
+# module that imports serve.launcher (which defaults RAY_AUTH_MODE to token, as `dojo` does) after
+# another imported ray left the session's local cluster half in token mode, and its GCS, finding no
+# token in a fresh HOME, never started. Say it once, before any test module imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from actors.settings import DEFAULT_JOB_MODULES, NAMESPACE, Settings  # noqa: E402
 
 
 def free_port() -> int:
