@@ -204,7 +204,7 @@ async def test_a_render_plays_with_its_poster_captions_and_chapters(page, http):
     assert await captions.get_attribute("srclang") == "ja"
     assert "subtitles.vtt" in await captions.get_attribute("src")
     # The page re-renders as the job's replayed events arrive; wait until the chapters have loaded.
-    await page.wait_for_function("document.querySelectorAll('#chapters li button').length === 3")
+    await page.wait_for_function("() => document.querySelectorAll('#chapters li button').length === 3")
     chapters = page.locator("#chapters li button")
     assert "しくみ" in await chapters.nth(1).inner_text()
     await chapters.nth(1).click()
