@@ -42,7 +42,7 @@ import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
 from . import admission, callbacks, durable
-from .triggers import Triggers
+from .triggers import NAME as CHANNEL_NAME, Triggers
 from . import schedules as cron
 from .buckets import Buckets
 from .control import QueueControl
@@ -65,7 +65,6 @@ STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "sleeping",
             "expired")
 QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 KEY_MAX = 200
-CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
              "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
              "expires_in", "dedup", "debounce", "throttle", "group", "trace", "callback"}

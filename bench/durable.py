@@ -93,12 +93,12 @@ async def sleepers(queues, n: int, seconds: float) -> dict:
             "sleepers_total_s": round(elapsed, 2), "stat_polls": polls}
 
 
-async def stepped(queues, jobs: int, steps: int) -> dict:
+async def stepped(queues, jobs: int, steps: int, before: int) -> dict:
     specs = [{"type": "steps", "queue": QUEUE, "payload": {"n": steps if i % 2 else 0}} for i in range(2 * jobs)]
     await queues.enqueue(specs)
     while True:
         counts = (await queues.stats(QUEUE))["counts"]
-        if counts.get("succeeded", 0) + counts.get("failed", 0) >= 2 * jobs + getattr(stepped, "before", 0):
+        if counts.get("succeeded", 0) + counts.get("failed", 0) >= 2 * jobs + before:
             break
         await asyncio.sleep(0.1)
     rows = [j for j in await finished(queues, "steps", 2 * jobs) if j["status"] == "succeeded"]
@@ -120,8 +120,7 @@ async def main_async(args) -> dict:
     queues = Queues(Settings.from_env())
     await queues.ping(QUEUE, create=True)
     result = await sleepers(queues, args.jobs, args.seconds)
-    stepped.before = result["succeeded"]
-    result.update(await stepped(queues, args.step_jobs, args.steps))
+    result.update(await stepped(queues, args.step_jobs, args.steps, before=result["succeeded"]))
     return result
 
 

@@ -27,6 +27,7 @@ from actors.queue import QUEUE_NAME, STATUSES
 
 JOB_ID = r"^j_[0-9a-f]{20}(\.[a-z0-9][a-z0-9_-]{0,39})?$"
 QUEUE = {"type": "string", "pattern": QUEUE_NAME.pattern}
+CHANNEL = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"}  # channels, triggers, hooks
 STRING_LIST = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200}, "maxItems": 100}
 
 #: Parameters by name (and, where one name means different things, by path).
@@ -40,12 +41,12 @@ PARAMS: dict[str, dict] = {
                "description": "comma-separated statuses; empty: any"},
 }
 PATH_PARAMS: dict[tuple[str, str], dict] = {
-    ("/v1/channels/{name}/messages", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+    ("/v1/channels/{name}/messages", "name"): CHANNEL,
     ("/v1/schedules/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"},
     ("/v1/schedules/{name}/{action}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"},
     ("/v1/schedules/{name}/{action}", "action"): {"type": "string", "enum": ["pause", "resume", "run"]},
-    ("/v1/triggers/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
-    ("/v1/hooks/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+    ("/v1/triggers/{name}", "name"): CHANNEL,
+    ("/v1/hooks/{name}", "name"): CHANNEL,
     ("/v1/ratelimits/{name}", "name"): {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"},
     ("/v1/leases/{lease_id}/{action}", "action"): {"type": "string",
                                                    "enum": ["heartbeat", "progress", "complete", "fail"]},
@@ -93,13 +94,13 @@ BODIES: dict[tuple[str, str], dict] = {
                     "heartbeat: nothing"),
     ("put", "/v1/triggers/{name}"): _json({"type": "object", "required": ["channel", "job"],
                                            "additionalProperties": False, "properties": {
-        "channel": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+        "channel": CHANNEL,
         "match": {"type": "object", "description": "key-values a message must have"},
         "job": {"type": "object", "required": ["type"], "description": "the job spec; the message is added to "
                                                                          "its payload as 'message'"}}}),
     ("put", "/v1/hooks/{name}"): _json({"type": "object", "required": ["channel"], "additionalProperties": False,
                                         "properties": {
-        "channel": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,100}$"},
+        "channel": CHANNEL,
         "rotate": {"type": "boolean", "description": "make a new secret"}}}),
     ("post", "/v1/hooks/{name}"): _json({"description": "Any JSON value: published to the hook's channel."},
                                         description="Signed with the hook's secret in X-Dojo-Signature."),
