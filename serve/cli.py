@@ -465,7 +465,10 @@ def _add_job_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if hasattr(signal, "SIGPIPE"):  # `dojo list | head` ends quietly, like other command-line tools
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        # `dojo list | head` ends quietly, like other command-line tools. Only as the `dojo` program:
+        # a process that calls main() with its own arguments (a test, a notebook) keeps its own handler,
+        # or its next write to a closed pipe would kill it.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     _apply_settings_flags(args)
