@@ -21,6 +21,8 @@ from .exceptions import ConfigError
 NAMESPACE = "dojo"
 #: The job types a new user gets: samples, presentation rendering, clip crawling.
 DEFAULT_JOB_MODULES = ("pipelines.sample", "pipelines.render.job", "pipelines.clips.jobs", "pipelines.batch.job")
+#: DOJO_INGRESS values: who listens on DOJO_PORT (see Settings.ingress).
+INGRESS_MODES = ("replica", "serve")
 #: Bounds of DOJO_URL_TTL: a signed object URL lives at least a minute and at most a week.
 URL_TTL_RANGE = (60.0, 7 * 86400.0)
 #: What a job's process must never hold: they mint any token, cookie or URL. Jobs parse untrusted
@@ -83,6 +85,10 @@ class Settings:
     sqlite_sync: str = "FULL"
     #: DOJO_SERVE_REPLICAS: number of API replicas.
     serve_replicas: int = 1
+    #: DOJO_INGRESS: who listens on DOJO_PORT. ``serve`` (default): Serve's proxy does and forwards each
+    #: request to a replica (an actor call per request); ``replica``: each API replica serves it itself
+    #: (uvicorn, SO_REUSEPORT), Serve runs no proxy. Switching it on a running cluster needs ``dojo down`` first.
+    ingress: str = "serve"
     #: DOJO_PUBLIC_URL: the API's base URL as users reach it (behind a proxy, another host);
     #: empty means http://DOJO_HOST:DOJO_PORT. Signed object URLs are built on it.
     public_url: str = ""
@@ -120,6 +126,7 @@ class Settings:
             max_upload_bytes=_env_int("DOJO_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
             sqlite_sync=env.get("DOJO_SQLITE_SYNC", "FULL").upper(),
             serve_replicas=_env_int("DOJO_SERVE_REPLICAS", 1),
+            ingress=env.get("DOJO_INGRESS", "serve").strip().lower() or "serve",
             public_url=env.get("DOJO_PUBLIC_URL", "").strip().rstrip("/"),
             url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
             max_queues=_env_int("DOJO_MAX_QUEUES", 64),
@@ -133,6 +140,11 @@ class Settings:
                               f"got {settings.url_ttl}")
         if settings.sqlite_sync not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"DOJO_SQLITE_SYNC must be FULL, NORMAL or EXTRA, got {settings.sqlite_sync!r}")
+        if settings.ingress not in INGRESS_MODES:
+            raise ConfigError(f"DOJO_INGRESS must be replica (each API replica serves DOJO_PORT) or serve "
+                              f"(Ray Serve's proxy does), got {settings.ingress!r}")
+        if settings.serve_replicas < 1:
+            raise ConfigError(f"DOJO_SERVE_REPLICAS must be at least 1, got {settings.serve_replicas}")
         if settings.max_queues < 1:
             raise ConfigError(f"DOJO_MAX_QUEUES must be at least 1, got {settings.max_queues}")
         if settings.concurrency < 1:
@@ -195,6 +207,7 @@ class Settings:
             "DOJO_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
             "DOJO_SQLITE_SYNC": self.sqlite_sync,
             "DOJO_SERVE_REPLICAS": str(self.serve_replicas),
+            "DOJO_INGRESS": self.ingress,
             "DOJO_PUBLIC_URL": self.public_url,
             "DOJO_URL_TTL": str(self.url_ttl),
             "DOJO_MAX_QUEUES": str(self.max_queues),

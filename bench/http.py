@@ -1,6 +1,6 @@
 """Submission over HTTP, side by side with a bare FastAPI app (and Celery when its bench env is there).
 
-    python bench/http.py [--seconds 5] [--ingress proxy|direct]
+    python bench/http.py [--seconds 5] [--samples 100] [--ingress replica,proxy | direct]
 
 One local dojo (Ray on this machine's CPUs, the API through Ray Serve on 127.0.0.1), aiohttp
 clients with keep-alive. Each throughput phase runs for ``--seconds``; ``noop`` jobs are delayed an
@@ -21,8 +21,11 @@ hour so that nothing runs meanwhile, except in the "running" phase:
                                       bench/.peers-venv/celery exists (bench/peers.py makes it); else null
   lost                                accepted job ids missing afterwards (must be 0)
 
-``--ingress replica`` deploys with DOJO_INGRESS=replica (each replica serves DOJO_PORT itself, no
-proxy). ``--ingress direct`` sets RAY_SERVE_ENABLE_DIRECT_INGRESS=1 before Ray starts (so the Serve
+``--ingress`` lists the ingresses measured one after the other on the same cluster (the API is
+deployed afresh for each; by default ``replica,proxy``): ``replica`` is DOJO_INGRESS=replica (each
+replica serves DOJO_PORT itself, no proxy; the default), ``proxy`` DOJO_INGRESS=serve (Serve's
+proxy). The first one's figures are the top-level keys, the others' are under ``others``, each
+with its own ``lost`` check (every mode uses queues of its own). ``--ingress direct`` sets RAY_SERVE_ENABLE_DIRECT_INGRESS=1 before Ray starts (so the Serve
 controller and replicas see it) and measures against the port the replica listens on itself
 (Serve 2.60 still runs its proxy on DOJO_PORT; see the README's "HTTP submission").
 
@@ -132,12 +135,12 @@ async def rate(name: str, seconds: float, clients: int, one, unit: str = "jobs/s
     return value
 
 
-async def dispatch(target: Target, samples: int) -> list[float]:
+async def dispatch(target: Target, samples: int, queue: str) -> list[float]:
     """POST a stamp job, poll until it finished; its ``started`` minus the send time."""
     latencies = []
     for i in range(samples + 5):
         sent = time.time()
-        [job] = await target.post({"type": "stamp", "queue": "http-latency"})
+        [job] = await target.post({"type": "stamp", "queue": queue})
         while job["status"] not in ("succeeded", "failed"):
             await asyncio.sleep(0.005)
             job = await target.get(f"/v1/jobs/{job['id']}")
@@ -147,7 +150,8 @@ async def dispatch(target: Target, samples: int) -> list[float]:
     return latencies
 
 
-async def measure_dojo(url: str, seconds: float, samples: int) -> dict:
+async def measure_dojo(url: str, seconds: float, samples: int, tag: str) -> dict:
+    """Every phase on queues of its own, named after ``tag``, so that each run's loss check is its own."""
     import aiohttp
 
     from serve.client import AsyncClient
@@ -156,14 +160,14 @@ async def measure_dojo(url: str, seconds: float, samples: int) -> dict:
     connector = aiohttp.TCPConnector(limit=CLIENTS * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         t = Target(session, url)
-        delayed = {"type": "noop", "delay": 3600, "queue": "http-delayed"}
+        delayed = {"type": "noop", "delay": 3600, "queue": f"http-delayed-{tag}"}
 
         async def single():
             await t.post(delayed)
             return 1
 
         async def single_running():
-            await t.post({"type": "noop", "queue": "http-running"})
+            await t.post({"type": "noop", "queue": f"http-running-{tag}"})
             return 1
 
         async def batch100():
@@ -182,7 +186,7 @@ async def measure_dojo(url: str, seconds: float, samples: int) -> dict:
 
         async with AsyncClient(url, TOKEN) as client:
             async def submit():
-                job = await client.submit("noop", None, delay=3600, queue="http-client")
+                job = await client.submit("noop", None, delay=3600, queue=f"http-client-{tag}")
                 t.accepted.setdefault(job["queue"], set()).add(job["id"])
                 return 1
 
@@ -198,11 +202,11 @@ async def measure_dojo(url: str, seconds: float, samples: int) -> dict:
         # Let the running phase's jobs drain so the dispatch figures are for an idle queue.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            stats = await t.get("/v1/queues/http-running")
+            stats = await t.get(f"/v1/queues/http-running-{tag}")
             if stats["counts"].get("queued", 0) + stats["counts"].get("running", 0) == 0:
                 break
             await asyncio.sleep(0.5)
-        latencies = await dispatch(t, samples)
+        latencies = await dispatch(t, samples, f"http-latency-{tag}")
         out["http_dispatch_p50_ms"] = pct(latencies, 50)
         out["http_dispatch_p99_ms"] = pct(latencies, 99)
         log(f"dispatch over HTTP: p50 {out['http_dispatch_p50_ms']:.2f} ms p99 {out['http_dispatch_p99_ms']:.2f} ms "
@@ -370,19 +374,51 @@ def direct_ingress_url(settings) -> str:
     raise SystemExit("direct ingress is on but no replica port was published")
 
 
+INGRESS_SETTING = {"replica": "replica", "proxy": "serve", "direct": "serve"}
+
+
+def measure_ingress(mode: str, seconds: float, samples: int) -> dict:
+    """Deploy the API with ``mode``'s ingress on the running cluster, measure it, take it down again."""
+    from ray import serve as ray_serve
+
+    from actors.settings import Settings
+    from serve.deployment import deploy
+    from serve.launcher import wait_healthy
+
+    os.environ["DOJO_INGRESS"] = INGRESS_SETTING[mode]
+    settings = Settings.from_env()
+    try:
+        deploy(settings)
+        wait_healthy(settings)
+        url = direct_ingress_url(settings) if mode == "direct" else f"http://{settings.host}:{settings.port}"
+        log(f"dojo API at {url} (--ingress {mode}, DOJO_INGRESS={settings.ingress})")
+        out = asyncio.run(measure_dojo(url, seconds, samples, tag=mode))
+    finally:
+        # Serve keeps its proxy placement until it shuts down: the next mode starts it afresh.
+        ray_serve.shutdown()
+    return {"ingress": mode, "DOJO_INGRESS": settings.ingress, **out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput phase")
     parser.add_argument("--samples", type=int, default=100, help="dispatch latency samples")
-    parser.add_argument("--ingress", choices=("proxy", "direct", "replica"), default="proxy",
-                        help="Serve's proxy (DOJO_INGRESS=serve), Serve's direct ingress, or DOJO_INGRESS=replica")
+    parser.add_argument("--ingress", default="replica,proxy",
+                        help="comma-separated, measured in this order on one cluster: replica (DOJO_INGRESS=replica, "
+                             "the default), proxy (DOJO_INGRESS=serve: Serve's proxy), direct (Serve's direct "
+                             "ingress; alone only). The first one's figures are the top-level keys")
     parser.add_argument("--serve-env", choices=("dojo", "ray"), default="dojo",
                         help="Ray Serve settings: dojo's (serve.deployment.SERVE_ENV) or Ray's defaults")
     parser.add_argument("--celery-jobs", type=int, default=5000)
     args = parser.parse_args()
+    modes = [m.strip() for m in args.ingress.split(",") if m.strip()]
+    if not modes or set(modes) - set(INGRESS_SETTING) or len(set(modes)) != len(modes):
+        parser.error(f"--ingress takes distinct modes out of {', '.join(INGRESS_SETTING)}, got {args.ingress!r}")
+    if "direct" in modes and len(modes) > 1:
+        parser.error("--ingress direct changes how Ray starts: measure it alone")
 
     result: dict = {"cpus": os.cpu_count(), "seconds_per_phase": args.seconds, "clients": CLIENTS,
-                    "ingress": args.ingress, "serve_env": args.serve_env,
+                    "ingress": modes[0], "serve_env": args.serve_env,
                     "load_avg_before": [round(x, 2) for x in os.getloadavg()]}
     result.update(bare_fastapi(args.seconds))
     state = tempfile.mkdtemp(prefix="dojo-bench-")
@@ -394,30 +430,23 @@ def main() -> None:
     # Before Ray starts, as `dojo up` does: Serve's controller and proxy inherit this environment.
     os.environ.update(serve_env() if args.serve_env == "dojo" else {k: RAY_DEFAULTS[k] for k in SERVE_ENV})
     result["serve_env"] = {k: os.environ[k] for k in SERVE_ENV}
-    if args.ingress == "direct":
+    if modes == ["direct"]:
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"  # Ray's processes read it when they start
-    os.environ["DOJO_INGRESS"] = "replica" if args.ingress == "replica" else "serve"
     import ray
 
     from actors.settings import NAMESPACE, Settings
-    from serve.deployment import deploy
-    from serve.launcher import wait_healthy
 
     ray.init(address="local", include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
              configure_logging=False)
     try:
-        settings = Settings.from_env()
-        result["sqlite_synchronous"] = settings.sqlite_sync
-        deploy(settings)
-        wait_healthy(settings)
-        url = direct_ingress_url(settings) if args.ingress == "direct" else f"http://{settings.host}:{settings.port}"
-        log(f"dojo API at {url} ({args.ingress})")
-        result.update(asyncio.run(measure_dojo(url, args.seconds, args.samples)))
+        result["sqlite_synchronous"] = Settings.from_env().sqlite_sync
+        first, *others = [measure_ingress(mode, args.seconds, args.samples) for mode in modes]
+        result.update(first)
+        if others:
+            result["others"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in other.items()}
+                                for other in others]
         result.update(dojo_app_uvicorn(args.seconds))
     finally:
-        from ray import serve as ray_serve
-
-        ray_serve.shutdown()
         ray.shutdown()
         shutil.rmtree(state, ignore_errors=True)
     rate_, note = celery(args.celery_jobs)
@@ -428,6 +457,8 @@ def main() -> None:
     result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     bare = result["bare_fastapi_post_c32_per_s"]
     result["c32_vs_bare_fastapi_post"] = result["http_single_c32_jobs_per_s"] / bare if bare else None
+    for other in result.get("others", ()):
+        other["c32_vs_bare_fastapi_post"] = round(other["http_single_c32_jobs_per_s"] / bare, 3) if bare else None
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}))
 
 

@@ -40,17 +40,8 @@ def build_asgi_app():
     return create_app(Settings.from_env())
 
 
-def ingress_mode() -> str:
-    """DOJO_INGRESS: ``serve`` (default: Serve's proxy listens on DOJO_PORT and forwards each request to
-    a replica) or ``replica`` (each replica serves DOJO_PORT itself, no proxy; see ``Listener``)."""
-    mode = os.environ.get("DOJO_INGRESS", "serve")
-    if mode not in ("serve", "replica"):
-        raise SystemExit(f"DOJO_INGRESS must be serve or replica, got {mode!r}")
-    return mode
-
-
 class Listener:
-    """With DOJO_INGRESS=replica, the replica serves the API on DOJO_PORT itself.
+    """With DOJO_INGRESS=replica (``Settings.ingress``), the replica serves the API on DOJO_PORT itself.
 
     Serve still runs, places, health-checks and restarts the replicas; only the per-request hop
     through its proxy (an actor call per request: ~25x what the request itself costs on 2 cores)
@@ -61,8 +52,9 @@ class Listener:
 
     async def __init__(self):
         self._server_task = None
-        if ingress_mode() == "replica":
-            self._server_task = await _listen(Settings.from_env())
+        settings = Settings.from_env()
+        if settings.ingress == "replica":
+            self._server_task = await _listen(settings)
 
     def check_health(self) -> None:
         if self._server_task is not None and self._server_task.done():
@@ -108,13 +100,13 @@ def deploy(settings: Settings) -> None:
     Serve reads its proxy's placement when it first starts: switching DOJO_INGRESS on a running
     cluster needs ``serve shutdown`` (or ``dojo down``) first.
     """
-    mode = ingress_mode()
+    mode = settings.ingress
     # The API lives on the head with the queue actors: worker nodes come and go with the autoscaler.
     ray_serve.start(http_options={"host": settings.host, "port": settings.port},
                     proxy_location="Disabled" if mode == "replica" else "HeadOnly")
     app = DojoAPI.options(
         num_replicas=settings.serve_replicas,
         ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001},
-                           "runtime_env": {"env_vars": {**serve_env(), **settings.env(), "DOJO_INGRESS": mode}}},
+                           "runtime_env": {"env_vars": {**serve_env(), **settings.env()}}},
     ).bind()
     ray_serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
