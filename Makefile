@@ -25,7 +25,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/throughput.py
 
 up: $(STAMP)
 	$(BIN)/dojo up

@@ -41,7 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-# Run as a script, sys.path[0] is bench/, whose queue.py would shadow the standard library's queue;
+# Run as a script, sys.path[0] is bench/, whose http.py would shadow the standard library's http;
 # put the repository root there instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)

@@ -32,7 +32,7 @@ import sys
 # importing ray, so it keeps auth off unless told otherwise (the setting is read when ray is imported).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-# Modules in this folder are named like the stdlib's (queue.py, http.py): keep it off the import path.
+# A module in this folder is named like the stdlib's (http.py): keep it off the import path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))

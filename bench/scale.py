@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/queue.py is named like the stdlib's `queue`: keep this folder off the import path.
+# bench/http.py is named like the stdlib's `http`: keep this folder off the import path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))

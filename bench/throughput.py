@@ -1,6 +1,6 @@
 """Queue throughput and latency, side by side with plain Ray tasks, in one run.
 
-    python bench/queue.py [--jobs 20000]
+    python bench/throughput.py [--jobs 20000]
 
 Prints a table-ish log, then ONE JSON line last: noop_jobs_per_s (enqueue →
 succeeded, durable, N no-op jobs), ray_tasks_per_s (the same N as plain Ray
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named like the stdlib's `queue`: keep its folder off the import path.
+# A sibling (bench/http.py) is named like the stdlib's `http`: keep this folder off the import path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
