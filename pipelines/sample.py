@@ -83,6 +83,15 @@ def progress(ctx, payload):
     return {"count": count}
 
 
+@job("fanout", max_attempts=1, num_cpus=0.25)
+def fanout(ctx, payload):
+    """A flow in one job: enqueues ``count`` ``echo`` children (each echoes its index) and returns their ids."""
+    count = int((payload or {}).get("count", 2))
+    children = ctx.enqueue_many([{"type": "echo", "payload": i, "unique_key": f"{ctx.job_id}:{i}"}
+                                 for i in range(count)])
+    return {"children": [child["id"] for child in children]}
+
+
 #: Run by workers outside Ray through the pull API (POST /v1/queues/default/lease).
 outside = external_job("outside", max_attempts=3)
 
