@@ -64,7 +64,8 @@ class QueueService:
         self.search = SearchIndex(self.store)  # the search index, kept up between commits (actors/search.py)
         self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
                                                    max_result_bytes=self.settings.max_result_bytes,
-                                                   lease_ttl=self.settings.lease_ttl), now=time.time())
+                                                   lease_ttl=self.settings.lease_ttl,
+                                                   priority_aging=self.settings.priority_aging), now=time.time())
         self.name = name
         self.concurrency = self.settings.concurrency
         self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"(, "adopted")}
@@ -295,10 +296,12 @@ class QueueService:
                 return []
             info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True, "adopted": True}
         info["leased"] = True
-        leases = self.q.lease(runner_id, [lane], want, now, node=node, pid=pid)
+        # A runner whose lane is outranked by one that waits for room ends its batch here and exits.
+        outranked = self._outranked(lane)
+        leases = [] if outranked else self.q.lease(runner_id, [lane], want, now, node=node, pid=pid)
         # An idle runner lingers for more work of its lane, unless another lane waits for a runner to
         # start: then it exits at once, and Ray can hand its worker process to that runner.
-        if not leases and wait > 0 and not self._others_starting(lane):
+        if not leases and wait > 0 and not outranked and not self._others_starting(lane):
             if self.store.dirty:
                 await self._commit()
             waiter = asyncio.get_running_loop().create_future()
@@ -316,6 +319,27 @@ class QueueService:
             # commit carries every runner's call of this moment.
             await self._commit()
         return leases
+
+    def _outranked(self, lane: str) -> bool:
+        """At the concurrency limit, does a lane with no runner have a better-ranked job than this one?
+
+        Priority (aged, see ``JobQueue.rank``) holds across job types: a runner finishes the attempts it
+        holds, then makes room, and the freed slot goes to the best-ranked lane (``_dispatch``).
+        """
+        if len(self._runners) < self.concurrency:
+            return False
+        mine = self.q.lane_head(lane)
+        served = {info["type"] for info in self._runners.values()}
+        for other in self.q.ready_counts():
+            if other == lane or other in served:
+                continue
+            head = self.q.lane_head(other)
+            if head is None or (mine is not None and head >= mine):
+                return False  # lanes come best first: none after this one outranks us
+            job_type = self.registry.get(split_lane(other)[0])
+            if job_type is not None and not job_type.external:
+                return True
+        return False
 
     def _others_starting(self, lane: str) -> bool:
         return any(not info["leased"] and info["type"] != lane for info in self._runners.values())

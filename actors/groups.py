@@ -64,6 +64,13 @@ class Lane:
         heapq.heappush(heap, entry)
         self.size += 1
 
+    def peek(self, full: Callable[[str], bool] | None = None) -> tuple | None:
+        """The entry ``pop`` would take now, left in place."""
+        for group in self.turns:
+            if group is None or full is None or not full(group):
+                return self.heaps[group][0]
+        return None
+
     def pop(self, full: Callable[[str], bool] | None = None) -> tuple | None:
         """The best entry of the next group in turn that is not ``full``; None when every group is full."""
         for _ in range(len(self.turns)):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -76,6 +77,8 @@ class Limits:
     max_result_bytes: int = 256 * 1024
     lease_ttl: float = 30.0
     max_batch: int = 1000
+    #: Seconds of waiting worth one priority point (0: strict priority). See ``JobQueue.rank``.
+    priority_aging: float = 0.0
 
 
 LANE_SEP = "\x1f"
@@ -156,7 +159,7 @@ class JobQueue(QueueControl):
         self.rng = rng or random.Random()
         self.ids = JobIds(name)
         self.jobs: dict[str, dict] = {}  # unfinished jobs
-        self._ready: dict[str, Lane] = defaultdict(Lane)  # lane -> (-priority, ready_at, id, ver) by group, in turns
+        self._ready: dict[str, Lane] = defaultdict(Lane)  # lane -> (rank, ready_at, id, ver) by group, in turns
         self._delayed: list = []  # heap of (run_at, id, ver)
         self._ver: dict[str, int] = {}
         self._unique: dict[str, str] = {}
@@ -506,10 +509,22 @@ class JobQueue(QueueControl):
         self._ver[job["id"]] = ver
         return ver
 
+    def rank(self, priority: int, order: float) -> float:
+        """Where a ready job stands, lowest first, in its lane and across the queue's lanes.
+
+        With aging (``Limits.priority_aging`` seconds per point) a priority point is worth that much
+        waiting: a job ranks as if it had become due ``priority × aging`` seconds earlier, so a low
+        priority is overtaken for a bounded time only and never starves. The key does not change while
+        a job waits (every waiting job ages alike), so it lives in the heap as is. Without aging,
+        priority is strict and age only breaks ties.
+        """
+        aging = self.limits.priority_aging
+        return order - priority * aging if aging else -priority
+
     def _push_ready(self, job: dict, order: float | None = None) -> None:
-        """Ready to lease: by priority, then ``order`` (default: when it became due)."""
+        """Ready to lease: by rank (priority, aged), then ``order`` (default: when it became due)."""
         order = job["run_at"] if order is None else order
-        self._ready[lane_of(job)].push((-job["priority"], order, job["id"], self._bump(job)),
+        self._ready[lane_of(job)].push((self.rank(job["priority"], order), order, job["id"], self._bump(job)),
                                        (job.get("group") or {}).get("key"))
 
     def _push_delayed(self, job: dict) -> None:
@@ -524,39 +539,56 @@ class JobQueue(QueueControl):
         return [lane for lane in self._ready if split_lane(lane)[0] in wanted]
 
     def ready_counts(self) -> dict[str, int]:
-        """Types with jobs ready to lease (an upper bound: heaps hold stale entries)."""
-        return {t: len(h) for t, h in self._ready.items() if h and not self._lane_paused(t)}
+        """Lanes with jobs ready to lease, the best-ranked first (counts are an upper bound: heaps hold
+        stale entries)."""
+        lanes = [(self.lane_head(name), name, len(lane)) for name, lane in self._ready.items()
+                 if lane and not self._lane_paused(name)]
+        return {name: size for _, name, size in sorted(lanes, key=lambda item: item[0] or (math.inf,))}
+
+    def lane_head(self, lane: str) -> tuple | None:
+        """The (rank, order) of the job the lane would start next; None when it can start none now."""
+        heap = self._ready.get(lane)
+        if not heap or self._lane_paused(lane):
+            return None
+        entry = heap.peek(self._group_full)
+        return entry[:2] if entry is not None else None
 
     # -- leasing -----------------------------------------------------------
     def lease(self, runner: str, types: Iterable[str] | None, n: int, now: float, *, ttl: float | None = None,
               node: str | None = None, pid: int | None = None) -> list[dict]:
-        """Start up to ``n`` ready jobs (highest priority, then oldest) for a runner."""
+        """Start up to ``n`` ready jobs for a runner, the best-ranked first across its lanes (see ``rank``)."""
         ttl = ttl or self.limits.lease_ttl
         self.promote_due(now)
         leases = []
-        lanes = list(self._ready) if types is None else [
+        names = list(self._ready) if types is None else [
             lane for name in types for lane in ([name] if LANE_SEP in name else self.lanes_of([name]))]
-        for lane in lanes:
-            heap = self._ready.get(lane)
-            if heap and self._lane_paused(lane):
-                continue  # a paused type keeps its jobs queued; leases already held run on
-            while heap and len(leases) < n:
-                entry = heap.pop(self._group_full)
-                if entry is None:
-                    break  # every group with ready jobs is at its cap
-                _, _, job_id, ver = entry
-                job = self.jobs.get(job_id)
-                if job is None or job["status"] != "queued" or self._ver.get(job_id) != ver:
-                    continue
-                key = job["concurrency_key"]
-                if key and self._key_running[key] >= job["concurrency_limit"]:
-                    self._blocked[key].append(job_id)
-                    continue
-                if job.get("throttle") and self._throttle_holds(job, now):
-                    continue
-                leases.append(self._start(job, runner, ttl, now, node, pid))
-            if len(leases) >= n:
-                break
+        # A paused type keeps its jobs queued; leases already held run on.
+        lanes = [self._ready[name] for name in dict.fromkeys(names)
+                 if self._ready.get(name) and not self._lane_paused(name)]
+        while lanes and len(leases) < n:
+            # The best-ranked job of all the lanes asked for, each lane offering its next group in turn.
+            best = None
+            for heap in lanes:
+                entry = heap.peek(self._group_full)
+                if entry is not None and (best is None or entry[:2] < best[0][:2]):
+                    best = (entry, heap)
+            if best is None:
+                break  # every group with ready jobs is at its cap
+            entry, heap = best
+            heap.pop(self._group_full)
+            if not heap:
+                lanes.remove(heap)
+            _, _, job_id, ver = entry
+            job = self.jobs.get(job_id)
+            if job is None or job["status"] != "queued" or self._ver.get(job_id) != ver:
+                continue
+            key = job["concurrency_key"]
+            if key and self._key_running[key] >= job["concurrency_limit"]:
+                self._blocked[key].append(job_id)
+                continue
+            if job.get("throttle") and self._throttle_holds(job, now):
+                continue
+            leases.append(self._start(job, runner, ttl, now, node, pid))
         return leases
 
     def _start(self, job: dict, runner: str, ttl: float, now: float, node, pid) -> dict:

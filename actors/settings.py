@@ -75,6 +75,10 @@ class Settings:
     concurrency: int = 16
     #: DOJO_LEASE_TTL: seconds an attempt's lease lasts without a heartbeat.
     lease_ttl: float = 30.0
+    #: DOJO_PRIORITY_AGING: seconds of waiting worth one priority point, across every job type of a queue:
+    #: a job that has waited 60 s longer ranks with one of a point more, so low priorities never starve.
+    #: 0: strict priority (a higher priority always goes first; age only breaks ties).
+    priority_aging: float = 60.0
     #: DOJO_MAX_PAYLOAD_BYTES: largest JSON payload accepted for a job.
     max_payload_bytes: int = 256 * 1024
     #: DOJO_MAX_RESULT_BYTES: largest JSON result kept inline (bigger ones must go to storage).
@@ -121,6 +125,7 @@ class Settings:
             job_modules=_env_list("DOJO_JOB_MODULES", ",".join(DEFAULT_JOB_MODULES)),
             concurrency=_env_int("DOJO_CONCURRENCY", 16),
             lease_ttl=_env_float("DOJO_LEASE_TTL", 30.0),
+            priority_aging=_env_float("DOJO_PRIORITY_AGING", 60.0),
             max_payload_bytes=_env_int("DOJO_MAX_PAYLOAD_BYTES", 256 * 1024),
             max_result_bytes=_env_int("DOJO_MAX_RESULT_BYTES", 256 * 1024),
             max_upload_bytes=_env_int("DOJO_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
@@ -147,6 +152,9 @@ class Settings:
             raise ConfigError(f"DOJO_SERVE_REPLICAS must be at least 1, got {settings.serve_replicas}")
         if settings.max_queues < 1:
             raise ConfigError(f"DOJO_MAX_QUEUES must be at least 1, got {settings.max_queues}")
+        if not settings.priority_aging >= 0:
+            raise ConfigError(f"DOJO_PRIORITY_AGING must be 0 (strict priority) or more seconds per priority "
+                              f"point, got {settings.priority_aging}")
         if settings.concurrency < 1:
             raise ConfigError(f"DOJO_CONCURRENCY must be at least 1, got {settings.concurrency}")
         if settings.objects_key and not settings.secret:
@@ -202,6 +210,7 @@ class Settings:
             "DOJO_JOB_MODULES": ",".join(self.job_modules),
             "DOJO_CONCURRENCY": str(self.concurrency),
             "DOJO_LEASE_TTL": str(self.lease_ttl),
+            "DOJO_PRIORITY_AGING": str(self.priority_aging),
             "DOJO_MAX_PAYLOAD_BYTES": str(self.max_payload_bytes),
             "DOJO_MAX_RESULT_BYTES": str(self.max_result_bytes),
             "DOJO_MAX_UPLOAD_BYTES": str(self.max_upload_bytes),
