@@ -12,7 +12,9 @@ SQLite; ``--seeded`` copies a database seeded before, e.g. with 1,000,000 jobs),
 * ``searchers``: the same beside 2 clients searching (``GET /v1/jobs?q=...``; search p50/p99);
 
 then, alone, ``list_p50_ms`` over the list filters of the API (status, type, a time window, paging) and
-``search_alone_p50_ms`` (one searching client, nothing else running).
+``search_alone_p50_ms`` (one searching client, nothing else running); last, dispatch latency (enqueue
+→ start of one ``stamp`` job at a time, from the job's record) idle and beside 2 searching clients:
+``dispatch_p99_ratio`` (aim <= 2).
 ``--reads-on-loop`` runs the queue actor's history reads on its event loop, as before the reader
 threads (the baseline to compare with).
 
@@ -109,6 +111,31 @@ async def search_loop(url: str, headers: dict, stop: asyncio.Event, jobs: int, l
                 if response.status != 200:
                     raise RuntimeError(f"search answered {response.status}: {body}")
             latencies.append((time.perf_counter() - start) * 1000)
+
+
+async def dispatch_loop(url: str, headers: dict, stop: asyncio.Event, latencies: list) -> None:
+    """One ``stamp`` job at a time: enqueue → start, from the job's own record (the queue's clock)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            async with session.post(f"{url}/v1/jobs", json={"type": "stamp"}, headers=headers) as response:
+                job = await response.json()
+            while job.get("status") not in ("succeeded", "failed"):
+                await asyncio.sleep(0.01)
+                async with session.get(f"{url}/v1/jobs/{job['id']}", headers=headers) as response:
+                    job = await response.json()
+            latencies.append((job["started_at"] - job["created_at"]) * 1000)
+
+
+async def dispatches(url: str, headers: dict, seconds: float, jobs: int, searchers: int) -> list[float]:
+    """Dispatch latencies over ``seconds``, beside ``searchers`` searching clients."""
+    stop, latencies = asyncio.Event(), []
+    tasks = [asyncio.ensure_future(search_loop(url, headers, stop, jobs, [])) for _ in range(searchers)]
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    await dispatch_loop(url, headers, stop, latencies)
+    await asyncio.gather(*tasks)
+    return latencies
 
 
 async def beside(url: str, headers: dict, seconds: float, side) -> float:
@@ -293,6 +320,11 @@ async def run(args, url: str, headers: dict) -> dict:
     await search_loop(url, headers, stop, args.jobs, alone_searches)
     log(f"searches alone: {len(alone_searches)}, p50 {pct(alone_searches, 50):.1f} ms "
         f"p99 {pct(alone_searches, 99):.1f} ms")
+    # Issue 16's measure: searches over the whole queue must not stall dispatch (p99 within 2x of idle).
+    idle = await dispatches(url, headers, args.seconds, args.jobs, 0)
+    searched = await dispatches(url, headers, args.seconds, args.jobs, 2)
+    log(f"dispatch idle: {len(idle)} jobs, p50 {pct(idle, 50):.1f} ms p99 {pct(idle, 99):.1f} ms; beside 2 "
+        f"searchers: {len(searched)} jobs, p50 {pct(searched, 50):.1f} ms p99 {pct(searched, 99):.1f} ms")
     return {
         "seeded_jobs": args.jobs, "reads": "on-loop" if args.reads_on_loop else "reader-threads",
         "submit_alone_per_s": round(alone, 1), "submit_beside_followers_per_s": round(with_followers, 1),
@@ -303,6 +335,10 @@ async def run(args, url: str, headers: dict) -> dict:
         "list_p50_ms": round(pct(listed, 50), 1), "list_p99_ms": round(pct(listed, 99), 1),
         "search_alone_p50_ms": round(pct(alone_searches, 50), 1),
         "search_alone_p99_ms": round(pct(alone_searches, 99), 1),
+        "dispatch_idle_p50_ms": round(pct(idle, 50), 1), "dispatch_idle_p99_ms": round(pct(idle, 99), 1),
+        "dispatch_beside_searchers_p50_ms": round(pct(searched, 50), 1),
+        "dispatch_beside_searchers_p99_ms": round(pct(searched, 99), 1),
+        "dispatch_p99_ratio": round(pct(searched, 99) / max(pct(idle, 99), 1e-9), 2),
     }
 
 
