@@ -11,9 +11,14 @@ needs invalidating:
   segment is H.264 video only (see ``encode``); the narration is never cached
   as AAC, it is encoded once over the whole track at join time.
 
+- loudness steps: the K-weighted energies of a slide's stretch of the narration
+  track (see ``meter``), by the hash of those samples and where they start on
+  the meter's 100 ms grid.
+
 Re-rendering a deck where one slide's narration changed synthesizes only that
-slide and encodes only that slide's segment (its length changed); every other
-slide's audio and segment come from here, and the join copies them.
+slide, encodes only that slide's segment (its length changed) and K-weights only
+that slide's samples; every other slide's audio, segment and loudness steps come
+from here, and the join copies them.
 An audio entry is two objects, written WAV first: the JSON (sentence timings)
 is the commit mark, so a half-written entry reads as a miss.
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 from actors.exceptions import NotFound
 
 from .audio import SlideAudio
+from .meter import SlideSteps
 
 PREFIX = "cache/render/v1"
 
@@ -96,3 +102,18 @@ class RenderCache:
 
     def put_segment(self, key: str, path: str | Path) -> None:
         self.store.put_file(f"{self.prefix}/segments/{key}.mp4", path, content_type="video/mp4")
+
+    @staticmethod
+    def steps_key(samples: bytes, rate: int, phase: int) -> str:
+        """``samples``: the slide's stretch of the track (int16 bytes, pads included)."""
+        return digest("loudness-steps-v1", rate, phase, hashlib.sha256(samples).hexdigest())
+
+    def get_steps(self, key: str) -> SlideSteps | None:
+        try:
+            return SlideSteps.from_dict(json.loads(self.store.get_bytes(f"{self.prefix}/loudness/{key}.json")))
+        except (NotFound, ValueError, KeyError, TypeError):
+            return None
+
+    def put_steps(self, key: str, record: SlideSteps) -> None:
+        self.store.put_bytes(f"{self.prefix}/loudness/{key}.json", json.dumps(record.to_dict()).encode(),
+                             content_type="application/json")

@@ -25,7 +25,7 @@ import json
 import logging
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -320,29 +320,37 @@ def _segments(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: 
     return [(path, span.frames * frame) for path, span in zip(paths, tl.spans)], thumbnail, hits, encode_s
 
 
-def _narration(wav: Path, m4a: Path, target: float | None, duration: float, cancelled,
-               gain: float | None = None) -> tuple[loudness.Loudness | None, float | None]:
-    """Encode the whole narration, brought to its loudness target; returns (speech measured, gain used).
+def _narration(wav: Path, m4a: Path, target: float | None, duration: float, cancelled, encoded: Future, *,
+               speech=None, gain: float | None = None) -> loudness.Loudness:
+    """Bring the narration to its loudness target, encode it once, then measure the encoded track.
 
-    With ``gain``, encode again with it (a pass after the limiter took loudness off the peaks).
+    ``speech()`` measures the narration before its gain (slide by slide, see ``loudness.speech``);
+    with ``gain`` it is not asked (a pass after the limiter took loudness off the peaks).
+    ``encoded`` gets ``(speech measured, gain used)`` the moment the AAC is written, so the join
+    runs while the encoded track is measured: both only read it.
     """
-    before = None
-    if gain is None and target is not None:
-        before = loudness.measure(str(wav), encode.ffmpeg_exe(), cancelled)
-        gain = loudness.gain_db(before, target)
-    encode.encode(encode.narration_command(str(wav), str(m4a), gain_db=gain), duration, cancelled=cancelled)
-    return before, gain
+    try:
+        before = None
+        if gain is None and target is not None:
+            before = speech()
+            gain = loudness.gain_db(before, target)
+        encode.encode(encode.narration_command(str(wav), str(m4a), gain_db=gain), duration, cancelled=cancelled)
+    except BaseException as exc:
+        encoded.set_exception(exc)
+        raise
+    encoded.set_result((before, gain))
+    return loudness.measure(str(m4a), encode.ffmpeg_exe(), cancelled)
 
 
-def _join_and_measure(beside: ThreadPoolExecutor, args: list[str], m4a: Path, duration: float, ctx) -> loudness.Loudness:
-    """Join the segments and the narration while the encoded narration is measured: both only read it."""
-    after = beside.submit(loudness.measure, str(m4a), encode.ffmpeg_exe(), ctx.cancelled)
+def _join(args: list[str], duration: float, encoded: Future, after: Future, ctx):
+    """Join the segments and the encoded narration; returns ``encoded``'s and ``after``'s results."""
+    speech, gain = encoded.result()
     try:
         encode.encode(args, duration, cancelled=ctx.cancelled,
                       on_start=lambda pid: ctx.progress(0.85, stage="encoding", message="joining", ffmpeg_pid=pid))
     finally:
         measured = after.result()
-    return measured
+    return speech, gain, measured
 
 
 def _chapters(deck: Deck, tl: timeline.Timeline) -> list[encode.Chapter]:
@@ -391,13 +399,21 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
                                    pad_after=options.pad_after)
 
         mark = time.perf_counter()
-        # The narration's AAC encode runs beside the slides' segment pass; the join then only copies.
+        # The narration (speech measured, AAC encoded, encoded track measured) runs beside the slides'
+        # segment pass; the join then only copies.
         wav_path = workdir / "narration.wav"
         wav_path.write_bytes(wav_bytes(track, tl.sample_rate))
         audio_path = workdir / "narration.m4a"
         target = options.loudness_target
+        starts = [round(span.start * tl.sample_rate) for span in tl.spans]
+
+        def speech() -> loudness.Speech:
+            return loudness.speech(track, tl.sample_rate, starts, cache, str(wav_path), ctx.cancelled)
+
         with ThreadPoolExecutor(1, thread_name_prefix="dojo-narration") as beside:
-            narration = beside.submit(_narration, wav_path, audio_path, target, tl.duration, ctx.cancelled)
+            encoded = Future()
+            after = beside.submit(_narration, wav_path, audio_path, target, tl.duration, ctx.cancelled, encoded,
+                                  speech=speech)
             segments, thumbnail, segment_hits, segments_s = _segments(deck, tl, options, cache, workdir, ctx)
             timings["slides_s"] = time.perf_counter() - mark - segments_s
             timings["segments_s"] = segments_s
@@ -414,15 +430,17 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
             args = encode.join_command(segments, str(audio_path), str(video_path), workdir, chapters=chapters,
                                        subtitles=str(srt_path) if srt_path else None,
                                        language=engine_class(voice.engine).language)
-            before, gain = narration.result()
-            for passes in range(1, loudness.MAX_PASSES + 1):
-                after = _join_and_measure(beside, args, audio_path, tl.duration, ctx)
-                more = loudness.shortfall_db(after, target)
-                if not more or passes == loudness.MAX_PASSES:
+            before, gain, measured_after = _join(args, tl.duration, encoded, after, ctx)
+            for passes in range(2, loudness.MAX_PASSES + 1):
+                more = loudness.shortfall_db(measured_after, target)
+                if not more:
                     break
                 gain = round(gain + more, 2)  # the limiter took loudness off the peaks: ask for that much more
-                _narration(wav_path, audio_path, target, tl.duration, ctx.cancelled, gain=gain)
-            measured = {"target_lufs": target, "gain_db": gain, **after.to_dict(),
+                encoded = Future()
+                after = beside.submit(_narration, wav_path, audio_path, target, tl.duration, ctx.cancelled, encoded,
+                                      gain=gain)
+                _, _, measured_after = _join(args, tl.duration, encoded, after, ctx)
+            measured = {"target_lufs": target, "gain_db": gain, **measured_after.to_dict(),
                         "speech": before.to_dict() if before is not None else None}
         timings["join_s"] = time.perf_counter() - mark
         timings["encode_s"] = segments_s + timings["join_s"]

@@ -20,9 +20,13 @@ A track whose peaks the limiter had to hold back comes out a little quieter than
 asked; it is encoded again with that much more gain (at most ``MAX_PASSES``
 encodes in all, each beside the slides' segment pass).
 
-The whole track is measured each time, so a deck whose slides came half from
-the cache has the same loudness as a fresh render, and re-rendering one slide
-still re-encodes only the narration, as before.
+The gain comes from the whole track's loudness, so a deck whose slides came
+half from the cache is as loud as a fresh render; but the speech is measured
+slide by slide (``speech``, ``meter``): each slide's 100 ms step energies are
+cached by its samples' hash, and the track's gated integrated loudness is
+computed from them as from one pass over the track. A re-render K-weights only
+the slide that changed. The encoded track is still measured whole, by ffmpeg's
+meter, for what the manifest states and for the limiter's shortfall.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ import re
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
+from actors.jobs import JobCancelled
+
+from . import meter
+from .encode import ffmpeg_exe
 from .exceptions import EncodeError
 from .process import ProcessFailed, run
 
@@ -86,7 +96,47 @@ def measure(path: str, ffmpeg: str, cancelled: threading.Event | None = None, ti
         raise EncodeError(f"ffmpeg's loudness meter failed ({exc.returncode}): {exc.tail.strip()[-500:]}") from None
 
 
-def gain_db(measured: Loudness, target_lufs: float) -> float:
+@dataclass(frozen=True)
+class Speech:
+    """The narration before its gain: integrated loudness (LUFS) and sample peak (dBFS); ``-inf`` for silence."""
+
+    integrated_lufs: float
+    sample_peak_dbfs: float
+
+    def to_dict(self) -> dict:
+        def rounded(value: float) -> float | None:
+            return None if math.isinf(value) else round(value, 2)
+
+        return {"integrated_lufs": rounded(self.integrated_lufs), "sample_peak_dbfs": rounded(self.sample_peak_dbfs)}
+
+
+def speech(track: np.ndarray, rate: int, starts: list[int], cache, wav: str | None = None,
+           cancelled: threading.Event | None = None) -> Speech:
+    """Loudness of the narration ``track`` whose slides begin at the samples ``starts``.
+
+    Each slide's step energies come from ``cache`` (a ``RenderCache``) or are computed and stored
+    there. At a rate without whole 100 ms steps (11025 Hz) ffmpeg measures ``wav`` instead.
+    """
+    step = meter.step_samples(rate)
+    peak = float(np.abs(track.astype(np.float64)).max() / 32768.0) if len(track) else 0.0
+    peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
+    if step is None:
+        return Speech(measure(wav, ffmpeg_exe(), cancelled).integrated_lufs, peak_db)
+    records = []
+    for start, end in zip(starts, [*starts[1:], len(track)]):
+        if cancelled is not None and cancelled.is_set():
+            raise JobCancelled("loudness measure stopped: the job was cancelled")
+        samples = track[start:end]
+        key = cache.steps_key(samples.tobytes(), rate, start % step)
+        record = cache.get_steps(key)
+        if record is None:
+            record = meter.slide_steps(samples, rate, start % step)
+            cache.put_steps(key, record)
+        records.append((start, record))
+    return Speech(meter.integrated(meter.track_steps(records, len(track), rate), rate), peak_db)
+
+
+def gain_db(measured: Loudness | Speech, target_lufs: float) -> float:
     """The fixed gain that brings ``measured`` to ``target_lufs``; none for silence."""
     if math.isinf(measured.integrated_lufs):
         return 0.0
