@@ -14,7 +14,9 @@ one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -57,6 +59,14 @@ def live_queues() -> set[str]:
     prefix = actor_name("")
     return {a["name"][len(prefix):] for a in ray.util.list_named_actors(all_namespaces=True)
             if a.get("namespace") == NAMESPACE and a.get("name", "").startswith(prefix)}
+
+
+def connect() -> None:
+    """Join the cluster as a driver: ``RAY_ADDRESS``, else the local head ``dojo up`` started (never 'auto')."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # dojo's heads keep Ray's token auth on
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "127.0.0.1:6379", namespace=NAMESPACE,
+                 logging_level=logging.WARNING, log_to_driver=False)
 
 
 def _position(after) -> int:

@@ -453,7 +453,7 @@ def _add_job_commands(sub) -> None:
     from actors.jobs import extensions
     from actors.settings import Settings
 
-    kit = SimpleNamespace(client=Client, print=_print, finish=_finish, report=_print_report)
+    kit = SimpleNamespace(client=Client, ApiError=ApiError, print=_print, finish=_finish, report=_print_report)
     for module_name in Settings.from_env().job_modules:
         try:
             adders = extensions([module_name], "CLI")

@@ -11,8 +11,11 @@ row) and the options of ``pipelines.render.job.RenderOptions``.
 - ``manifest``: reading and checking rows, where files come from, row keys;
 - ``job``: the ``render.batch`` job type (parent of the renders), the results
   table and the ledger of succeeded rows;
-- ``driver``: the command line: submit, follow, stop, print the results URL.
+- ``driver``: the command line: submit, follow, stop, print the results URL;
+- ``cli``: ``dojo batch``, the same manifest through the HTTP API, one job per row (found through ``CLI``).
 """
+
+CLI = "pipelines.batch.cli:add_commands"
 
 from .job import BATCH, RESULT_COLUMNS
 from .manifest import COLUMNS, OPTION_COLUMNS, ManifestError, Row, read_manifest, read_table

@@ -22,8 +22,8 @@ submit``, with ``RAY_ADDRESS`` set, or ``--direct``):
 Exit status: 0 when every row succeeded, 1 when any failed or was cancelled,
 2 for a bad manifest.
 
-With ``--url`` it goes through the HTTP API instead (``POST /v1/renders``, one
-job per row, no batch job) and writes the table to ``--out``.
+Through the HTTP API instead (``POST /v1/renders``, one job per row, no batch
+job, no Ray on this machine): ``dojo batch MANIFEST`` (``cli``).
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from actors.store import FINAL
 
-from .job import BATCH, RESULT_COLUMNS, public_url, record, recorded, rendering, to_parquet
+from .job import BATCH, RESULT_COLUMNS, public_url, record, recorded, rendering
 from .manifest import ManifestError, Row, read_manifest
 
 QUEUE = "default"
@@ -123,7 +122,7 @@ def _connect_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        from serve.launcher import connect  # sets Ray's token auth mode before ray reads its config
+        from actors.facade import connect
 
         connect()
 
@@ -260,102 +259,32 @@ def run_direct(rows: list[Row], manifest: str, *, force: bool = False, out: str 
     return asyncio.run(main())
 
 
-def run_api(rows: list[Row], url: str | None = None, timeout: float | None = None, poll_s: float = 0.5,
-            summary_every: float = 30.0, bar: bool | None = None) -> list[dict]:
-    """Upload every deck to ``POST /v1/renders`` (one job per row), then wait for all; results in row order."""
-    from serve.client import ApiError, Client
-
-    client = Client(url=url)
-    ids: dict[int, str] = {}
-    results: dict[int, dict] = {}
-    progress = Progress(len(rows), summary_every, bar)
-    with tempfile.TemporaryDirectory(prefix="dojo-batch-") as tmp:
-        for row in rows:
-            folder = Path(tmp) / str(row.number)
-            folder.mkdir()
-            paths = []
-            for name, data in row.files:
-                (folder / name).write_bytes(data)
-                paths.append(str(folder / name))
-            script = None
-            if row.script:
-                script = folder / ("script-" + row.script[0])
-                script.write_bytes(row.script[1])
-            try:
-                ids[row.number] = client.render(paths, str(script) if script else None, **row.options)["id"]
-            except ApiError as exc:  # checked already; this is the server disagreeing (e.g. other limits)
-                results[row.number] = _result(row, None, "failed", None, None, f"refused by the API: {exc}")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pending = dict(ids)
-    by_number = {row.number: row for row in rows}
-    try:
-        while pending:
-            for number, job_id in list(pending.items()):
-                job = client.get(job_id)
-                progress.update(number, by_number[number].label, job["status"])
-                if job["status"] in FINAL:
-                    result = job.get("result") if isinstance(job.get("result"), dict) else {}
-                    link = None
-                    if job["status"] == "succeeded":
-                        video = client.outputs(job_id)["urls"].get("video")
-                        link = video if not video or video.startswith("http") else client.url + video
-                    error = None if job["status"] == "succeeded" else (job.get("error") or {}).get("message")
-                    results[number] = _result(by_number[number], job_id, job["status"], result, link, error)
-                    del pending[number]
-            progress.summary()
-            if pending:
-                if deadline and time.monotonic() > deadline:
-                    for number, job_id in pending.items():
-                        results[number] = _result(by_number[number], job_id, "timeout", {}, None,
-                                                  f"not finished after {timeout}s")
-                    break
-                time.sleep(poll_s)
-    finally:
-        progress.close()
-    return [results[row.number] for row in rows]
-
-
-def _result(row: Row, job_id, status, result, url, error) -> dict:
-    return {"row": row.number, "key": row.key, "job_id": job_id, "deck": row.label, "status": status,
-            "reused": False, "duration_s": (result or {}).get("duration_s"), "output": (result or {}).get("video"),
-            "output_url": url, "error": error}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.batch", description=__doc__.split("\n")[0])
     parser.add_argument("manifest", help="Parquet or CSV table with a 'deck' column (see pipelines.batch)")
     parser.add_argument("--out", default=None,
                         help="also write the results table here: a path or a URI (s3://bucket/key.parquet)")
-    parser.add_argument("--url", help="go through this dojo API (one job per row) instead of a batch job on Ray")
+    parser.add_argument("--url", help=argparse.SUPPRESS)  # moved to `dojo --url URL batch MANIFEST` (cli)
     parser.add_argument("--direct", action="store_true",
                         help="submit the batch job on Ray (automatic inside a Ray job or with RAY_ADDRESS)")
     parser.add_argument("--force", action="store_true", help="render every row, even those that succeeded before")
-    parser.add_argument("--timeout", type=float, default=None, help="(--url) give up waiting after this many seconds")
+    parser.add_argument("--timeout", type=float, help=argparse.SUPPRESS)  # (dojo batch's) accepted, unused on Ray
     parser.add_argument("--summary-every", type=float, default=30.0, help="seconds between summary lines")
     parser.add_argument("--no-progress", action="store_true", help="lines instead of a bar, even in a terminal")
     args = parser.parse_args(argv)
-    if args.url and args.direct:
-        parser.error("--url and --direct exclude each other")
+    if args.url:
+        parser.error(f"through the HTTP API, run: dojo --url {args.url} batch {args.manifest} (one job per row)")
     bar = False if args.no_progress else None
     try:
         rows = read_manifest(args.manifest)
     except ManifestError as exc:
         say(f"error: {exc}")
         return 2
-    if not args.url and should_go_direct(args.direct):
-        return run_direct(rows, args.manifest, force=args.force, out=args.out, summary_every=args.summary_every,
-                          bar=bar)
-    say(f"{len(rows)} deck(s) from {args.manifest}, through the API")
-    results = run_api(rows, url=args.url, timeout=args.timeout, summary_every=args.summary_every, bar=bar)
-    out = args.out or "results.parquet"
-    write_out(to_parquet(results), out)
-    ok = sum(r["status"] == "succeeded" for r in results)
-    for r in results:
-        if r["status"] != "succeeded":
-            say(f"  row {r['row']} ({r['deck']}): {r['status']}: {r['error']}")
-    say(f"{ok}/{len(results)} succeeded")
-    print(f"results: {out}", flush=True)
-    return 0 if ok == len(results) else 1
+    if not should_go_direct(args.direct):
+        say("error: not on a Ray cluster (no RAY_ADDRESS): pass --direct to submit to the head `dojo up` started, "
+            f"or go through the HTTP API with `dojo batch {args.manifest}`")
+        return 2
+    return run_direct(rows, args.manifest, force=args.force, out=args.out, summary_every=args.summary_every, bar=bar)
 
 
-__all__ = ["main", "run_direct", "run_api", "RESULT_COLUMNS", "ManifestError"]
+__all__ = ["main", "run_direct", "RESULT_COLUMNS", "ManifestError"]

@@ -116,10 +116,13 @@ def _check_results(path: Path, expected_rows: int) -> list[dict]:
 
 
 @pytest.mark.ray
-def test_batch_through_the_api(api, decks):
+def test_batch_through_the_api(api, decks, monkeypatch):
+    from serve.cli import main as dojo
+
     write_csv(decks / "m.csv", "deck,resolution,speed\na.md,320x180,\nb.md,320x180,1.2\n")
     out = decks / "results.parquet"
-    assert batch.main([str(decks / "m.csv"), "--url", api, "--out", str(out), "--timeout", "180"]) == 0
+    monkeypatch.setenv("DOJO_URL", api)  # as `dojo --url` would, but undone after the test
+    dojo(["batch", str(decks / "m.csv"), "--out", str(out), "--timeout", "180"])  # SystemExit unless all succeeded
     rows = _check_results(out, 2)
     assert [r["deck"] for r in rows] == ["a.md", "b.md"] and rows[0]["output_url"].startswith(api)
     import urllib.request

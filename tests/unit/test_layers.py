@@ -1,4 +1,5 @@
-"""The layers point one way: job processes load no web framework, the API and CLI name no job package."""
+"""The layers point one way: job processes load no web framework, the API and CLI name no job package,
+and job packages import nothing of serve/ (what they need of it, the CLI lends them)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,19 @@ def test_job_processes_import_no_web_framework():
     assert done.stdout.strip() == "[]", done.stdout
 
 
+def imports_across(folder: str, forbidden: str) -> dict[str, list[str]]:
+    """The modules of ``folder`` that import something of the package ``forbidden``, with what they import."""
+    found = {str(path.relative_to(ROOT)): sorted(n for n in imported_modules(path) if n.split(".")[0] == forbidden)
+             for path in (ROOT / folder).rglob("*.py")}
+    return {module: names for module, names in found.items() if names}
+
+
 def test_serve_names_no_job_package():
-    offenders = {str(path.relative_to(ROOT)): sorted(n for n in imported_modules(path) if n.split(".")[0] == "pipelines")
-                 for path in (ROOT / "serve").rglob("*.py")}
-    assert not {k: v for k, v in offenders.items() if v}
+    assert not imports_across("serve", "pipelines")
+
+
+def test_job_packages_import_nothing_of_serve():
+    assert not imports_across("pipelines", "serve")
 
 
 def test_job_packages_bring_their_routes_and_commands():
@@ -46,5 +56,5 @@ def test_job_packages_bring_their_routes_and_commands():
     done = subprocess.run([sys.executable, "-m", "serve.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    for command in ("render", "crawl", "clips"):
+    for command in ("render", "crawl", "clips", "batch"):
         assert command in done.stdout.split("positional arguments:")[0], done.stdout
