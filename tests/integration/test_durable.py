@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from actors.facade import queue_actor
+from .support import get_job, new_queue, wait_for_job
 
 pytestmark = pytest.mark.ray
 FINAL = ("succeeded", "failed", "cancelled", "expired")
@@ -25,42 +25,18 @@ def durable_settings(settings):
                                lease_ttl=3.0)
 
 
-def _queue(durable_settings, tag: str):
-    name = f"{tag}{time.time_ns() % 10**8}"
-    actor = queue_actor(name, durable_settings)
-    ray.get(actor.ping.remote())
-    return name, actor
-
-
-def _get(actor, job_id: str) -> dict | None:
-    try:
-        return ray.get(actor.get.remote(job_id), timeout=30)
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-        return None  # the actor is restarting
-
-
-def _wait_for(actor, job_id: str, ok, what: str, limit: float = 120.0) -> dict:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        job = _get(actor, job_id)
-        if job is not None and ok(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never {what}: {_get(actor, job_id)}")
-
-
 def _runs(folder: Path, name: str) -> list[str]:
     path = folder / f"{name}.runs"
     return path.read_text().split() if path.exists() else []
 
 
 def test_steps_that_finished_are_not_run_again_after_the_worker_is_killed(durable_settings, ray_cluster, tmp_path):
-    name, actor = _queue(durable_settings, "steps")
+    name, actor = new_queue(durable_settings, "steps")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_three_steps", "queue": name, "payload": {"dir": str(tmp_path)}}]))
-    running = _wait_for(actor, job["id"], lambda j: len(j.get("steps") or []) == 2 and (j.get("lease") or {}).get("pid"),
+    running = wait_for_job(actor, job["id"], lambda j: len(j.get("steps") or []) == 2 and (j.get("lease") or {}).get("pid"),
                         "committed two steps")
     os.kill(running["lease"]["pid"], signal.SIGKILL)  # the worker dies inside step 3
-    done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
     assert done["status"] == "succeeded", done["history"]
     assert done["attempts"] == 2 and [h["outcome"] for h in done["history"]] == ["lost", "succeeded"]
     assert _runs(tmp_path, "fetch") == ["1"] and _runs(tmp_path, "transform") == ["1"]
@@ -71,25 +47,25 @@ def test_steps_that_finished_are_not_run_again_after_the_worker_is_killed(durabl
 
 
 def test_a_changed_step_list_fails_the_job_clearly(durable_settings, ray_cluster):
-    name, actor = _queue(durable_settings, "renamed")
+    name, actor = new_queue(durable_settings, "renamed")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_renamed_steps", "queue": name}]))
-    done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
     assert done["status"] == "failed" and done["attempts"] == 2
     assert done["history"][-1]["error"]["type"] == "StepMismatch"
     assert "'uno' now but was 'one'" in done["history"][-1]["error"]["message"]
 
 
 def test_a_sleep_holds_no_runner_and_survives_a_queue_actor_kill(durable_settings, ray_cluster, tmp_path):
-    name, actor = _queue(durable_settings, "sleep")
+    name, actor = new_queue(durable_settings, "sleep")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_sleeper", "queue": name,
                                            "payload": {"dir": str(tmp_path), "seconds": 4}}]))
-    asleep = _wait_for(actor, job["id"], lambda j: j["status"] == "sleeping", "slept")
+    asleep = wait_for_job(actor, job["id"], lambda j: j["status"] == "sleeping", "slept")
     assert asleep["lease"] is None and asleep["wake"]["at"] == asleep["run_at"]
     assert [h["outcome"] for h in asleep["history"]] == ["suspended"] and asleep["attempts"] == 0
     assert ray.get(actor.stats.remote())["counts"].get("running", 0) == 0
     first = ray.get(actor.ping.remote())
     os.kill(first["pid"], signal.SIGKILL)  # the queue actor dies during the sleep
-    done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
     assert ray.get(actor.ping.remote())["pid"] != first["pid"], "the actor was not restarted"
     assert done["status"] == "succeeded", done["history"]
     assert done["result"]["woke_at"] >= done["result"]["until"] == asleep["wake"]["at"]
@@ -98,35 +74,35 @@ def test_a_sleep_holds_no_runner_and_survives_a_queue_actor_kill(durable_setting
 
 
 def test_a_wait_ends_on_its_message_only(durable_settings, ray_cluster, tmp_path):
-    name, actor = _queue(durable_settings, "wait")
+    name, actor = new_queue(durable_settings, "wait")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_approval", "queue": name,
                                            "payload": {"dir": str(tmp_path), "timeout": 300}}]))
-    waiting = _wait_for(actor, job["id"], lambda j: j["status"] == "sleeping", "began to wait")
+    waiting = wait_for_job(actor, job["id"], lambda j: j["status"] == "sleeping", "began to wait")
     assert waiting["wake"]["channel"] == "approvals" and waiting["wake"]["match"] == {"job": job["id"]}
     ray.get(actor.publish.remote("approvals", {"job": "j_someone_else", "by": "mallory"}))
     ray.get(actor.publish.remote("approved", {"job": job["id"], "by": "wrong channel"}))
     time.sleep(1.0)
-    assert _get(actor, job["id"])["status"] == "sleeping"
+    assert get_job(actor, job["id"])["status"] == "sleeping"
     ray.get(actor.publish.remote("approvals", {"job": job["id"], "by": "alice"}))
-    done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
     assert done["status"] == "succeeded" and done["result"]["approved"] == {"job": job["id"], "by": "alice"}
     assert _runs(tmp_path, "prepared") == ["1"]
 
 
 def test_a_message_published_before_the_wait_began_counts(durable_settings, ray_cluster, tmp_path):
-    name, actor = _queue(durable_settings, "early")
+    name, actor = new_queue(durable_settings, "early")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_approval", "queue": name, "delay": 2,
                                            "payload": {"dir": str(tmp_path), "timeout": 300}}]))
     ray.get(actor.publish.remote("approvals", {"job": job["id"], "by": "early bird"}))  # the job has not started
-    done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
     assert done["status"] == "succeeded" and done["result"]["approved"]["by"] == "early bird"
 
 
 def test_a_wait_times_out_into_an_exception_the_job_handles(durable_settings, ray_cluster, tmp_path):
-    name, actor = _queue(durable_settings, "timeout")
+    name, actor = new_queue(durable_settings, "timeout")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_approval", "queue": name,
                                            "payload": {"dir": str(tmp_path), "timeout": 1}}]))
-    done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
     assert done["status"] == "succeeded" and done["result"] == {"approved": None, "timed_out": True}
     assert [s["name"] for s in done["steps"]] == ["prepared", "wait#1"]
     assert done["steps"][1]["result"] == {"timeout": True}

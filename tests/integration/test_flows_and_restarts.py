@@ -11,7 +11,7 @@ import time
 import pytest
 import ray
 
-from actors.facade import queue_actor
+from .support import new_queue, wait_for_job
 
 pytestmark = pytest.mark.ray
 
@@ -24,29 +24,12 @@ def flow_settings(settings):
                                lease_ttl=TTL)
 
 
-def _queue(flow_settings, tag: str):
-    name = f"{tag}{time.time_ns() % 10**8}"
-    actor = queue_actor(name, flow_settings)
-    ray.get(actor.ping.remote())
-    return name, actor
-
-
 def _wait_for(actor, job_id: str, statuses: tuple, limit: float = 180.0) -> dict:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            job = ray.get(actor.get.remote(job_id), timeout=30)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            time.sleep(0.2)  # the actor is restarting
-            continue
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached {statuses}")
+    return wait_for_job(actor, job_id, lambda job: job["status"] in statuses, f"reached {statuses}", limit, every=0.2)
 
 
 def test_a_fan_out_of_more_children_than_one_call_carries_completes(flow_settings, ray_cluster):
-    name, actor = _queue(flow_settings, "fan")
+    name, actor = new_queue(flow_settings, "fan")
     [parent] = ray.get(actor.enqueue.remote([{"type": "it_fan_out", "queue": name, "payload": {"children": 1_500}}]))
     done = _wait_for(actor, parent["id"], ("succeeded", "failed", "cancelled"))
     assert done["status"] == "succeeded", done["error"]
@@ -55,7 +38,7 @@ def test_a_fan_out_of_more_children_than_one_call_carries_completes(flow_setting
 
 
 def test_a_job_heartbeating_for_twice_its_ttl_across_an_actor_restart_runs_once(flow_settings, ray_cluster):
-    name, actor = _queue(flow_settings, "restart")
+    name, actor = new_queue(flow_settings, "restart")
     [job] = ray.get(actor.enqueue.remote([{"type": "it_long", "queue": name, "payload": {"seconds": 2 * TTL + 2}}]))
     _wait_for(actor, job["id"], ("running",))
     time.sleep(TTL + 1)  # silent (heartbeats only) for longer than its TTL: the stored expiry has passed
@@ -70,7 +53,7 @@ def test_a_job_heartbeating_for_twice_its_ttl_across_an_actor_restart_runs_once(
 def test_killing_the_actor_after_each_child_enqueue_runs_the_callback_once_with_exact_counts(
         flow_settings, ray_cluster, tmp_path):
     """SIGKILL the queue actor right after each of 12 child enqueues commits (before the parent's next save)."""
-    name, actor = _queue(flow_settings, "killflow")
+    name, actor = new_queue(flow_settings, "killflow")
     log = tmp_path / "flow.jsonl"
     chunks, size = 12, 25
     [parent] = ray.get(actor.enqueue.remote([{"type": "it_fan_out_killing", "queue": name,

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 import pytest
 import ray
 
-from actors.facade import queue_actor
+from .support import new_queue, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -29,25 +28,8 @@ def iso_settings(settings):
                                lease_ttl=10.0)
 
 
-def _queue(iso_settings, tag: str):
-    name = f"iso{tag}{time.time_ns() % 10**8}"
-    actor = queue_actor(name, iso_settings)
-    ray.get(actor.ping.remote())
-    return name, actor
-
-
 def _jobs(actor, ids: list[str]) -> list[dict]:
     return ray.get([actor.get.remote(i) for i in ids])
-
-
-def _wait(predicate, what: str, limit: float = 90.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def _gone(pid: int) -> bool:
@@ -60,7 +42,7 @@ def _gone(pid: int) -> bool:
 
 def _run(iso_settings, job_type: str, before: list[dict], after: list[dict], block: float, how: str):
     """Enqueue ``before``, one blocking job, ``after``; stop the blocker by ``how``; return (blocker, others)."""
-    name, actor = _queue(iso_settings, how[:1])
+    name, actor = new_queue(iso_settings, "iso" + how[:1])
     blocker_spec = {"type": job_type, "queue": name, "payload": {"block": block}}
     if how == "timeout":
         blocker_spec["timeout"] = 5.0
@@ -69,12 +51,12 @@ def _run(iso_settings, job_type: str, before: list[dict], after: list[dict], blo
     jobs = ray.get(actor.enqueue.remote(specs))
     ids = [j["id"] for j in jobs]
     blocker_id = ids[len(before)]
-    started = _wait(lambda: (ray.get(actor.get.remote(blocker_id)).get("progress") or {}).get("stage"),
+    started = wait_until(lambda: (ray.get(actor.get.remote(blocker_id)).get("progress") or {}).get("stage"),
                     "the blocking job to start")
     assert started in ("child", "blocking")
     if how == "cancel":
         ray.get(actor.cancel.remote(blocker_id))
-    done = _wait(lambda: (lambda js: js if all(j["status"] in FINAL for j in js) else None)(_jobs(actor, ids)),
+    done = wait_until(lambda: (lambda js: js if all(j["status"] in FINAL for j in js) else None)(_jobs(actor, ids)),
                  "every job to finish")
     blocker = next(j for j in done if j["id"] == blocker_id)
     others = [j for j in done if j["id"] != blocker_id]
@@ -98,7 +80,7 @@ def test_stopping_one_of_eight_threaded_jobs_leaves_the_other_seven_alone(iso_se
                            block=120, how=how)
     _assert_only_the_blocker_stopped(blocker, others, how)
     pid = blocker["progress"]["pid"]
-    _wait(lambda: _gone(pid), f"the stopped job's child {pid} to be killed", 30)
+    wait_until(lambda: _gone(pid), f"the stopped job's child {pid} to be killed", 30)
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout"])
@@ -107,7 +89,7 @@ def test_stopping_one_job_of_a_serial_batch_leaves_the_rest_of_the_batch_alone(i
                            block=120, how=how)
     _assert_only_the_blocker_stopped(blocker, others, how)
     pid = blocker["progress"]["pid"]
-    _wait(lambda: _gone(pid), f"the stopped job's child {pid} to be killed", 30)
+    wait_until(lambda: _gone(pid), f"the stopped job's child {pid} to be killed", 30)
 
 
 def test_a_threaded_job_that_ignores_the_stop_does_not_fail_its_neighbours(iso_settings, ray_cluster):
@@ -128,4 +110,4 @@ def test_a_process_isolated_job_that_ignores_the_stop_ends_its_own_process_only(
     _assert_only_the_blocker_stopped(blocker, others, "cancel")
     runner_pid = blocker["history"][-1]["pid"]
     assert all(h["pid"] != runner_pid for j in others for h in j["history"] if h["started_at"] > blocker["started_at"])
-    _wait(lambda: _gone(runner_pid), f"the stubborn job's runner process {runner_pid} to end", 60)
+    wait_until(lambda: _gone(runner_pid), f"the stubborn job's runner process {runner_pid} to end", 60)

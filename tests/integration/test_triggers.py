@@ -14,8 +14,10 @@ import pytest
 import ray
 
 from actors import callbacks
-from tests.integration.test_durable import _get, _queue, _wait_for, durable_settings  # noqa: F401
+from tests.integration.test_durable import durable_settings  # noqa: F401
 from tests.unit.test_callbacks import Receiver
+
+from .support import new_queue, wait_for_job
 
 pytestmark = pytest.mark.ray
 FINAL = ("succeeded", "failed", "cancelled", "expired")
@@ -34,7 +36,7 @@ async def _send(s, method, url, body=None, headers=None, raw=None):
 
 async def test_a_trigger_fires_once_per_message_across_an_actor_kill(durable_settings, ray_cluster, api,  # noqa: F811
                                                                    headers):
-    name, actor = _queue(durable_settings, "trig")
+    name, actor = new_queue(durable_settings, "trig")
     async with aiohttp.ClientSession() as s:
         status, trigger = await _send(s, "PUT", f"{api}/v1/triggers/each-order?queue={name}",
                                       {"channel": "orders", "match": {"kind": "order"},
@@ -58,13 +60,13 @@ async def test_a_trigger_fires_once_per_message_across_an_actor_kill(durable_set
 
 async def test_a_signed_webhook_approves_a_waiting_job_whose_callback_reports_it(durable_settings, ray_cluster,  # noqa: F811
                                                                                 api, headers, tmp_path, settings):
-    name, actor = _queue(durable_settings, "hook")
+    name, actor = new_queue(durable_settings, "hook")
     async with Receiver() as receiver, aiohttp.ClientSession() as s:
         status, job = await _send(s, "POST", f"{api}/v1/jobs", {
             "type": "it_approval", "queue": name, "payload": {"dir": str(tmp_path), "timeout": 300},
             "callback": {"url": receiver.url, "events": ["succeeded"]}}, headers)
         assert status == 201, job
-        _wait_for(actor, job["id"], lambda j: j["status"] == "sleeping", "began to wait")
+        wait_for_job(actor, job["id"], lambda j: j["status"] == "sleeping", "began to wait")
         status, hook = await _send(s, "PUT", f"{api}/v1/hooks/review-tool?queue={name}", {"channel": "approvals"},
                                    headers)
         assert status == 200 and len(hook["secret"]) == 64
@@ -77,7 +79,7 @@ async def test_a_signed_webhook_approves_a_waiting_job_whose_callback_reports_it
         assert status == 202 and answer["channel"] == "approvals", answer
         status, answer = await _send(s, "POST", url, raw=body, headers=signed)
         assert status == 401 and "replay" in answer["message"], answer
-        done = _wait_for(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
+        done = wait_for_job(actor, job["id"], lambda j: j["status"] in FINAL, "finished")
         assert done["status"] == "succeeded" and done["result"]["approved"] == {"job": job["id"], "by": "alice"}
         for _ in range(100):
             if receiver.got:

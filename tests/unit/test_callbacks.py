@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 
 import pytest
@@ -14,22 +13,12 @@ from aiohttp import web
 import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors import callbacks
 from actors.exceptions import InvalidInput
-from actors.queue import JobQueue, Limits
 from actors.store import Store
 from actors.views import public
 
-T0 = 1_700_000_000.0
+from .conftest import T0
+
 KEY = b"k" * 32
-
-
-@pytest.fixture
-def path(tmp_path):
-    return tmp_path / "q.sqlite3"
-
-
-@pytest.fixture
-def q(path):
-    return JobQueue("default", Store(path), Limits(lease_ttl=10), rng=random.Random(1))
 
 
 def run_to(q, status: str, now=T0, **spec) -> dict:

@@ -1,38 +1,12 @@
 """Queue control's rules, without Ray: pause, purge, expiry, dedup, debounce, throttle, bulk filters."""
 
-import random
-
 import pytest
 
 import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.bulk import BulkFilter
 from actors.exceptions import InvalidInput, InvalidTransition
-from actors.queue import JobQueue, Limits
-from actors.store import Store
 
-T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def path(tmp_path):
-    return tmp_path / "q.sqlite3"
-
-
-@pytest.fixture
-def q(path):
-    return JobQueue("default", Store(path), Limits(lease_ttl=10), rng=random.Random(1))
-
-
-def reopen(q, path, now=None):
-    q.store.commit()
-    q.store.close()
-    return JobQueue("default", Store(path), q.limits, rng=random.Random(1), now=now)
-
-
-def enqueue(q, now=T0, **spec):
-    spec.setdefault("type", "echo")
-    [(job, _)] = q.enqueue_many([spec], now)
-    return job
+from .conftest import T0, enqueue, reopen
 
 
 def started(q, now, n=100, runner="r"):

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.durable import Steps, StepMismatch, matches
 from actors.exceptions import InvalidInput, StaleLease
-from actors.queue import JobQueue, Limits
-from actors.store import Store
+from actors.queue import Limits
 
-T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def path(tmp_path):
-    return tmp_path / "q.sqlite3"
+from .conftest import T0, reopen
 
 
 @pytest.fixture
-def q(path):
-    return JobQueue("default", Store(path), Limits(lease_ttl=10, max_result_bytes=100), rng=random.Random(1))
-
-
-def reopen(q, path):
-    q.store.commit()
-    q.store.close()
-    return JobQueue("default", Store(path), q.limits, rng=random.Random(1), now=T0 + 50)
+def limits():
+    return Limits(lease_ttl=10, max_result_bytes=100)
 
 
 def started(q, now=T0, **spec):
@@ -59,7 +45,7 @@ def test_a_sleep_spends_no_attempt_holds_no_lease_and_wakes_on_time_after_a_rest
     asleep = q.get(job["id"])
     assert asleep["status"] == "sleeping" and asleep["lease"] is None and asleep["attempts"] == 0
     assert asleep["history"][-1]["outcome"] == "suspended"
-    q = reopen(q, path)
+    q = reopen(q, path, now=T0 + 50)
     assert q.lease("r1", None, 1, T0 + 29) == []
     [woken] = q.lease("r1", None, 1, T0 + 30)
     assert woken["job_id"] == job["id"] and woken["attempt"] == 1 and q.get(job["id"])["wake"] is None
@@ -73,7 +59,7 @@ def wait(q, job, lease, match, until=T0 + 100):
 def test_a_wait_wakes_on_a_matching_message_only_and_across_a_restart(q, path):
     job, lease = started(q)
     wait(q, job, lease, {"job": job["id"]})
-    q = reopen(q, path)
+    q = reopen(q, path, now=T0 + 50)
     q.publish("approvals", {"job": "other"}, T0 + 60)
     q.publish("other-channel", {"job": job["id"]}, T0 + 60)
     assert q.get(job["id"])["status"] == "sleeping"

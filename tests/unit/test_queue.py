@@ -1,7 +1,5 @@
 """The queue's rules, without Ray: each promise of the design, in microseconds."""
 
-import random
-
 import pytest
 
 import pipelines.sample  # noqa: F401  (registers the sample job types)
@@ -9,34 +7,17 @@ from actors.exceptions import InvalidInput, InvalidTransition, JobNotFound, Payl
 from actors.queue import JobQueue, Limits, queue_of
 from actors.store import Store
 
-T0 = 1_700_000_000.0
+from .conftest import T0, enqueue, reopen
 
 
 @pytest.fixture
-def path(tmp_path):
-    return tmp_path / "q.sqlite3"
-
-
-@pytest.fixture
-def q(path):
-    return JobQueue("default", Store(path), Limits(max_payload_bytes=1000, lease_ttl=10), rng=random.Random(1))
+def limits():
+    return Limits(max_payload_bytes=1000, lease_ttl=10)
 
 
 def committed(q):
     q.store.commit()
     return q
-
-
-def reopen(q, path):
-    q.store.commit()
-    q.store.close()
-    return JobQueue("default", Store(path), q.limits, rng=random.Random(1))
-
-
-def enqueue(q, now=T0, **spec):
-    spec.setdefault("type", "echo")
-    [(job, created)] = q.enqueue_many([spec], now)
-    return job
 
 
 def statuses(q, job_id):

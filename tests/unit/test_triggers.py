@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
 import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors import callbacks
 from actors.exceptions import InvalidInput, NotFound, Unauthorized
-from actors.queue import JobQueue, Limits
-from actors.store import Store
 
-T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def path(tmp_path):
-    return tmp_path / "q.sqlite3"
-
-
-@pytest.fixture
-def q(path):
-    return JobQueue("default", Store(path), Limits(lease_ttl=10), rng=random.Random(1))
+from .conftest import T0, reopen
 
 
 def put(q, name="on-approval", **data):
@@ -57,8 +44,7 @@ def test_each_matching_message_enqueues_one_job_with_the_message_even_after_a_re
     q.publish("other", {"ok": True, "n": 3}, T0 + 3)  # another channel
     [job] = made(q)
     assert job["type"] == "echo" and job["payload"] == {"why": "t", "message": {"ok": True, "n": 1}}
-    q.store.close()
-    q = JobQueue("default", Store(path), Limits(lease_ttl=10), rng=random.Random(1))
+    q = reopen(q, path)
     assert len(made(q)) == 1  # reloading fires nothing again
     q.publish("approvals", {"ok": True, "n": 4}, T0 + 4)
     assert sorted(j["payload"]["message"]["n"] for j in made(q)) == [1, 4]
