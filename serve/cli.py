@@ -190,31 +190,43 @@ def cmd_schedule(args) -> None:
 
 def cmd_trigger(args) -> None:
     client = Client()
-    if args.action == "add":
-        if not (args.name and args.channel and args.type):
-            raise SystemExit("error: dojo trigger add NAME --channel CHANNEL --type TYPE [--payload JSON] [--match JSON]")
+
+    def add() -> dict:
+        _required(args.name and args.channel and args.type,
+                  "dojo trigger add NAME --channel CHANNEL --type TYPE [--payload JSON] [--match JSON]")
         job = {"type": args.type, **({"payload": _payload(args.payload)} if args.payload else {})}
-        _print(client.put_trigger(args.name, args.channel, job, _payload(args.match), queue=args.queue))
-    elif args.action == "list":
-        for trigger in client.triggers(queue=args.queue):
-            print(f"{trigger['name']:<24} on {trigger['channel']:<20} match {json.dumps(trigger['match']):<30} "
-                  f"-> {trigger['job']['type']:<16} fired {trigger['fired']}"
-                  + (f"  last error: {trigger['last_error']}" if trigger.get("last_error") else ""))
-    else:
-        _print(client.delete_trigger(_required(args.name, "dojo trigger rm NAME"), queue=args.queue))
+        return client.put_trigger(args.name, args.channel, job, _payload(args.match), queue=args.queue)
+
+    def line(trigger: dict) -> str:
+        return (f"{trigger['name']:<24} on {trigger['channel']:<20} match {json.dumps(trigger['match']):<30} "
+                f"-> {trigger['job']['type']:<16} fired {trigger['fired']}"
+                + (f"  last error: {trigger['last_error']}" if trigger.get("last_error") else ""))
+
+    _add_list_rm(args, "trigger", add, client.triggers, line, client.delete_trigger)
 
 
 def cmd_hook(args) -> None:
     client = Client()
+
+    def add() -> dict:
+        _required(args.name and args.channel, "dojo hook add NAME --channel CHANNEL [--rotate]")
+        return client.put_hook(args.name, args.channel, rotate=args.rotate, queue=args.queue)
+
+    def line(hook: dict) -> str:
+        return f"{hook['name']:<24} -> {hook['channel']:<20} received {hook['received']}"
+
+    _add_list_rm(args, "hook", add, client.hooks, line, client.delete_hook)
+
+
+def _add_list_rm(args, noun: str, add, items, line, delete) -> None:
+    """``dojo NOUN add|list|rm`` on a queue's named things: add prints what was stored, list a line each."""
     if args.action == "add":
-        if not (args.name and args.channel):
-            raise SystemExit("error: dojo hook add NAME --channel CHANNEL [--rotate]")
-        _print(client.put_hook(args.name, args.channel, rotate=args.rotate, queue=args.queue))
+        _print(add())
     elif args.action == "list":
-        for hook in client.hooks(queue=args.queue):
-            print(f"{hook['name']:<24} -> {hook['channel']:<20} received {hook['received']}")
+        for item in items(queue=args.queue):
+            print(line(item))
     else:
-        _print(client.delete_hook(_required(args.name, "dojo hook rm NAME"), queue=args.queue))
+        _print(delete(_required(args.name, f"dojo {noun} rm NAME"), queue=args.queue))
 
 
 def cmd_publish(args) -> None:
