@@ -80,9 +80,11 @@ class QueueService:
         self._new_events = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._committed_gseq = self.store.max_gseq()
-        self._swept_at, self._sweep_every = 0.0, retention.SWEEP_EVERY_S
-        self._pruned_at, self._prune_every = 0.0, retention.PRUNE_EVERY_S
-        self._event_days = retention.event_retention_days()  # a bad value stops the actor here, with its message
+        self._sweep = retention.Paced(retention.SWEEP_EVERY_S, retention.PAGE,
+                                      lambda now: retention.sweep(self.q, now, limit=retention.PAGE))
+        event_days = retention.event_retention_days()  # a bad value stops the actor here, with its message
+        self._prune = retention.Paced(retention.PRUNE_EVERY_S, retention.PRUNE_PAGE,
+                                      lambda now: retention.prune_events(self.store, now, event_days))
         self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
         self._slots: dict[str, dict[str, float]] = {}
         self._slot_waiters: dict[str, list[asyncio.Future]] = {}
@@ -128,22 +130,12 @@ class QueueService:
                 if now - self._depth_at >= DEPTH_EVERY_S:
                     self._depth_at = now
                     self.metrics.depth(dict(self.q.counts))
-                if now - self._swept_at >= self._sweep_every:
-                    # A page of jobs per tick (a page costs ~30 ms at 1,000,000 jobs); again in a second
-                    # while a backlog remains, so the loop never stalls on a long sweep.
-                    self._swept_at = now
-                    removed = retention.sweep(self.q, now, limit=retention.PAGE)
-                    self._sweep_every = 1.0 if removed >= retention.PAGE else retention.SWEEP_EVERY_S
-                    if removed:
-                        await self._commit()
-                        asyncio.get_running_loop().create_task(self._forget_objects())
+                if self._sweep.run(now):  # a page of jobs (~30 ms at 1,000,000 jobs) staged for deletion
+                    await self._commit()
+                    asyncio.get_running_loop().create_task(self._forget_objects())
                 if self.search.due(not self.store.dirty and self._commit_future is None, now):
                     self.search.step(now)  # a batch when nothing waits to be written (or twice a second)
-                if now - self._pruned_at >= self._prune_every:
-                    # A page of jobs at a time, between commits; again in a second while there is more.
-                    self._pruned_at = now
-                    full = retention.prune_events(self.store, now, self._event_days) >= retention.PRUNE_PAGE
-                    self._prune_every = 1.0 if full else retention.PRUNE_EVERY_S
+                self._prune.run(now)  # a page of events, between commits (it writes in its own transaction)
             except Exception:
                 log.exception("queue %s tick failed", self.name)
             await asyncio.sleep(TICK_S)

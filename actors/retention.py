@@ -22,6 +22,8 @@ API signs URLs for: only keys in its own folder, so a result that names
 another job's object (a pull worker's, say) gets no URL for it. When a job is
 deleted (``DELETE /v1/jobs/{id}`` or this sweep), ``delete_objects`` removes
 its folders, so no signed URL outlives the job it was made for.
+
+Both clean-ups are ``Paced``: the actor's tick calls ``run(now)`` and gets a page done when one is due.
 """
 
 from __future__ import annotations
@@ -91,18 +93,41 @@ def delete_objects(store, jobs: list[dict]) -> int:
     return removed
 
 
-def retention_days(env: dict | None = None) -> float:
-    """``DOJO_RETENTION_DAYS`` as a number of days; 0 (keep forever) when unset."""
-    raw = (env if env is not None else os.environ).get("DOJO_RETENTION_DAYS", "").strip()
+class Paced:
+    """A clean-up done a page at a time: a page every ``every`` seconds, and again a second later while
+    pages come back full (``step(now)`` returned ``page`` or more), so a backlog is worked off without
+    one long pause of the actor's loop."""
+
+    def __init__(self, every: float, page: int, step):
+        self.every, self.page, self.step = every, page, step
+        self.at, self.wait = float("-inf"), every
+
+    def run(self, now: float) -> int:
+        """What ``step`` did when a page was due, else 0."""
+        if now - self.at < self.wait:
+            return 0
+        self.at = now
+        done = self.step(now)
+        self.wait = 1.0 if done >= self.page else self.every
+        return done
+
+
+def _days(env: dict | None, name: str, default: float, example: str, kept: str) -> float:
+    raw = (env if env is not None else os.environ).get(name, "").strip()
     if not raw:
-        return 0.0
+        return default
     try:
         days = float(raw)
     except ValueError:
-        raise ConfigError(f"DOJO_RETENTION_DAYS must be a number of days (e.g. 30), got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number of days (e.g. {example}), got {raw!r}") from None
     if days < 0:
-        raise ConfigError(f"DOJO_RETENTION_DAYS must be >= 0 (0 keeps every job), got {raw!r}")
+        raise ConfigError(f"{name} must be >= 0 (0 keeps every {kept}), got {raw!r}")
     return days
+
+
+def retention_days(env: dict | None = None) -> float:
+    """``DOJO_RETENTION_DAYS`` as a number of days; 0 (keep forever) when unset."""
+    return _days(env, "DOJO_RETENTION_DAYS", 0.0, "30", "job")
 
 
 def sweep(queue, now: float, days: float | None = None, limit: int = 10_000) -> int:
@@ -147,16 +172,7 @@ def event_retention_days(env: dict | None = None) -> float:
     Older events of a finished job are deleted but its last (its final status), so its stream's sequence
     goes on where it ended if the job is retried. 7 days is the dashboard's longest statistics window.
     """
-    raw = (env if env is not None else os.environ).get("DOJO_EVENT_RETENTION_DAYS", "").strip()
-    if not raw:
-        return DEFAULT_EVENT_DAYS
-    try:
-        days = float(raw)
-    except ValueError:
-        raise ConfigError(f"DOJO_EVENT_RETENTION_DAYS must be a number of days (e.g. 7), got {raw!r}") from None
-    if days < 0:
-        raise ConfigError(f"DOJO_EVENT_RETENTION_DAYS must be >= 0 (0 keeps every event), got {raw!r}")
-    return days
+    return _days(env, "DOJO_EVENT_RETENTION_DAYS", DEFAULT_EVENT_DAYS, "7", "event")
 
 
 def prune_events(store, now: float, days: float | None = None, limit: int = PRUNE_PAGE) -> int:
