@@ -89,10 +89,11 @@ class Settings:
     sqlite_sync: str = "FULL"
     #: DOJO_SERVE_REPLICAS: number of API replicas.
     serve_replicas: int = 1
-    #: DOJO_INGRESS: who listens on DOJO_PORT. ``serve`` (default): Serve's proxy does and forwards each
-    #: request to a replica (an actor call per request); ``replica``: each API replica serves it itself
-    #: (uvicorn, SO_REUSEPORT), Serve runs no proxy. Switching it on a running cluster needs ``dojo down`` first.
-    ingress: str = "serve"
+    #: DOJO_INGRESS: who listens on DOJO_PORT. ``replica`` (default): each API replica serves it itself
+    #: (uvicorn on a socket bound with SO_REUSEPORT), Serve runs no proxy; ``serve``: Serve's proxy does and
+    #: forwards each request to a replica (an actor call per request, ~5-10x slower). Switching it on a
+    #: running cluster needs ``dojo down`` first (Serve keeps its proxy's placement until it shuts down).
+    ingress: str = "replica"
     #: DOJO_PUBLIC_URL: the API's base URL as users reach it (behind a proxy, another host);
     #: empty means http://DOJO_HOST:DOJO_PORT. Signed object URLs are built on it.
     public_url: str = ""
@@ -131,7 +132,7 @@ class Settings:
             max_upload_bytes=_env_int("DOJO_MAX_UPLOAD_BYTES", 200 * 1024 * 1024),
             sqlite_sync=env.get("DOJO_SQLITE_SYNC", "FULL").upper(),
             serve_replicas=_env_int("DOJO_SERVE_REPLICAS", 1),
-            ingress=env.get("DOJO_INGRESS", "serve").strip().lower() or "serve",
+            ingress=env.get("DOJO_INGRESS", "replica").strip().lower() or "replica",
             public_url=env.get("DOJO_PUBLIC_URL", "").strip().rstrip("/"),
             url_ttl=_env_float("DOJO_URL_TTL", 86400.0),
             max_queues=_env_int("DOJO_MAX_QUEUES", 64),

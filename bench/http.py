@@ -141,7 +141,10 @@ async def dispatch(target: Target, samples: int, queue: str) -> list[float]:
     for i in range(samples + 5):
         sent = time.time()
         [job] = await target.post({"type": "stamp", "queue": queue})
+        deadline = time.monotonic() + 120
         while job["status"] not in ("succeeded", "failed"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job['id']} did not finish within 120 s: {job}")
             await asyncio.sleep(0.005)
             job = await target.get(f"/v1/jobs/{job['id']}")
         if i >= 5:  # the first few start the runner

@@ -34,10 +34,20 @@ def serve_env() -> dict[str, str]:
 
 
 def build_asgi_app():
-    from .app import create_app
+    """The replica's one app: Serve's ingress and the replica's own listener serve the same one (one
+    coalescer, one event hub with one subscription per queue, one set of stream caps per replica).
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings.from_env())
+    A plain function (Serve calls a function it is given; a ``functools.cache`` wrapper it would take
+    for the app itself)."""
+    if not _APP:
+        from .app import create_app
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _APP.append(create_app(Settings.from_env()))
+    return _APP[0]
+
+
+_APP: list = []
 
 
 class Listener:
