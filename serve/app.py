@@ -38,6 +38,7 @@ from .http import BodyLimit, check_queue, check_search, read_json, with_keepaliv
 from .hub import ALL, Hub, text_of
 from .openapi import allowed_methods, install as install_openapi
 from .streams import StreamCaps
+from .submit import FastSubmit
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,15 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             return FORM_BODY_BYTES
         return MAX_BODY_BYTES
 
+    def is_admin(authorization: str) -> bool:
+        try:
+            return auth.principal(authorization).role == "admin"
+        except DojoError:
+            return False
+
+    # Innermost: one job per POST with the API token skips FastAPI's routing (serve/submit.py); the
+    # middleware below still counts its body and answers Ray-wrapped errors.
+    app.add_middleware(FastSubmit, is_admin=is_admin, submit=lambda *args: enqueue_one(*args))
     # The body is counted as it streams, whatever reads it. Added before the middleware below, so it
     # is inside it: its BodyTooLarge reaches the error handlers as itself, not in an ExceptionGroup.
     app.add_middleware(BodyLimit, limit_for=body_limit)
@@ -176,6 +186,12 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
     def read_token(job_id: str) -> str:
         return mint(settings.secret, "job", job_id, READ_TOKEN_TTL)
 
+    async def enqueue_one(queue: str, spec: dict, headers) -> tuple[dict, int]:
+        """One job spec through the coalescer: (its answer, 201 or 200 when its unique_key matched)."""
+        with tracing.enqueue_span(headers, [spec]):  # the job joins this request's trace (if traced)
+            job = await call(coalescer.submit(queue, spec))
+        return {**public(job), "read_token": read_token(job["id"])}, 201 if job["created"] else 200
+
     # -- health ----------------------------------------------------------------
     @app.get("/healthz", tags=["ops"])
     async def healthz():
@@ -204,12 +220,11 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         """
         body = await json_body(request)
         queue = body.get("queue", "default") if isinstance(body, dict) else None
+        if isinstance(queue, str) and QUEUE_NAME.match(queue):  # else the plain call says what is wrong
+            content, status = await enqueue_one(queue, body, request.headers)
+            return JSONResponse(content, status_code=status)
         specs = body if isinstance(body, list) else [body]
         with tracing.enqueue_span(request.headers, specs):  # the jobs join this request's trace (if traced)
-            if isinstance(queue, str) and QUEUE_NAME.match(queue):  # else the plain call says what is wrong
-                job = await call(coalescer.submit(queue, body))
-                return JSONResponse({**public(job), "read_token": read_token(job["id"])},
-                                    status_code=201 if job["created"] else 200)
             jobs = await call(queues.enqueue(specs))
         out = [{**public(j), "read_token": read_token(j["id"])} for j in jobs]
         status = 201 if any(j["created"] for j in jobs) else 200

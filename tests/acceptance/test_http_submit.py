@@ -81,6 +81,35 @@ async def test_a_bad_spec_fails_only_its_own_request(api, headers):
     assert len({body["created_at"] for status, body in answers if status == 201}) < N - 2
 
 
+async def test_the_short_way_answers_as_the_route_does(api, headers, settings):
+    """One job per POST with the API token skips FastAPI's routing (serve/submit.py); a query string sends
+    the same request through the route. Both answer alike, refusals included, and every other token, body
+    or list still reaches the route."""
+    queue = "short-way"
+    spec = {"type": "noop", "queue": queue, "delay": 3600, "payload": {"n": 1}, "unique_key": "short-1"}
+    async with aiohttp.ClientSession() as s:
+        short = [await _post(s, f"{api}/v1/jobs", spec, headers) for _ in range(2)]
+        routed = [await _post(s, f"{api}/v1/jobs?via=route", {**spec, "unique_key": "short-2"}, headers)
+                  for _ in range(2)]
+        assert [status for status, _ in short] == [status for status, _ in routed] == [201, 200], (short, routed)
+        assert short[0][1]["id"] == short[1][1]["id"] and routed[0][1]["id"] == routed[1][1]["id"]
+        for (_, one), (_, other) in zip(short, routed):
+            assert set(one) == set(other) and one["payload"] == other["payload"] and one["read_token"]
+        refusals = [({"type": "noop", "queue": queue, "priority": "high"}, headers),  # the queue refuses it
+                    ({"type": "no-such-type", "queue": queue}, headers),
+                    ({"type": "noop", "queue": "no/such"}, headers),  # a bad queue name: the route's check
+                    ({"type": "noop", "queue": queue}, {"Authorization": "Bearer nope"}),
+                    ({"type": "noop", "queue": queue}, {"Authorization": f"Bearer {settings.worker_token}"})]
+        for body, sent in refusals:
+            answers = [await _post(s, f"{api}/v1/jobs{q}", body, sent) for q in ("", "?via=route")]
+            assert answers[0] == answers[1] and answers[0][0] in (401, 403, 422), answers
+        async with s.post(f"{api}/v1/jobs", data=b'{"type": ', headers=headers) as r:
+            assert r.status == 400 and "not valid JSON" in (await r.json())["message"]
+        status, jobs = await _post(s, f"{api}/v1/jobs", [{"type": "noop", "queue": queue, "delay": 3600}] * 2,
+                                   headers)
+        assert status == 201 and len(jobs) == 2
+
+
 async def test_killed_between_coalesce_and_commit_503_and_absent_or_201_and_present(api, headers, settings,
                                                                                    ray_cluster):
     """SIGSTOP the queue actor, let coalesced requests reach it, SIGKILL it: never 201 and missing."""
