@@ -5,12 +5,12 @@ needs invalidating:
 
 - audio: engine, voice, engine version, speed and the narration text;
 - stills: the slide's picture source (file bytes / PDF page / Markdown), the
-  output size and the burned-in caption, if any;
+  output size and the burned-in caption, if any; the first slide's thumbnail
+  by its still's key;
 - video segments: the encoder recipe and ffmpeg build, the frame rate, and the
   slide's stills (their keys) with how many frames each is shown. A slide's
   segment is H.264 video only (see ``encode``); the narration is never cached
-  as AAC, it is encoded once over the whole track at join time.
-
+  as AAC, it is encoded once over the whole track at join time;
 - loudness steps: the K-weighted energies of a slide's stretch of the narration
   track (see ``meter``), by the hash of those samples and where they start on
   the meter's 100 ms grid.
@@ -36,6 +36,8 @@ from .audio import SlideAudio
 from .meter import SlideSteps
 
 PREFIX = "cache/render/v1"
+#: Part of a thumbnail's key: change it when ``slides.thumbnail_jpeg`` changes.
+THUMBNAIL_RECIPE = "thumbnail:jpeg:640:q85"
 
 
 def digest(*parts: object) -> str:
@@ -85,6 +87,17 @@ class RenderCache:
 
     def put_still(self, key: str, png: bytes) -> None:
         self.store.put_bytes(f"{self.prefix}/stills/{key}.png", png, content_type="image/png")
+
+    def get_thumbnail(self, still_key: str) -> bytes | None:
+        """The JPEG thumbnail (``slides.thumbnail_jpeg``: 640 px wide, quality 85) of a still."""
+        try:
+            return self.store.get_bytes(f"{self.prefix}/thumbnails/{digest(THUMBNAIL_RECIPE, still_key)}.jpg")
+        except NotFound:
+            return None
+
+    def put_thumbnail(self, still_key: str, jpeg: bytes) -> None:
+        self.store.put_bytes(f"{self.prefix}/thumbnails/{digest(THUMBNAIL_RECIPE, still_key)}.jpg", jpeg,
+                             content_type="image/jpeg")
 
     @staticmethod
     def segment_key(recipe: str, fps: float, size: tuple[int, int], pieces: list[tuple[str, int]]) -> str:

@@ -284,8 +284,11 @@ def _segments(deck: Deck, tl: timeline.Timeline, options: RenderOptions, cache: 
                             for j, ((caption, n), key) in enumerate(zip(pieces, keys))])
     first = plans[0]
     thumb_key = cache.still_key(first[0].content_hash(), options.size, "")
-    with Image.open(still(first[0], "", thumb_key)) as picture:
-        thumbnail = slides.thumbnail_jpeg(picture.convert("RGB"))
+    thumbnail = cache.get_thumbnail(thumb_key)
+    if thumbnail is None:  # decoding and scaling a 1080p still cost a re-render ~0.1 s before its encode
+        with Image.open(still(first[0], "", thumb_key)) as picture:
+            thumbnail = slides.thumbnail_jpeg(picture.convert("RGB"))
+        cache.put_thumbnail(thumb_key, thumbnail)
 
     ctx.check_cancelled()
     ctx.progress(0.7, stage="encoding", message="encoding",
