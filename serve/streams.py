@@ -10,9 +10,12 @@ WebSocket with close code 4429, both with the usual JSON error body.
 A slow subscriber: an event send that does not complete within ``SEND_S``
 seconds (the client stopped reading) ends the stream, with close code 4408 for
 a WebSocket; the client reconnects with ``after=<last seq>`` and misses
-nothing. Behind Ray Serve's proxy a replica's send is queued by Serve, not
-blocked, so a stalled client cannot be seen from here: there the caps on the
-number of streams are what bound the memory held for slow clients.
+nothing. With the replica serving DOJO_PORT itself (DOJO_INGRESS=replica, the
+default) a send waits for the client's socket, so a stalled client is seen
+(tests/acceptance/test_streams.py, over the real port). Behind Ray Serve's
+proxy (DOJO_INGRESS=serve) a replica's send is queued by Serve, not blocked,
+so there a stalled client cannot be seen from here: the caps on the number of
+streams are what bound the memory held for slow clients.
 """
 
 from __future__ import annotations
