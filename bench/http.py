@@ -8,6 +8,8 @@ hour so that nothing runs meanwhile, except in the "running" phase:
 
   http_single_seq_jobs_per_s          one job per POST /v1/jobs, one client, one after another
   http_single_c32_jobs_per_s          one job per POST, 32 concurrent clients
+  http_single_c32_route_jobs_per_s    the same through FastAPI's route (``?via=route``), not serve/submit.py's
+                                      short way: what the short way saves
   http_single_c32_running_jobs_per_s  the same while the jobs run (no delay)
   http_batch100_jobs_per_s            100 jobs per POST, one client
   client_submit_c32_jobs_per_s        serve.client.AsyncClient, 32 concurrent submit() calls, one process
@@ -106,8 +108,8 @@ class Target:
         self.accepted: dict[str, set] = {}
         self.refused = 0
 
-    async def post(self, body) -> list[dict]:
-        async with self.session.post(self.url + "/v1/jobs", data=json.dumps(body), headers=self.headers) as r:
+    async def post(self, body, query: str = "") -> list[dict]:
+        async with self.session.post(self.url + "/v1/jobs" + query, data=json.dumps(body), headers=self.headers) as r:
             text = await r.text()
             if r.status not in (200, 201):
                 self.refused += 1
@@ -169,6 +171,10 @@ async def measure_dojo(url: str, seconds: float, samples: int, tag: str) -> dict
             await t.post(delayed)
             return 1
 
+        async def single_routed():  # a query string: FastAPI's route instead of serve/submit.py's short way
+            await t.post(delayed, "?via=route")
+            return 1
+
         async def single_running():
             await t.post({"type": "noop", "queue": f"http-running-{tag}"})
             return 1
@@ -183,6 +189,8 @@ async def measure_dojo(url: str, seconds: float, samples: int, tag: str) -> dict
 
         out["http_single_seq_jobs_per_s"] = await rate("POST one job, sequential", seconds, 1, single)
         out["http_single_c32_jobs_per_s"] = await rate(f"POST one job, {CLIENTS} clients", seconds, CLIENTS, single)
+        out["http_single_c32_route_jobs_per_s"] = await rate(f"POST one job, {CLIENTS} clients, through FastAPI's "
+                                                             "route", seconds, CLIENTS, single_routed)
         out["http_batch100_jobs_per_s"] = await rate("POST 100 jobs, sequential", seconds, 1, batch100)
         out["healthz_seq_per_s"] = await rate("GET /healthz, sequential", seconds, 1, healthz, "req/s")
         out["healthz_c32_per_s"] = await rate(f"GET /healthz, {CLIENTS} clients", seconds, CLIENTS, healthz, "req/s")
