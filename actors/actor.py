@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import json
 import logging
@@ -46,8 +47,45 @@ DEPTH_EVERY_S = 5.0
 RECENT_EVENTS = 20_000
 
 
+def writes(method):
+    """A command that changes the queue: it answers only once what it staged is committed (promise 1),
+    whether it returns or raises. A body that must act after the commit (stop a cancelled job's runner)
+    commits first itself; what is left to commit then is nothing."""
+
+    @functools.wraps(method)
+    async def command(self, *args, **kwargs):
+        self._ensure_loop()
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            if self.store.dirty:
+                await self._commit()
+
+    command.kind = "writes"
+    return command
+
+
+def reads(method):
+    """A command that reads the store through the reader (off the loop): what is staged is committed
+    first, so it sees every change answered before it. Commands with neither mark read memory only."""
+
+    @functools.wraps(method)
+    async def command(self, *args, **kwargs):
+        self._ensure_loop()
+        if self.store.dirty:
+            await self._commit()
+        return await method(self, *args, **kwargs)
+
+    command.kind = "reads"
+    return command
+
+
 class QueueService:
-    """The body of the queue actor (``QueueActor = ray.remote(QueueService)``)."""
+    """The body of the queue actor (``QueueActor = ray.remote(QueueService)``).
+
+    Each command says how it meets the store: ``@writes`` (answers after its changes are committed),
+    ``@reads`` (reads committed rows through the reader), or no mark (reads memory only).
+    """
 
     def __init__(self, name: str, env: dict[str, str]):
         os.umask(0o077)  # the queue's database (and its -wal, -shm) 0600, folders it makes 0700
@@ -263,6 +301,7 @@ class QueueService:
                 log.warning("could not stop runner %s: %s", runner_id, exc)
 
     # -- runners -----------------------------------------------------------
+    @writes
     async def runner_lease(self, runner_id: str, lane: str, reports: list[dict], want: int, wait: float,
                            node: str | None = None, pid: int | None = None,
                            held: list[int] | None = None) -> list[dict]:
@@ -272,7 +311,6 @@ class QueueService:
         (this actor died first, and the runner asked the next one again) is given back, not left to expire
         and spend an attempt.
         """
-        self._ensure_loop()
         now = time.time()
         self._apply_reports(reports, now)
         if held is not None:
@@ -284,7 +322,6 @@ class QueueService:
         if info is None:
             # A runner launched before a restart: adopt it while there is room, else let it finish.
             if len(self._runners) >= self.concurrency:
-                await self._commit()
                 return []
             info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True, "adopted": True}
         info["leased"] = True
@@ -295,7 +332,7 @@ class QueueService:
         # start: then it exits at once, and Ray can hand its worker process to that runner.
         if not leases and wait > 0 and not outranked and not self._others_starting(lane):
             if self.store.dirty:
-                await self._commit()
+                await self._commit()  # what it reported is durable while it waits
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[lane].append(waiter)
             try:
@@ -305,11 +342,9 @@ class QueueService:
             leases = self.q.lease(runner_id, [lane], want, time.time(), node=node, pid=pid)
         if not leases and info.get("adopted"):
             self._runners.pop(runner_id, None)
-        if reports or self.store.dirty:
-            # The runner forgets its reports once this call returns, and a lease is durable before it is
-            # handed out: no reader sees 'running' that a restart would turn back into 'queued'. One group
-            # commit carries every runner's call of this moment.
-            await self._commit()
+        # The runner forgets its reports once this call returns, and a lease is durable before it is
+        # handed out (@writes): no reader sees 'running' that a restart would turn back into 'queued'.
+        # One group commit carries every runner's call of this moment.
         return leases
 
     def _outranked(self, lane: str) -> bool:
@@ -374,6 +409,7 @@ class QueueService:
             del self._beats[runner_id]
         return self.q.heartbeat(tokens, time.time(), node, pid)
 
+    @writes
     async def give_back(self, runner_id: str, released: list[int], interrupted: list[int], why: str) -> None:
         """A retiring runner hands back leases it never started and attempts it must interrupt.
 
@@ -383,28 +419,25 @@ class QueueService:
         now = time.time()
         self.q.release(released, now)
         self.q.interrupt(interrupted, now, f"interrupted: {why}")
-        await self._commit()
 
+    @writes
     async def record_step(self, token: int, job_id: str, index: int, name: str, result) -> None:
         """A durable step's result (actors/durable.py); answered once it is committed."""
-        self._ensure_loop()
         self.q.record_step(token, job_id, index, name, result, time.time())
-        await self._commit()
 
+    @writes
     async def progress(self, token: int, job_id: str, report: dict, n: int | None = None) -> None:
         try:
             self.q.progress(token, report, time.time(), job_id=job_id, n=n)
         except DojoError as exc:
             log.info("progress for %s refused: %s", job_id, exc.message)
-            return
-        await self._commit()
 
+    @writes
     async def log_lines(self, token: int, lines: list[str]) -> None:
         try:
             self.q.log_lines(token, lines, time.time())
         except DojoError:
-            return
-        await self._commit()
+            pass  # a stale attempt's lines are dropped
 
     # -- the pull API (workers outside Ray) ---------------------------------
     def pull_types(self) -> list[str]:
@@ -412,21 +445,20 @@ class QueueService:
         allowed = {t for t, jt in self.registry.items() if jt.external} | self.settings.pull_types_of(self.name)
         return sorted(allowed)
 
+    @writes
     async def pull_lease(self, worker: str, types: list[str] | None, n: int, ttl: float) -> list[dict]:
         """Lease jobs for a worker outside Ray: only of the types pull workers may run (``pull_types``).
 
         Ray-dispatched types (a render, a crawl) are not theirs: leasing one would hand its payload to
         the worker token and let it complete the job."""
-        self._ensure_loop()
         allowed = self.pull_types()
         refused = sorted(set(types or ()) - set(allowed))
         if refused:
             raise Forbidden(f"pull workers may not lease {refused} in queue {self.name!r}; they run external "
                             f"types only ({allowed or 'none here'}); DOJO_PULL_TYPES allows more")
-        leases = self.q.lease(f"{PULL}{worker}", types or allowed, n, time.time(), ttl=ttl, node=worker)
-        await self._commit()
-        return leases
+        return self.q.lease(f"{PULL}{worker}", types or allowed, n, time.time(), ttl=ttl, node=worker)
 
+    @writes
     async def pull_report(self, token: int, job_id: str, action: str, body: dict) -> dict:
         """A pull worker's report on its lease ``job_id:token``; only for leases of pull workers."""
         now = time.time()
@@ -452,37 +484,33 @@ class QueueService:
                               retry=bool(body.get("retry", True)))
         else:
             raise ValueError(action)
-        await self._commit()
         return job
 
     # -- the API -----------------------------------------------------------
+    @writes
     async def enqueue(self, specs: list) -> list[dict]:
-        self._ensure_loop()
         pairs = self.q.enqueue_many(specs, time.time())
-        await self._commit()
         return [{**job, "created": created} for job, created in pairs]
 
     async def get(self, job_id: str) -> dict:
         self._ensure_loop()
         return self.q.get(job_id)
 
+    @reads
     async def list(self, filters: dict) -> list[dict]:
-        self._ensure_loop()
-        if self.store.dirty:
-            await self._commit()
         return await self.reader.run(select_jobs, **filters)
 
+    @writes
     async def cancel(self, job_id: str) -> dict:
         job, stops = self.q.cancel_tree(job_id, time.time())
-        await self._commit()
+        await self._commit()  # durable before its runners are told to stop
         for token, runner in stops:
             self._stop_runner(runner, f"job {job_id} cancelled (attempt {token})")
         return job
 
+    @reads
     async def children(self, job_id: str) -> list[dict]:
         """Outcomes of a job's children, for its on_children_done callback."""
-        if self.store.dirty:
-            await self._commit()
         out, cursor = [], None
         while True:
             page = await self.reader.run(select_jobs, parent_id=job_id, before_id=cursor, limit=1000)
@@ -492,14 +520,14 @@ class QueueService:
                 return out[::-1]
             cursor = page[-1]["id"]
 
+    @writes
     async def retry(self, job_id: str) -> dict:
-        job = self.q.retry(job_id, time.time())
-        await self._commit()
-        return job
+        return self.q.retry(job_id, time.time())
 
+    @writes
     async def delete(self, job_id: str) -> None:
         self.q.delete(job_id)
-        await self._commit()
+        await self._commit()  # its objects go once it is gone for good
         await self._forget_objects()
 
     async def _forget_objects(self) -> None:
@@ -512,99 +540,86 @@ class QueueService:
                 self._objects = store_from_settings(self.settings)
             await asyncio.to_thread(retention.delete_objects, self._objects, jobs)
 
+    @writes
     async def publish(self, channel: str, message) -> dict:
-        event = self.q.publish(channel, message, time.time())
-        await self._commit()
-        return event
+        return self.q.publish(channel, message, time.time())
 
     # -- triggers and hooks (actors/triggers.py) ------------------------------------------
+    @writes
     async def trigger_put(self, name: str, data) -> dict:
-        self._ensure_loop()
         now = time.time()
-        trigger = self.q.triggers.put_trigger(name, data, lambda spec: self.q.validate(spec, now), now)
-        await self._commit()
-        return trigger
+        return self.q.triggers.put_trigger(name, data, lambda spec: self.q.validate(spec, now), now)
 
     async def trigger_list(self) -> list[dict]:
         return sorted(self.q.triggers.triggers.values(), key=lambda t: t["name"])
 
+    @writes
     async def trigger_delete(self, name: str) -> None:
         self.q.triggers.delete_trigger(name)
-        await self._commit()
 
+    @writes
     async def hook_put(self, name: str, data) -> dict:
-        self._ensure_loop()
-        hook = self.q.triggers.put_hook(name, data, time.time())
-        await self._commit()
-        return hook
+        return self.q.triggers.put_hook(name, data, time.time())
 
     async def hook_list(self) -> list[dict]:
         return [self.q.triggers.view(h) for h in sorted(self.q.triggers.hooks.values(), key=lambda h: h["name"])]
 
+    @writes
     async def hook_delete(self, name: str) -> None:
         self.q.triggers.delete_hook(name)
-        await self._commit()
 
+    @writes
     async def hook_publish(self, name: str, body: bytes, signature: str) -> dict:
         """A signed request to a hook: its JSON body is published to the hook's channel."""
-        self._ensure_loop()
         hook = self.q.triggers.verify(name, body, signature)
         try:
             message = json.loads(body)
         except ValueError:
-            await self._commit()
             raise MalformedRequest("a hook's body must be JSON") from None
         event = self.q.publish(hook["channel"], message, time.time())
-        await self._commit()
         return {"hook": name, "channel": hook["channel"], "gseq": event["gseq"], "seq": event["seq"]}
 
+    @reads
     async def events(self, stream: str | None, after: int, limit: int = 1000, raw: bool = False) -> list:
         """Committed events of one stream after seq ``after``, or of the whole queue (stream None) after gseq.
 
         ``raw``: as ``(gseq, stream, seq, kind, json_text)`` tuples, for followers (``select_event_texts``)."""
         if stream and stream.startswith("job:"):
             self.q.get(stream[4:])
-        if self.store.dirty:
-            await self._commit()
         return await self.reader.run(select_event_texts if raw else select_events, stream, after, limit)
 
+    @reads
     async def stats(self) -> dict:
-        self._ensure_loop()
-        if self.store.dirty:
-            await self._commit()
         stats = self.q.stats()
         stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self._committed_gseq,
                      started_at=self.started_at)
         return stats
 
     # -- queue control: pause, resume, purge, bulk by filter (actors/control.py, actors/bulk.py) ------
+    @writes
     async def pause(self, types: list[str] | None, paused: bool) -> dict:
         """Pause or resume the queue (``types`` None) or some types; durable before it answers."""
-        self._ensure_loop()
         now = time.time()
-        state = self.q.pause(types, now) if paused else self.q.resume(types, now)
-        await self._commit()
-        return state
+        return self.q.pause(types, now) if paused else self.q.resume(types, now)
 
+    @writes
     async def purge(self, types: list[str] | None) -> dict:
         """Remove the jobs waiting for a start now, in chunks with a commit between (dispatch goes on)."""
-        self._ensure_loop()
         ids = self.q.purgeable(types)
         purged = 0
         for start in range(0, len(ids), PURGE_CHUNK):
             purged += self.q.purge(ids[start:start + PURGE_CHUNK], time.time())
             await self._commit()
         self.q.purged(purged, types, time.time())
-        await self._commit()
+        await self._commit()  # its objects go once the jobs are gone for good
         asyncio.get_running_loop().create_task(self._forget_objects())
         return {"queue": self.name, "purged": purged}
 
+    @writes
+    @reads
     async def bulk(self, action: str, filters: dict) -> dict:
         """Cancel, retry or delete one page (oldest first) of the jobs that match ``filters``."""
-        self._ensure_loop()
         spec = BulkFilter.parse(action, filters)
-        if self.store.dirty:
-            await self._commit()
         page = await self.reader.run(select_jobs, **spec.select())
         now = time.time()
         matched = [row for row in page if spec.matches(row)]  # the group key is checked here, not by the index
@@ -624,7 +639,7 @@ class QueueService:
             except DojoError:
                 continue
             changed += 1
-        await self._commit()
+        await self._commit()  # durable before runners are stopped and objects deleted
         for token, runner in stops:
             self._stop_runner(runner, f"cancelled by a bulk cancel (attempt {token})")
         if action == "delete":
@@ -645,26 +660,23 @@ class QueueService:
         self.q.get(job_id)
         return self.store.deliveries_of(job_id)
 
+    @reads
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
         """A job's log events (``ctx.log`` and captured output) with seq > after, and its status."""
         job = self.q.get(job_id)
-        if self.store.dirty:
-            await self._commit()
         events, last_seq = await self.reader.run(select_logs, job_id, after, limit)
         return {"job_id": job_id, "status": job["status"], "last_seq": last_seq, "events": events}
 
+    @reads
     async def browse(self, filters: dict, oldest_first: bool = False, after_id: str | None = None) -> list[dict]:
         """Like ``list`` (newest first, cursor ``before_id``), or oldest first with cursor ``after_id``."""
-        if self.store.dirty:
-            await self._commit()
         if oldest_first:
             filters = {**filters, "oldest_first": True, "after_id": after_id, "before_id": None}
         return await self.reader.run(select_jobs, **filters)
 
+    @reads
     async def insights(self, window: float = 3600.0, bucket: float = 60.0) -> dict:
         """The queue's last ``window`` seconds: throughput, failure rate, run-time percentiles, a series."""
-        if self.store.dirty:
-            await self._commit()
         now = time.time()
         since = now - window
         stats = self.q.stats()
@@ -704,11 +716,9 @@ class QueueService:
 
 
     # -- schedules -----------------------------------------------------------
+    @writes
     async def schedule_put(self, data: dict) -> dict:
-        self._ensure_loop()
-        schedule = self.q.add_schedule(data, time.time())
-        await self._commit()
-        return schedule
+        return self.q.add_schedule(data, time.time())
 
     async def schedule_list(self) -> list[dict]:
         self._ensure_loop()
@@ -717,40 +727,35 @@ class QueueService:
     async def schedule_get(self, name: str) -> dict:
         return self.q.schedule(name)
 
+    @writes
     async def schedule_delete(self, name: str) -> None:
         self.q.remove_schedule(name)
-        await self._commit()
 
+    @writes
     async def schedule_pause(self, name: str, paused: bool) -> dict:
-        schedule = self.q.pause_schedule(name, paused, time.time())
-        await self._commit()
-        return schedule
+        return self.q.pause_schedule(name, paused, time.time())
 
+    @writes
     async def schedule_run(self, name: str) -> dict:
-        job = self.q.run_schedule_now(name, time.time())
-        await self._commit()
-        return job
+        return self.q.run_schedule_now(name, time.time())
 
     # -- rate limits (shared by every worker) ------------------------------------
+    @writes
     async def bucket_put(self, name: str, rate: float, burst: float) -> dict:
-        bucket = self.q.define_bucket(name, rate, burst, time.time())
-        await self._commit()
-        return bucket
+        return self.q.define_bucket(name, rate, burst, time.time())
 
     async def bucket_get(self, name: str) -> dict:
         return self.q.buckets.get(name).to_dict()
 
+    @writes
     async def take_tokens(self, name: str, want: int = 1, rate: float | None = None,
                           burst: float | None = None) -> dict:
         """Grant up to ``want`` tokens; committed before granted, so a restart never refills a bucket."""
-        answer = self.q.take_tokens(name, want, time.time(), rate, burst)
-        await self._commit()
-        return answer
+        return self.q.take_tokens(name, want, time.time(), rate, burst)
 
+    @writes
     async def pause_bucket(self, name: str, until: float) -> dict:
-        bucket = self.q.pause_bucket(name, until, time.time())
-        await self._commit()
-        return bucket
+        return self.q.pause_bucket(name, until, time.time())
 
     async def acquire_slots(self, name: str, limit: int, holder: str, want: int = 1, ttl: float = 60.0,
                             wait: float = 30.0) -> list[str]:
