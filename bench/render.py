@@ -4,7 +4,9 @@
 
 Prints progress to stderr and, as its last line, one JSON object:
 video_s, tts_s, encode_s, total_s, encode_rtf, total_rtf, naive_encode_s,
-speedup_vs_naive, rerender_one_slide_s (and a few details).
+speedup_vs_naive, rerender_one_slide_s, rerender_fraction (and a few details;
+in-process, ``rerender_cpu_fraction``: the same ratio in CPU seconds of the
+process and its ffmpeg children, which a loaded machine disturbs less).
 
 ``total_s`` is measured through the API when a dojo answers (``--url``, else
 ``DOJO_URL`` / the local settings; ``mode: "api"``): from the moment
@@ -60,6 +62,14 @@ def timed(fn, *args, **kwargs):
     started = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - started
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (ffmpeg) so far."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def same_inputs(store, deck_bytes: bytes, options: RenderOptions, workdir: Path):
@@ -178,7 +188,9 @@ def main(argv=None) -> int:
         payload = {"deck": ["inputs/bench/deck.md"], "names": [name], "options": options.to_dict()}
 
         say(f"rendering {args.slides} slides at {options.width}x{options.height} in-process ...")
+        cpu_mark = cpu_s()
         result, local_total_s = timed(run_render, local_context("render", job_id="j_bench"), payload, store)
+        total_cpu_s = cpu_s() - cpu_mark
         video_s = result["duration_s"]
         say(f"  video {video_s:.1f}s, total {local_total_s:.2f}s, steps {result['timings']}")
 
@@ -209,12 +221,15 @@ def main(argv=None) -> int:
             (root / "deck2.md").write_bytes(changed)
             rerender_job, rerender_s = api_render(client, root / "deck2.md", api_options)
             rerender = rerender_job["result"]
+            rerender_cpu_s = None
         else:
             mode = "in-process"
             total_s, timings = local_total_s, result["timings"]
             store.put_bytes("inputs/bench2/deck.md", changed)
             payload2 = {**payload, "deck": ["inputs/bench2/deck.md"]}
+            cpu_mark = cpu_s()
             rerender, rerender_s = timed(run_render, local_context("render", job_id="j_bench2"), payload2, store)
+            rerender_cpu_s = cpu_s() - cpu_mark
         say(f"  re-render with one changed slide {rerender_s:.2f}s (cached audio {rerender['cached_audio']}, "
             f"cached segments {rerender.get('cached_segments')}, steps {rerender['timings']})")
 
@@ -242,6 +257,8 @@ def main(argv=None) -> int:
         "speedup_vs_naive": round(naive_s / encode_s, 1) if naive_s is not None else None,
         "rerender_one_slide_s": round(rerender_s, 3),
         "rerender_fraction": round(rerender_s / total_s, 3),
+        # In-process only: CPU seconds (this process and ffmpeg), steadier than wall time on a loaded machine.
+        "rerender_cpu_fraction": round(rerender_cpu_s / total_cpu_s, 3) if rerender_cpu_s is not None else None,
         "loudness_target_lufs": loudness_module.DEFAULT_TARGET_LUFS,
         **{f"loudness_lufs_{engine}": figures[0] for engine, figures in loudness.items()},
         **{f"true_peak_dbtp_{engine}": figures[1] for engine, figures in loudness.items()},
