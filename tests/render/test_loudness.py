@@ -125,3 +125,16 @@ def test_a_rerender_measures_only_the_changed_slide_and_lands_on_target(tmp_path
     assert abs(published.integrated_lufs - loudness.DEFAULT_TARGET_LUFS) <= 1.0
     assert published.true_peak_dbtp <= loudness.TRUE_PEAK_LIMIT_DBTP
     assert manifest["audio"]["loudness"]["speech"]["integrated_lufs"] is not None
+
+
+def test_a_rate_without_whole_100ms_steps_is_measured_by_ffmpeg(narration, tmp_path):
+    from pipelines.render.audio import resample
+
+    _, track = narration
+    samples = resample(track, 48000, 11025)  # 1102.5 samples per step: no grid of whole samples
+    path = tmp_path / "speech.wav"
+    path.write_bytes(wav_bytes(samples, 11025))
+    cache = RenderCache(LocalStore(tmp_path / "objects", secret="s"))
+    found = loudness.speech(samples, 11025, [0], cache, str(path))
+    assert found.integrated_lufs == loudness.measure(str(path), ffmpeg_exe()).integrated_lufs
+    assert cache.store.list("cache/render/v1/loudness/") == []
