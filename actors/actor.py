@@ -535,7 +535,7 @@ class QueueService:
         jobs, self.q.forgotten = self.q.forgotten, []
         if jobs and any(retention.folders_of(job) for job in jobs):
             if self._objects is None:
-                from .storage import store_from_settings
+                from .objects import store_from_settings
 
                 self._objects = store_from_settings(self.settings)
             await asyncio.to_thread(retention.delete_objects, self._objects, jobs)

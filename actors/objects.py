@@ -39,9 +39,9 @@ from pathlib import Path
 
 import ray
 
-from .exceptions import InvalidInput, NotFound
+from .exceptions import ConfigError, InvalidInput, NotFound
 from .settings import NAMESPACE, private_dir
-from .storage import LocalStore, UploadAborted, validate_key
+from .storage import LocalStore, ObjectStore, S3Store, UploadAborted, validate_key
 
 #: The actor of a directory is named after it (``dojo:objects:<hash>``): one per head directory.
 ACTOR_PREFIX = "dojo:objects:"
@@ -342,3 +342,20 @@ class ClusterStore(LocalStore):
         if self.remote:
             raise InvalidInput(f"object {key!r} is on the head node, not on this one; read it with get_file")
         return super().path(key)
+
+
+def store_from_settings(settings) -> ObjectStore:
+    """S3 when ``DOJO_S3_BUCKET`` is set, else a ``ClusterStore`` over the head's ``settings.objects_dir``.
+
+    S3 variables: DOJO_S3_BUCKET, DOJO_S3_ENDPOINT (empty for AWS), DOJO_S3_ACCESS_KEY,
+    DOJO_S3_SECRET_KEY, DOJO_S3_REGION (default us-east-1).
+    """
+    env = os.environ
+    bucket = env.get("DOJO_S3_BUCKET", "").strip()
+    if not bucket:
+        return ClusterStore(settings.objects_dir, secret=settings.object_signing_key)
+    access, secret = env.get("DOJO_S3_ACCESS_KEY", ""), env.get("DOJO_S3_SECRET_KEY", "")
+    if bool(access) != bool(secret):
+        raise ConfigError("set both DOJO_S3_ACCESS_KEY and DOJO_S3_SECRET_KEY, or neither to use boto3's defaults")
+    return S3Store(bucket, endpoint_url=env.get("DOJO_S3_ENDPOINT") or None, access_key=access or None,
+                   secret_key=secret or None, region=env.get("DOJO_S3_REGION") or None)

@@ -13,7 +13,7 @@ Both stores make the same promises:
   until it expires: an HMAC-signed ``/v1/objects/...`` path served by the API
   for the local store, a presigned GET for S3.
 
-``store_from_settings`` picks S3 when ``DOJO_S3_BUCKET`` is set (production:
+``objects.store_from_settings`` picks S3 when ``DOJO_S3_BUCKET`` is set (production:
 S3, R2 or any S3-compatible endpoint), else ``objects.ClusterStore``: the
 directory ``<state_dir>/objects`` on the head node, which processes on other
 nodes reach through the head-pinned objects actor (see ``actors/objects.py``
@@ -355,21 +355,3 @@ class S3Store:
         return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
                                                   ExpiresIn=int(expires_s))
 
-
-def store_from_settings(settings) -> ObjectStore:
-    """S3 when ``DOJO_S3_BUCKET`` is set, else a ``ClusterStore`` over the head's ``settings.objects_dir``.
-
-    S3 variables: DOJO_S3_BUCKET, DOJO_S3_ENDPOINT (empty for AWS), DOJO_S3_ACCESS_KEY,
-    DOJO_S3_SECRET_KEY, DOJO_S3_REGION (default us-east-1).
-    """
-    env = os.environ
-    bucket = env.get("DOJO_S3_BUCKET", "").strip()
-    if not bucket:
-        from .objects import ClusterStore
-
-        return ClusterStore(settings.objects_dir, secret=settings.object_signing_key)
-    access, secret = env.get("DOJO_S3_ACCESS_KEY", ""), env.get("DOJO_S3_SECRET_KEY", "")
-    if bool(access) != bool(secret):
-        raise ConfigError("set both DOJO_S3_ACCESS_KEY and DOJO_S3_SECRET_KEY, or neither to use boto3's defaults")
-    return S3Store(bucket, endpoint_url=env.get("DOJO_S3_ENDPOINT") or None, access_key=access or None,
-                   secret_key=secret or None, region=env.get("DOJO_S3_REGION") or None)

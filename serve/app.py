@@ -15,7 +15,7 @@ import time
 from typing import Annotated
 
 import ray
-from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,10 +26,11 @@ from actors.facade import Queues
 from actors import tracing
 from actors.pauses import check_types
 from actors.jobs import extensions
+from actors.objects import store_from_settings
 from actors.queue import QUEUE_NAME, STATUSES, queue_of
 from actors.retention import outputs_of
 from actors.settings import URL_TTL_RANGE, Settings
-from actors.storage import LocalStore, output_urls, store_from_settings
+from actors.storage import LocalStore, output_urls
 from actors.views import PUBLIC_JOB_FIELDS, public  # noqa: F401  (PUBLIC_JOB_FIELDS: for importers)
 
 from .auth import Authenticator, Principal, channel_stream, mint, query_token_allowed
@@ -37,7 +38,7 @@ from .coalesce import Coalescer
 from .http import BodyLimit, check_queue, check_search, read_json, with_keepalive
 from .hub import ALL, Hub, text_of
 from .openapi import allowed_methods, install as install_openapi
-from .streams import StreamCaps
+from .streams import StreamCaps, ws_stream
 from .submit import FastSubmit
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             seen[0].require_read("job", job_id)
             queue_of(job_id)
             await call(queues.get(job_id))
-        await _ws_stream(websocket, check, lambda: _for(seen[0], hub.follow(queue_of(job_id), "job:" + job_id, after)))
+        await ws_stream(websocket, check, lambda: _for(seen[0], hub.follow(queue_of(job_id), "job:" + job_id, after)))
 
     @app.get("/v1/queues/{queue}/events", tags=["events"], dependencies=[Depends(admin)])
     async def queue_events(queue: str, request: Request, after: int = 0, limit: Limit = 1000):
@@ -312,7 +313,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
         async def check():
             principal_ws(websocket).require_admin()
             _check_queue(queue)
-        await _ws_stream(websocket, check, lambda: hub.follow(queue, ALL, after))
+        await ws_stream(websocket, check, lambda: hub.follow(queue, ALL, after))
 
     @app.put("/v1/queues/{queue}", tags=["queues"], dependencies=[Depends(admin)])
     async def queue_create(queue: str):
@@ -440,7 +441,7 @@ def create_app(settings: Settings, queues: Queues | None = None) -> FastAPI:
             principal_ws(websocket).require_read("channel", channel_stream(queue, name))
             _check_channel(name)
             _check_queue(queue)
-        await _ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
+        await ws_stream(websocket, check, lambda: hub.follow(queue, "channel:" + name, after))
 
     # -- triggers and hooks (actors/triggers.py) ------------------------------------------
     @app.put("/v1/triggers/{name}", tags=["triggers"], dependencies=[Depends(admin)])
@@ -683,39 +684,3 @@ def _sse(events, key: str) -> StreamingResponse:
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def _ws_stream(websocket: WebSocket, check, follow) -> None:
-    """Accept, authorize, then send events as JSON text frames until the client leaves.
-
-    Close codes: 4401 no or bad token, 4403 token does not grant this stream,
-    4404 no such job, 4400 bad request.
-    """
-    try:
-        await check()
-    except DojoError as exc:
-        await websocket.accept()
-        await websocket.send_json(exc.to_dict())
-        await websocket.close(code=4000 + exc.status if exc.status < 1000 else 4500, reason=exc.message[:120])
-        return
-    await websocket.accept()
-
-    async def pump():
-        async for event in follow():
-            await websocket.send_text(text_of(event))
-
-    async def listen():
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-
-    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(listen())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

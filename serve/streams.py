@@ -25,7 +25,11 @@ import hashlib
 import json
 from collections import Counter
 
+from fastapi import WebSocket, WebSocketDisconnect
+
 from actors.exceptions import DojoError
+
+from .hub import text_of
 
 #: Seconds one send of a stream may take before the subscriber counts as too slow.
 SEND_S = 30.0
@@ -124,3 +128,39 @@ async def _refuse(scope, receive, send, exc: TooManyStreams) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"retry-after", str(exc.context["retry_after"]).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def ws_stream(websocket: WebSocket, check, follow) -> None:
+    """Accept, authorize, then send events as JSON text frames until the client leaves.
+
+    Close codes: 4401 no or bad token, 4403 token does not grant this stream,
+    4404 no such job, 4400 bad request.
+    """
+    try:
+        await check()
+    except DojoError as exc:
+        await websocket.accept()
+        await websocket.send_json(exc.to_dict())
+        await websocket.close(code=4000 + exc.status if exc.status < 1000 else 4500, reason=exc.message[:120])
+        return
+    await websocket.accept()
+
+    async def pump():
+        async for event in follow():
+            await websocket.send_text(text_of(event))
+
+    async def listen():
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(listen())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -205,7 +205,7 @@ def run_direct(rows: list[Row], manifest: str, *, force: bool = False, out: str 
     """Submit the batch job on Ray and follow it; returns the exit status."""
     from actors.facade import Queues
     from actors.settings import Settings
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
     from pipelines.render.inputs import delete_inputs
 
     _connect_ray()

@@ -131,7 +131,7 @@ def to_parquet(results: list[dict]) -> bytes:
 def summarize(ctx: JobContext, payload: dict, outcomes: list) -> dict:
     """All renders are final: store the results table as the batch's ``results`` output."""
     from actors.settings import Settings
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
 
     settings = Settings.from_env()
     store = store_from_settings(settings)

@@ -105,8 +105,9 @@ def _read_http(url: str, limit: int) -> bytes:
 
 
 def _read_dojo(key: str, limit: int) -> bytes:
+    from actors.objects import store_from_settings
     from actors.settings import Settings
-    from actors.storage import store_from_settings, validate_key
+    from actors.storage import validate_key
 
     # Reading needs no tokens: do not create a tokens file as Settings.from_env() would.
     store = store_from_settings(Settings(state_dir=os.environ.get("DOJO_STATE_DIR") or Settings().state_dir))

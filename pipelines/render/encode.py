@@ -48,7 +48,7 @@ from typing import Callable
 import ffmpeg
 
 from .exceptions import EncodeError
-from .process import ProcessFailed, run
+from .process import ProcessFailed, ffmpeg_exe, run
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,6 @@ AUDIO_RATE = 48000
 AUDIO_BITRATE = "64k"
 #: ISO 639-1 (the engines' ``language``) → ISO 639-2/T, which MP4 stream tags use.
 MP4_LANGUAGE = {"ja": "jpn", "en": "eng"}
-
-
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @lru_cache(maxsize=1)

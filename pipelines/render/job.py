@@ -511,7 +511,7 @@ def run_render(ctx: JobContext, payload: dict, store, limits: Limits = Limits())
 def render(ctx: JobContext, payload: dict) -> dict:
     """Render a stored deck into a narrated video (see the module docstring)."""
     from actors.settings import Settings
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
 
     return run_render(ctx, payload, store_from_settings(Settings.from_env()))
 

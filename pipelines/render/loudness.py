@@ -43,9 +43,8 @@ import numpy as np
 from actors.jobs import JobCancelled
 
 from . import meter
-from .encode import ffmpeg_exe
 from .exceptions import EncodeError
-from .process import ProcessFailed, run
+from .process import ProcessFailed, ffmpeg_exe, run
 
 #: Spoken-word target for streaming and podcasts; broadcast (EBU R128) is −23.
 DEFAULT_TARGET_LUFS = -16.0

@@ -26,6 +26,13 @@ from actors.jobs import JobCancelled
 
 log = logging.getLogger(__name__)
 
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary every render runs (imageio-ffmpeg's, from its wheel)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
 #: util-linux's ``setpriv`` sets PR_SET_PDEATHSIG and then execs the command in the same process, so the
 #: child runs no Python between fork and exec. A ``preexec_fn`` did run Python there, and under load a
 #: render's ffmpeg child sometimes hung forever on a lock another thread of the worker (Ray's, the

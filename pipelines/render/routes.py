@@ -37,7 +37,7 @@ def _store(request: Request):
     store = getattr(request.app.state, "store", None)
     if store is None:
         from actors.settings import Settings
-        from actors.storage import store_from_settings
+        from actors.objects import store_from_settings
 
         store = request.app.state.store = store_from_settings(Settings.from_env())
     return store

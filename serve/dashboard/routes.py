@@ -33,6 +33,7 @@ from actors.store import FINAL
 from actors.views import public
 
 from ..http import check_queue, check_search, read_json, with_keepalive
+from ..streams import ws_stream
 from . import session as sessions
 from .logins import LoginBook, TooManyLogins
 
@@ -496,25 +497,22 @@ async def _ws_check(websocket: WebSocket) -> None:
 @router.websocket("/dashboard/ws/queues/{queue}")
 async def ws_queue(websocket: WebSocket, queue: str, after: int = 0):
     """Every event of a queue after gseq ``after``, then live (the jobs table and overview)."""
-    from ..app import _ws_stream
     from ..hub import ALL
 
     async def check():
         await _ws_check(websocket)
         _check_queue(websocket, queue)
-    await _ws_stream(websocket, check, lambda: websocket.app.state.hub.follow(queue, ALL, after))
+    await ws_stream(websocket, check, lambda: websocket.app.state.hub.follow(queue, ALL, after))
 
 
 @router.websocket("/dashboard/ws/jobs/{job_id}")
 async def ws_job(websocket: WebSocket, job_id: str, after: int = 0):
     """One job's events after seq ``after``, then live (the job page)."""
-    from ..app import _ws_stream
-
     async def check():
         await _ws_check(websocket)
         queue_of(job_id)
         await call(websocket.app.state.queues.get(job_id))
-    await _ws_stream(websocket, check,
+    await ws_stream(websocket, check,
                      lambda: websocket.app.state.hub.follow(queue_of(job_id), "job:" + job_id, after))
 
 

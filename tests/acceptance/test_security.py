@@ -28,7 +28,7 @@ JOB_SECRETS = ("DOJO_API_TOKEN", "DOJO_WORKER_TOKEN", "DOJO_SECRET")
 def env_probe(ctx, payload) -> dict:
     """What a job and its child process hold in their environments, and an object URL the job signed."""
     from actors.settings import Settings
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
 
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -50,7 +50,7 @@ def env_probe(ctx, payload) -> dict:
 def writer(ctx, payload) -> dict:
     """Writes one object in its own folder and names it in its result."""
     from actors.settings import Settings
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
 
     key = f"security/{ctx.job_id}/out.txt"
     store_from_settings(Settings.from_env()).put_bytes(key, b"mine")
@@ -262,7 +262,7 @@ async def test_jobs_and_their_children_hold_no_tokens_or_secret_yet_sign_their_o
 
 # -- objects and files ----------------------------------------------------------------------------
 async def test_objects_are_served_nosniff_and_sandboxed(api, headers, settings):
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
 
     store = store_from_settings(settings)
     key = f"security/{uuid.uuid4().hex}/page.html"
@@ -432,7 +432,7 @@ async def test_fencing_tokens_are_not_shown_to_a_read_token(api, headers):
 # -- a job's objects go with it -------------------------------------------------------------------
 async def test_deleting_a_job_deletes_its_objects_and_its_urls_stop_working(api, headers, settings):
     from actors.facade import Queues
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
 
     queues = Queues(dataclasses.replace(settings, job_modules=(*settings.job_modules, THIS_MODULE)))
     [created] = await queues.enqueue([{"type": "security_writer", "queue": _fresh_queue()}])

@@ -161,7 +161,7 @@ def test_the_batch_summary_is_one_row_per_manifest_row_and_fills_the_ledger(tmp_
 
     from actors.jobs import local_context
     from actors.settings import Settings
-    from actors.storage import store_from_settings
+    from actors.objects import store_from_settings
     from pipelines.batch import job as batch_job
 
     monkeypatch.setenv("DOJO_STATE_DIR", str(tmp_path / "state"))

@@ -11,8 +11,8 @@ import pytest
 
 from actors.exceptions import InvalidInput, NotFound
 from actors.settings import Settings
-from actors.objects import ClusterStore, ObjectService
-from actors.storage import LocalStore, S3Store, UploadAborted, store_from_settings, validate_key
+from actors.objects import ClusterStore, ObjectService, store_from_settings
+from actors.storage import LocalStore, S3Store, UploadAborted, validate_key
 
 BAD_KEYS = ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\\b", "C:/x", "a\x00b", "a\nb", "x/..",
             ".tmp/put-1", "a" * 1025]
