@@ -32,8 +32,15 @@ def env_probe(ctx, payload) -> dict:
 
     child = subprocess.Popen(["sleep", "30"])
     try:
-        with open(f"/proc/{child.pid}/environ", "rb") as fh:
-            child_env = fh.read()
+        # Popen returns once the child's exec has begun: the kernel fills /proc/<pid>/environ a moment
+        # later (an empty read under load), so read until it is there.
+        deadline = time.monotonic() + 10
+        while True:
+            with open(f"/proc/{child.pid}/environ", "rb") as fh:
+                child_env = fh.read()
+            if child_env or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
     finally:
         child.kill()
         child.wait()
