@@ -158,9 +158,11 @@ def test_a_driver_killed_outright_leaves_a_batch_the_next_submission_follows(hea
     second = submit(head, wd)
     assert wait_final(head, second) == "SUCCEEDED", head.jobs.get_job_logs(second)[-3000:]
     logs = head.jobs.get_job_logs(second)
-    assert f"batch {batch} of this manifest is unfinished" in logs, logs[-3000:]
     rows = results_of(logs)
     assert [r["status"] for r in rows] == ["succeeded"] * 2
+    # The batch runs on without its driver: the next submission follows it while it is unfinished, or,
+    # if it finished first (a quick machine), reuses every row it rendered. Never a second batch.
+    assert f"batch {batch} of this manifest is unfinished" in logs or all(r["reused"] for r in rows), logs[-3000:]
     assert sorted(c["id"] for c in head.children(batch)) == sorted(r["job_id"] for r in rows)
     assert len(head.call("GET", f"/v1/jobs?type=render.batch&q={submission_id_of(head, batch)}")["jobs"]) == 1
 

@@ -213,12 +213,13 @@ def _descendants(pid: int) -> list[int]:
 def scenario_kill() -> dict:
     """A node running jobs disappears (its raylet and every process under it): they run again elsewhere.
 
-    Four 8 s jobs spread over two worker nodes; one node is killed mid-run. (The fake provider keeps
+    Four 12 s jobs spread over two worker nodes; one node is killed mid-run. (The fake provider keeps
     listing a node killed behind its back as "pending", so the autoscaler will not replace it as a
     cloud would; the jobs rerun on the surviving node.)
     """
     queue = Queue("kill")
-    ids = queue.enqueue("scale_cpu", 4, seconds=8)
+    seconds = 12
+    ids = queue.enqueue("scale_cpu", 4, seconds=seconds)
 
     def running_on_two_nodes():
         jobs = [queue.get(j) for j in ids]
@@ -230,8 +231,10 @@ def scenario_kill() -> dict:
     # up first), and a job that finished before the kill was never hit.
     running = [j for j in jobs if j["status"] == "running" and j["lease"].get("node")]
     victim = max(running, key=lambda j: j.get("started_at") or 0)["lease"]["node"]
-    hit = [j["id"] for j in jobs if j["status"] == "running" and j["lease"]["node"] == victim]
     time.sleep(1.0)  # well into the attempts
+    # Hit: the victim's jobs that will still be running when the kill lands (not one about to finish).
+    hit = [j["id"] for j in jobs if j["status"] == "running" and j["lease"]["node"] == victim
+           and (j["lease"].get("started_at") or j.get("started_at") or time.time()) + seconds > time.time() + 2]
     for pid in _descendants(_raylet_pid(victim)):
         try:
             os.kill(pid, signal.SIGKILL)
