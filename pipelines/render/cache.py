@@ -79,21 +79,21 @@ class RenderCache:
         self.store.put_bytes(f"{self.prefix}/audio/{key}.json", json.dumps(clip.meta()).encode(),
                              content_type="application/json")
 
-    def get_still(self, key: str) -> bytes | None:
+    def _get(self, key: str) -> bytes | None:
         try:
-            return self.store.get_bytes(f"{self.prefix}/stills/{key}.png")
+            return self.store.get_bytes(f"{self.prefix}/{key}")
         except NotFound:
             return None
+
+    def get_still(self, key: str) -> bytes | None:
+        return self._get(f"stills/{key}.png")
 
     def put_still(self, key: str, png: bytes) -> None:
         self.store.put_bytes(f"{self.prefix}/stills/{key}.png", png, content_type="image/png")
 
     def get_thumbnail(self, still_key: str) -> bytes | None:
         """The JPEG thumbnail (``slides.thumbnail_jpeg``: 640 px wide, quality 85) of a still."""
-        try:
-            return self.store.get_bytes(f"{self.prefix}/thumbnails/{digest(THUMBNAIL_RECIPE, still_key)}.jpg")
-        except NotFound:
-            return None
+        return self._get(f"thumbnails/{digest(THUMBNAIL_RECIPE, still_key)}.jpg")
 
     def put_thumbnail(self, still_key: str, jpeg: bytes) -> None:
         self.store.put_bytes(f"{self.prefix}/thumbnails/{digest(THUMBNAIL_RECIPE, still_key)}.jpg", jpeg,

@@ -62,6 +62,11 @@ _INTEGRATED = re.compile(r"Integrated loudness:\s*\n\s*I:\s*(-?[\d.]+|-inf) LUFS
 _TRUE_PEAK = re.compile(r"True peak:\s*\n\s*Peak:\s*(-?[\d.]+|-inf) dBFS")
 
 
+def _rounded(value: float) -> float | None:
+    """A level for a manifest: 0.01 dB, None for silence's -inf (JSON has no infinity)."""
+    return None if math.isinf(value) else round(value, 2)
+
+
 @dataclass(frozen=True)
 class Loudness:
     """Integrated loudness (LUFS) and true peak (dBTP) of a track; ``-inf`` for silence."""
@@ -70,10 +75,7 @@ class Loudness:
     true_peak_dbtp: float
 
     def to_dict(self) -> dict:
-        def rounded(value: float) -> float | None:
-            return None if math.isinf(value) else round(value, 2)
-
-        return {"integrated_lufs": rounded(self.integrated_lufs), "true_peak_dbtp": rounded(self.true_peak_dbtp)}
+        return {"integrated_lufs": _rounded(self.integrated_lufs), "true_peak_dbtp": _rounded(self.true_peak_dbtp)}
 
 
 def measure_command(path: str, ffmpeg: str) -> list[str]:
@@ -105,10 +107,7 @@ class Speech:
     sample_peak_dbfs: float
 
     def to_dict(self) -> dict:
-        def rounded(value: float) -> float | None:
-            return None if math.isinf(value) else round(value, 2)
-
-        return {"integrated_lufs": rounded(self.integrated_lufs), "sample_peak_dbfs": rounded(self.sample_peak_dbfs)}
+        return {"integrated_lufs": _rounded(self.integrated_lufs), "sample_peak_dbfs": _rounded(self.sample_peak_dbfs)}
 
 
 def speech(track: np.ndarray, rate: int, starts: list[int], cache, wav: str | None = None,
