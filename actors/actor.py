@@ -31,12 +31,12 @@ from .bulk import BulkFilter
 from .control import PURGE_CHUNK
 from .exceptions import DojoError, Forbidden, MalformedRequest
 from .jobs import Resources, load_modules
-from .metrics import QueueMetrics, series, window_stats
+from .metrics import QueueMetrics
 from .queue import JobQueue, Limits, split_lane
 from .reads import Reader
 from .search import SearchIndex
 from .settings import Settings
-from .store import Store, select_event_texts, select_events, select_jobs, select_logs
+from .store import Store, select_event_texts, select_events, select_jobs, select_logs, series, window_stats
 from .views import public
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ class QueueService:
         self.q = JobQueue(name, self.store, Limits(max_payload_bytes=self.settings.max_payload_bytes,
                                                    max_result_bytes=self.settings.max_result_bytes,
                                                    lease_ttl=self.settings.lease_ttl,
-                                                   priority_aging=self.settings.priority_aging), now=time.time())
+                                                   priority_aging=self.settings.priority_aging), now=time.time(),
+                          types=self.registry)
         self.name = name
         self.concurrency = self.settings.concurrency
         self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"(, "adopted")}

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from . import durable
 from .exceptions import ConfigError, InvalidInput, UnknownJobType
@@ -241,12 +241,18 @@ def extensions(modules, kind: str) -> list:
     return found
 
 
-def get_type(name: str) -> JobType:
+def lookup(types: Mapping[str, JobType], name: str) -> JobType:
+    """The job type ``name`` of ``types`` (a registry: the queue rules are given theirs), or UnknownJobType."""
     try:
-        return REGISTRY[name]
+        return types[name]
     except KeyError:
-        known = ", ".join(sorted(REGISTRY)) or "none registered"
-        raise UnknownJobType(f"unknown job type {name!r}; known types: {known}", known=sorted(REGISTRY)) from None
+        known = ", ".join(sorted(types)) or "none registered"
+        raise UnknownJobType(f"unknown job type {name!r}; known types: {known}", known=sorted(types)) from None
+
+
+def get_type(name: str) -> JobType:
+    """A type of this process's registry (what the job modules it imported registered)."""
+    return lookup(REGISTRY, name)
 
 
 #: Children per enqueue call from a job (the queue's ``Limits.max_batch``).

@@ -1,26 +1,20 @@
-"""What a queue did, as numbers: Prometheus metrics (through Ray) and windowed statistics.
+"""What a queue did, as Prometheus metrics (through Ray).
 
-Two halves:
-
-* ``QueueMetrics`` feeds Ray's metrics (exported by every Ray node in Prometheus
-  format, see ``deploy/grafana/dojo.json``). The queue actor calls
-  ``observe(events)`` with each committed batch of events, ``depth(counts)``
-  from its tick, and ``fanout_lag(seconds)`` when it hands a batch to a
-  subscriber. It learns everything from the events, so it never touches the
-  queue's rules. Names: ``dojo_jobs_enqueued``, ``dojo_jobs_started``,
-  ``dojo_jobs_succeeded``, ``dojo_jobs_failed`` (counters; Prometheus adds
-  ``_total``), ``dojo_queue_depth`` (gauge by status), ``dojo_job_run_seconds``,
-  ``dojo_job_wait_seconds``, ``dojo_event_fanout_lag_seconds`` (histograms).
-  Tags: ``queue`` and ``type`` (``status`` on the depth gauge).
-* ``window_stats`` and ``series`` read one queue's SQLite store (no Ray):
-  throughput, failure rate, run-time percentiles and per-minute counts over a
-  recent window, for the dashboard.
+``QueueMetrics`` feeds Ray's metrics (exported by every Ray node in Prometheus
+format, see ``deploy/grafana/dojo.json``). The queue actor calls
+``observe(events)`` with each committed batch of events, ``depth(counts)``
+from its tick, and ``fanout_lag(seconds)`` when it hands a batch to a
+subscriber. It learns everything from the events, so it never touches the
+queue's rules. Names: ``dojo_jobs_enqueued``, ``dojo_jobs_started``,
+``dojo_jobs_succeeded``, ``dojo_jobs_failed`` (counters; Prometheus adds
+``_total``), ``dojo_queue_depth`` (gauge by status), ``dojo_job_run_seconds``,
+``dojo_job_wait_seconds``, ``dojo_event_fanout_lag_seconds`` (histograms).
+Tags: ``queue`` and ``type`` (``status`` on the depth gauge). The dashboard's
+windowed statistics are SQL, in ``actors/store/queries.py``.
 """
-
 from __future__ import annotations
 
 import logging
-import math
 
 import orjson
 
@@ -108,65 +102,3 @@ class QueueMetrics:
     def fanout_lag(self, seconds: float) -> None:
         if self.enabled:
             self.lag.observe(max(0.0, seconds), {"queue": self.queue})
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """The p-th percentile (0..100) by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def window_stats(db, since: float, now: float, sample: int = 5000) -> dict:
-    """Throughput, failure rate and run-time percentiles of jobs that ended in [since, now].
-
-    ``db`` is the queue's sqlite3 connection. Counts come from status events;
-    run times from the attempt history of at most ``sample`` recent jobs.
-    """
-    from .store import gseq_since, recently_finished
-
-    first = gseq_since(db, since)  # the window's events by primary-key range, not the whole table
-    rows = db.execute(
-        "SELECT json_extract(data, '$.status'), count(*) FROM events "
-        "WHERE gseq>? AND kind='status' AND at>=? AND at<=? GROUP BY 1", (first, since, now)).fetchall()
-    by_status = {s: n for s, n in rows if s}
-    succeeded, failed = by_status.get("succeeded", 0), by_status.get("failed", 0)
-    enqueued = db.execute(
-        "SELECT count(*) FROM events WHERE gseq>? AND kind='status' AND at>=? AND at<=? AND seq=1",
-        (first, since, now)).fetchone()[0]
-    durations = []
-    for job in recently_finished(db, since, ("succeeded", "failed"), sample):
-        for attempt in job.get("history") or ():
-            if attempt.get("ended_at", 0) >= since and attempt.get("duration") is not None:
-                durations.append(attempt["duration"])
-    ended = succeeded + failed
-    hours = max(now - since, 1.0) / 3600
-    return {
-        "since": since, "until": now, "enqueued": enqueued, "succeeded": succeeded, "failed": failed,
-        "cancelled": by_status.get("cancelled", 0), "retried": by_status.get("retrying", 0),
-        "throughput_per_hour": round(ended / hours, 3),
-        "failure_rate": round(failed / ended, 4) if ended else None,
-        "run_p50": percentile(durations, 50), "run_p95": percentile(durations, 95),
-    }
-
-
-def series(db, since: float, now: float, bucket: float = 60.0) -> dict:
-    """Per-bucket counts of jobs enqueued, succeeded and failed in [since, now] (for the charts)."""
-    from .store import gseq_since
-
-    bucket = max(1.0, float(bucket))
-    n = max(1, math.ceil((now - since) / bucket))
-    out = {k: [0] * n for k in ("enqueued", "succeeded", "failed")}
-    rows = db.execute(
-        "SELECT CAST((at - ?) / ? AS INTEGER), json_extract(data, '$.status'), seq, count(*) FROM events "
-        "WHERE gseq>? AND kind='status' AND at>=? AND at<=? GROUP BY 1, 2, seq=1",
-        (since, bucket, gseq_since(db, since), since, now))
-    for index, status, seq, count in rows:
-        index = min(max(int(index), 0), n - 1)
-        if seq == 1:
-            out["enqueued"][index] += count
-        if status in ("succeeded", "failed"):
-            out[status][index] += count
-    return {"since": since, "bucket": bucket, **out}

@@ -37,7 +37,7 @@ import re
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -52,7 +52,7 @@ from . import tracing
 from . import groups
 from .groups import Lane
 from .exceptions import NotFound
-from .jobs import Backoff, JobType, Resources, get_type
+from .jobs import Backoff, JobType, Resources, lookup
 from .pauses import Pauses
 from .store import FINAL, Store
 
@@ -150,11 +150,13 @@ class JobQueue(QueueControl):
     """All the state of one queue. Single-threaded: the actor serializes calls."""
 
     def __init__(self, name: str, store: Store, limits: Limits = Limits(), rng: random.Random | None = None,
-                 now: float | None = None):
+                 now: float | None = None, *, types: Mapping[str, JobType]):
         if not QUEUE_NAME.match(name):
             raise InvalidInput(f"queue name {name!r} must match {QUEUE_NAME.pattern}")
         self.name = name
         self.store = store
+        #: The job types this queue accepts, by name: the actor's registry (its job modules), a test's own.
+        self.types = types
         self.limits = limits
         self.rng = rng or random.Random()
         self.ids = JobIds(name)
@@ -387,7 +389,7 @@ class JobQueue(QueueControl):
         type_name = spec.get("type")
         if not isinstance(type_name, str) or not type_name:
             raise InvalidInput("'type' is required: the name of a registered job type")
-        job_type: JobType = get_type(type_name)
+        job_type: JobType = lookup(self.types, type_name)
         queue = spec.get("queue", self.name)
         if queue != self.name:
             raise InvalidInput(f"spec is for queue {queue!r} but was sent to queue {self.name!r}")
@@ -802,12 +804,8 @@ class JobQueue(QueueControl):
         job["finished_at"] = now
         self._finish(job, "succeeded", now)
 
-    @staticmethod
-    def _type_or_none(name: str):
-        try:
-            return get_type(name)
-        except InvalidInput:
-            return None
+    def _type_or_none(self, name: str):
+        return self.types.get(name)
 
     def _child_final(self, child: dict, status: str, now: float) -> None:
         parent = self.jobs.get(child["parent_id"])

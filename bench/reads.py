@@ -174,7 +174,7 @@ async def lists(url: str, headers: dict, rounds: int, now: float) -> list[float]
 
 async def loop_bench(db: Path, jobs: int, seconds: float) -> dict:
     """The actor's loop alone: 8 writers (enqueue one job, await the group commit) beside readers."""
-    import pipelines.sample  # noqa: F401  (the echo type)
+    from actors.jobs import load_modules
     from actors.queue import JobQueue, Limits
     from actors.reads import Reader
     from actors.store import Store, select_event_texts, select_jobs
@@ -186,7 +186,7 @@ async def loop_bench(db: Path, jobs: int, seconds: float) -> dict:
     while index_pending(store.db, 5000) >= 5000:  # the dojo's indexer has caught up with the seeded jobs
         pass
     search = SearchIndex(store)  # and keeps up with the new ones between commits, as in the actor
-    q = JobQueue("default", store, Limits(), now=time.time())
+    q = JobQueue("default", store, Limits(), now=time.time(), types=load_modules(["pipelines.sample"]))
     pending: list = []
 
     def flush():

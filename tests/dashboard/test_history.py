@@ -7,12 +7,13 @@ import random
 import pyarrow.parquet as pq
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.exceptions import ConfigError, Forbidden
-from actors.metrics import QueueMetrics, percentile, series, window_stats
+from actors.metrics import QueueMetrics
+from actors.store import percentile, series, window_stats
 from actors.queue import JobQueue, Limits
 from actors.retention import retention_days, sweep
 from actors.store import Store
+from tests.unit.jobtypes import TYPES
 from serve.dashboard import session as sessions
 from serve.dashboard.export import attempt_rows, parse_time, write_parquet
 
@@ -22,7 +23,8 @@ DAY = 86400
 
 @pytest.fixture
 def q(tmp_path):
-    return JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10), rng=random.Random(1))
+    return JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10), rng=random.Random(1),
+                    types=TYPES)
 
 
 def run_job(q, now, spec, outcomes):

@@ -10,13 +10,11 @@ import time
 import pytest
 from aiohttp import web
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors import callbacks
 from actors.exceptions import InvalidInput
-from actors.store import Store
 from actors.views import public
 
-from .conftest import T0
+from .conftest import T0, open_store
 
 KEY = b"k" * 32
 
@@ -54,10 +52,10 @@ def test_the_delivery_is_committed_with_the_status_that_calls_for_it(q, path):
     [staged] = q.take_deliveries()
     assert staged["event"] == "succeeded" and staged["job_id"] == job["id"] and staged["state"] == "pending"
     # Before the commit nothing is durable: a fresh connection sees no delivery (and no success).
-    assert Store(path).pending_deliveries() == []
+    assert open_store(path).pending_deliveries() == []
     q.store.commit()
-    [row] = Store(path).pending_deliveries()
-    assert row["id"] == staged["id"] and Store(path).get_job(job["id"])["status"] == "succeeded"
+    [row] = open_store(path).pending_deliveries()
+    assert row["id"] == staged["id"] and open_store(path).get_job(job["id"])["status"] == "succeeded"
 
 
 def test_only_the_statuses_a_callback_names_are_delivered(q):

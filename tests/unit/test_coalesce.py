@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.exceptions import InvalidInput
 from actors.queue import JobQueue
 from actors.store import Store
 from serve.coalesce import Coalescer
+
+from .jobtypes import TYPES
 
 
 class Recorder:
@@ -92,7 +93,7 @@ async def test_a_caller_that_leaves_does_not_cancel_the_others():
 
 
 async def test_with_the_real_queue_rules_a_bad_spec_fails_alone_and_the_rest_commit(tmp_path):
-    queue = JobQueue("default", Store(tmp_path / "q.sqlite3"))
+    queue = JobQueue("default", Store(tmp_path / "q.sqlite3"), types=TYPES)
 
     async def enqueue(key, specs):
         pairs = queue.enqueue_many(specs, 1.0)

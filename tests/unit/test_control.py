@@ -2,7 +2,6 @@
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.bulk import BulkFilter
 from actors.exceptions import InvalidInput, InvalidTransition
 
@@ -274,7 +273,6 @@ def test_missed_ticks_within_the_catchup_window_are_fired_oldest_first(q):
 
 
 def test_a_paused_queue_asks_the_autoscaler_for_no_node(q):
-    from actors.jobs import REGISTRY
     from actors.scaling import DemandReporter
 
     class Recorder(DemandReporter):  # the Ray edge (gauges, the demand aggregator) replaced by a record
@@ -286,11 +284,11 @@ def test_a_paused_queue_asks_the_autoscaler_for_no_node(q):
 
     enqueue(q)
     q.pause(None, T0)
-    paused = Recorder("default", REGISTRY)
+    paused = Recorder("default", q.types)
     paused.tick(q, T0)
     assert paused.sent == {}
     q.resume(None, T0)
-    resumed = Recorder("default", REGISTRY)
+    resumed = Recorder("default", q.types)
     resumed.tick(q, T0)
     assert resumed.sent and sum(resumed.sent.values()) == 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.durable import Steps, StepMismatch, matches
 from actors.exceptions import InvalidInput, StaleLease
 from actors.queue import Limits

@@ -1,32 +1,23 @@
 """Flows are crash-exact (no Ray): a parent's child counts live and die with the child rows."""
 
 import copy
-import random
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.jobs import JobContext
-from actors.queue import JobQueue, Limits
-from actors.store import Store
 
-T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def path(tmp_path):
-    return tmp_path / "q.sqlite3"
+from .conftest import T0, make_queue
 
 
 @pytest.fixture
 def q(path):
-    return JobQueue("default", Store(path), Limits(lease_ttl=10), rng=random.Random(1), now=T0)
+    return make_queue(path, now=T0)
 
 
 def crash(q, path, now):
     """What a restart sees: the last commit, nothing staged after it."""
     q.store.close()
-    return JobQueue("default", Store(path), q.limits, rng=random.Random(1), now=now)
+    return make_queue(path, q.limits, now=now)
 
 
 def running_parent(q, **spec):

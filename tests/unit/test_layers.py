@@ -58,3 +58,22 @@ def test_job_packages_bring_their_routes_and_commands():
     assert done.returncode == 0, done.stderr
     for command in ("render", "crawl", "clips", "batch"):
         assert command in done.stdout.split("positional arguments:")[0], done.stdout
+
+
+def test_the_queue_rules_tests_import_neither_ray_nor_a_job_package():
+    """The rules get their job types injected (``tests/unit/jobtypes.py``): no unit test names a job package
+    or Ray, and loading the rules' tests (as pytest does) loads neither. (Two of their tests, of the
+    runner's and the facade's helpers, import those modules, which use Ray, inside the test.)"""
+    unit = ROOT / "tests" / "unit"
+    assert not {str(p.relative_to(ROOT)): sorted(imported_modules(p)) for p in unit.glob("*.py")
+                if p.name != "test_layers.py"
+                and any(n.split(".")[0] in ("ray", "pipelines") for n in imported_modules(p))}
+    rules = [p for p in unit.glob("test_*.py") if "actors.queue" in imported_modules(p)
+             or "from .conftest import" in p.read_text(encoding="utf-8")]
+    assert len(rules) >= 10, rules
+    modules = sorted(f"tests.unit.{p.stem}" for p in rules)
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'pipelines'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

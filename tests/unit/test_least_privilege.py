@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import random
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.exceptions import InvalidInput
 from actors.queue import JobQueue, Limits
 from actors.retention import delete_objects, folders_of, foreign_objects, outputs_of, owns, sweep
 from actors.settings import Settings
 from actors.storage import LocalStore
-from actors.store import Store
+from actors.store import MemoryDisk
 from serve.auth import Authenticator, channel_stream, mint, query_token_allowed
 
-T0 = 1_700_000_000.0
+from .conftest import T0, make_queue
 JOB = "j_0000000000000000ab12"
 OTHER = "j_0000000000000000cd34.renders"
 
@@ -50,7 +48,7 @@ def test_deleting_a_job_deletes_its_folders_and_nothing_else(tmp_path):
 
 
 def test_delete_and_retention_hand_the_deleted_jobs_over_for_their_objects(tmp_path):
-    q = JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10), rng=random.Random(1), now=T0)
+    q = make_queue(MemoryDisk(), now=T0)
     ids = []
     for _ in range(2):
         [(job, _)] = q.enqueue_many([{"type": "echo"}], T0)

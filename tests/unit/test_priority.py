@@ -1,19 +1,17 @@
 """Priority across a queue's job types, with aging (``Limits.priority_aging``): the rules, without Ray."""
 
-import random
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.queue import JobQueue, Limits
-from actors.store import Store
+
+from .conftest import make_queue
 
 T0 = 1_700_000_000.0
 
 
 def make(tmp_path, aging: float) -> JobQueue:
-    return JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10, priority_aging=aging),
-                    rng=random.Random(1))
+    return make_queue(tmp_path / "q.sqlite3", Limits(lease_ttl=10, priority_aging=aging))
 
 
 def enqueue(q, now, **spec):

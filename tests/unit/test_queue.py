@@ -2,12 +2,11 @@
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors.exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease, UnknownJobType
 from actors.queue import JobQueue, Limits, queue_of
-from actors.store import Store
+from actors.store import MemoryDisk
 
-from .conftest import T0, enqueue, reopen
+from .conftest import T0, enqueue, make_queue, reopen
 
 
 @pytest.fixture
@@ -42,7 +41,7 @@ def test_enqueue_lease_complete_is_recorded_with_history_and_events(q):
 def test_ids_sort_by_creation_and_name_their_queue(q, tmp_path):
     ids = [enqueue(q, now=T0 + i * 0.0001)["id"] for i in range(50)]
     assert ids == sorted(ids) and len(set(ids)) == 50
-    other = JobQueue("video", Store(tmp_path / "v.sqlite3"))
+    other = make_queue(MemoryDisk(), name="video")
     vid = enqueue(other)["id"]
     assert queue_of(vid) == "video" and queue_of(ids[0]) == "default"
     with pytest.raises(InvalidInput):
@@ -272,10 +271,6 @@ def test_flow_parent_waits_for_children_then_succeeds_with_a_report(q):
 
 
 def test_flow_callback_runs_once_as_a_leased_attempt(q):
-    from actors.jobs import REGISTRY, JobType
-
-    REGISTRY["with-callback"] = JobType(name="with-callback", perform=lambda c, p: None,
-                                        on_children_done=lambda c, p, o: len(o))
     parent = enqueue(q, type="with-callback")
     [lease] = q.lease("r", ["with-callback"], 1, T0)
     q.enqueue_many([{"type": "echo", "parent_id": parent["id"]}], T0)

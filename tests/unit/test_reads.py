@@ -14,7 +14,7 @@ import threading
 import orjson
 import pytest
 
-from actors import store as store_mod
+from actors.store import queries as store_mod
 from actors.reads import Reader
 from actors.retention import prune_events
 from actors.search import SearchIndex

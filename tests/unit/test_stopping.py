@@ -1,6 +1,5 @@
 """Stopping one attempt: the queue's side (interrupt, release) and the job type's isolation option (no Ray)."""
 
-import random
 import subprocess
 import sys
 import threading
@@ -8,19 +7,16 @@ import time
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors import stopping
 from actors.exceptions import ConfigError
 from actors.jobs import JobType, register_type
-from actors.queue import JobQueue, Limits
-from actors.store import Store
 
-T0 = 1_700_000_000.0
+from .conftest import T0, make_queue
 
 
 @pytest.fixture
-def q(tmp_path):
-    return JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10), rng=random.Random(1), now=T0)
+def q(path):
+    return make_queue(path, now=T0)
 
 
 def test_an_interrupted_attempt_is_queued_again_without_spending_an_attempt(q):

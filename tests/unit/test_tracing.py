@@ -1,15 +1,13 @@
 """One OpenTelemetry trace from the enqueue to a child's attempt (actors/tracing.py), with the SDK's in-memory
 exporter: the spans the API and the runner make, linked through the job's ``trace`` field and its lease."""
 
-import random
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors import tracing
 from actors.exceptions import InvalidInput
-from actors.queue import JobQueue, Limits
-from actors.store import Store
+
+from .conftest import make_queue
 
 T0 = 1_700_000_000.0
 
@@ -24,8 +22,8 @@ def spans():
 
 
 @pytest.fixture
-def q(tmp_path):
-    return JobQueue("default", Store(tmp_path / "q.sqlite3"), Limits(lease_ttl=10), rng=random.Random(1))
+def q(path):
+    return make_queue(path)
 
 
 def test_one_trace_from_the_request_through_the_wait_and_attempt_to_a_child(spans, q):

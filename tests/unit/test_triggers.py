@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-import pipelines.sample  # noqa: F401  (registers the sample job types)
 from actors import callbacks
 from actors.exceptions import InvalidInput, NotFound, Unauthorized
 
