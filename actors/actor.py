@@ -36,6 +36,7 @@ from .queue import JobQueue, Limits, split_lane
 from .reads import Reader
 from .search import SearchIndex
 from .settings import Settings
+from .limits.places import Places
 from .store import Store, select_event_texts, select_events, select_jobs, select_logs, series, window_stats
 from .views import public
 
@@ -125,9 +126,7 @@ class QueueService:
         self._prune = retention.Paced(retention.PRUNE_EVERY_S, retention.PRUNE_PAGE,
                                       lambda now: retention.prune_events(self.store, now, event_days))
         self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
-        self._slots: dict[str, dict[str, float]] = {}
-        self._slot_waiters: dict[str, list[asyncio.Future]] = {}
-        self._slot_ids = itertools.count(1)
+        self.places = Places()  # in-flight places (actors/limits/)
         self.started_at = time.time()
         self.metrics = QueueMetrics(name)
         self.scaling = scaling.DemandReporter(name, self.registry)
@@ -743,7 +742,7 @@ class QueueService:
     # -- rate limits (shared by every worker) ------------------------------------
     @writes
     async def bucket_put(self, name: str, rate: float, burst: float) -> dict:
-        return self.q.define_bucket(name, rate, burst, time.time())
+        return self.q.buckets.define(name, rate, burst, time.time())
 
     async def bucket_get(self, name: str) -> dict:
         return self.q.buckets.get(name).to_dict()
@@ -752,49 +751,19 @@ class QueueService:
     async def take_tokens(self, name: str, want: int = 1, rate: float | None = None,
                           burst: float | None = None) -> dict:
         """Grant up to ``want`` tokens; committed before granted, so a restart never refills a bucket."""
-        return self.q.take_tokens(name, want, time.time(), rate, burst)
+        return self.q.buckets.take(name, want, time.time(), rate, burst)
 
     @writes
     async def pause_bucket(self, name: str, until: float) -> dict:
-        return self.q.pause_bucket(name, until, time.time())
+        return self.q.buckets.pause(name, until, time.time())
 
     async def acquire_slots(self, name: str, limit: int, holder: str, want: int = 1, ttl: float = 60.0,
                             wait: float = 30.0) -> list[str]:
-        """Up to ``want`` of the ``limit`` in-flight places of ``name`` (e.g. a host), as place ids.
-
-        Waits up to ``wait`` seconds for at least one (then returns ``[]``). Places live in memory and
-        expire ``ttl`` seconds after the grant, so a dead worker cannot hold one forever.
-        """
-        deadline = time.monotonic() + wait
-        while True:
-            now = time.monotonic()
-            holders = self._slots.setdefault(name, {})
-            for stale in [h for h, expires in holders.items() if expires < now]:
-                del holders[stale]
-            free = limit - len(holders)
-            if free > 0:
-                granted = [f"{holder}:{next(self._slot_ids)}" for _ in range(min(max(1, want), free))]
-                for place in granted:
-                    holders[place] = now + ttl
-                return granted
-            if now >= deadline:
-                return []
-            waiter = asyncio.get_running_loop().create_future()
-            self._slot_waiters.setdefault(name, []).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, min(deadline - now, ttl))
-            except asyncio.TimeoutError:
-                pass
+        """Up to ``want`` of the ``limit`` in-flight places of ``name`` (actors/limits/places.py)."""
+        return await self.places.acquire(name, limit, holder, want, ttl, wait)
 
     async def release_slots(self, name: str, places: list[str]) -> None:
-        holders = self._slots.get(name, {})
-        freed = sum(holders.pop(place, None) is not None for place in places)
-        waiters = self._slot_waiters.get(name)
-        while waiters and freed:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(True)
-                freed -= 1
+        self.places.release(name, places)
 
 
 QueueActor = ray.remote(QueueService)

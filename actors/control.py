@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 
+from .ids import LANE_SEP
 from .pauses import check_types
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,6 @@ PURGE_CHUNK = 5000
 QUEUE_STREAM = "queue:"
 #: Jobs waiting for a start, which a purge removes (a running or waiting-for-children job is not purged).
 PURGEABLE = ("queued", "scheduled", "retrying")
-LANE_SEP = "\x1f"  # as in queue.py: a lane is "<type><LANE_SEP><resources>"
 
 
 class QueueControl:
@@ -41,7 +41,7 @@ class QueueControl:
 
     def _pauses_changed(self, kind: str, types, now: float) -> dict:
         self.store.set_meta("paused", self.pauses.to_dict())
-        self._emit(QUEUE_STREAM + self.name, kind, {"queue": self.name, "types": types}, now)
+        self.event_log.emit(QUEUE_STREAM + self.name, kind, {"queue": self.name, "types": types}, now)
         return self.pause_state()
 
     def pause_state(self) -> dict:
@@ -62,7 +62,7 @@ class QueueControl:
                 continue
             del self.jobs[job_id]
             self._ver.pop(job_id, None)
-            self._stream_seq.pop("job:" + job_id, None)
+            self.event_log.end("job:" + job_id)
             key = job.get("unique_key")
             if key and self._unique.get(key) == job_id:
                 del self._unique[key]
@@ -75,7 +75,7 @@ class QueueControl:
         return purged
 
     def purged(self, count: int, types, now: float) -> None:
-        self._emit(QUEUE_STREAM + self.name, "purged", {"queue": self.name, "types": types, "count": count}, now)
+        self.event_log.emit(QUEUE_STREAM + self.name, "purged", {"queue": self.name, "types": types, "count": count}, now)
 
     # -- enqueue: dedup and debounce -----------------------------------------------------
     def _dedup_holder(self, record: dict, now: float) -> dict | None:

@@ -42,11 +42,14 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
-from . import admission, callbacks, durable
+from .ids import LANE_SEP, QUEUE_NAME, STATUSES, JobIds, lane_of, queue_of, split_lane  # noqa: F401 (names of the queue)
+from . import admission, callbacks, durable, specs
+from .specs import check_channel, check_size
 from .triggers import NAME as CHANNEL_NAME, Triggers
 from . import schedules as cron
-from .buckets import Buckets
+from .limits.buckets import Buckets
 from .control import QueueControl
+from .events import EventLog
 from .expiry import Expiry, expires_at
 from . import tracing
 from . import groups
@@ -59,18 +62,6 @@ from .store import FINAL, Store
 log = logging.getLogger(__name__)
 
 
-def _compact(value) -> bytes:
-    return orjson.dumps(value)
-
-STATUSES = ("queued", "scheduled", "running", "retrying", "waiting", "sleeping", "succeeded", "failed", "cancelled",
-            "expired")
-QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-KEY_MAX = 200
-SPEC_KEYS = {"type", "payload", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "backoff",
-             "unique_key", "concurrency_key", "concurrency_limit", "resources", "parent_id",
-             "expires_in", "dedup", "debounce", "throttle", "group", "trace", "callback"}
-
-
 @dataclass(frozen=True)
 class Limits:
     max_payload_bytes: int = 256 * 1024
@@ -81,69 +72,8 @@ class Limits:
     priority_aging: float = 0.0
 
 
-LANE_SEP = "\x1f"
 #: After a reload, a running lease expires this many TTLs later unless its worker heartbeats.
 RELOAD_TTLS = 2
-
-
-def lane_of(job: dict) -> str:
-    """A job's dispatch lane: its type and the resources each attempt needs (one runner kind per lane)."""
-    return job["type"] + LANE_SEP + orjson.dumps(job["resources"], option=orjson.OPT_SORT_KEYS).decode()
-
-
-def split_lane(lane: str) -> tuple[str, dict]:
-    type_name, _, resources = lane.partition(LANE_SEP)
-    return type_name, orjson.loads(resources) if resources else {}
-
-
-class JobIds:
-    """Server-generated ids that sort by creation time: ``j_<ms><counter><random>``."""
-
-    def __init__(self, queue: str):
-        self.suffix = "" if queue == "default" else "." + queue
-        self.last_ms = 0
-        self.counter = 0
-
-    def next(self, now: float) -> str:
-        ms = int(now * 1000)
-        if ms <= self.last_ms:
-            ms = self.last_ms
-            self.counter += 1
-        else:
-            self.last_ms, self.counter = ms, 0
-        return f"j_{ms:011x}{self.counter:05x}{os.urandom(2).hex()}{self.suffix}"
-
-
-def queue_of(job_id: str) -> str:
-    """The queue a job id belongs to (ids of non-default queues end in '.<queue>')."""
-    if not isinstance(job_id, str) or not re.fullmatch(r"j_[0-9a-f]{20}(\.[a-z0-9][a-z0-9_-]{0,39})?", job_id):
-        raise InvalidInput(f"malformed job id {job_id!r}; job ids look like 'j_0192ab34cd5600001a2b'")
-    return job_id.split(".", 1)[1] if "." in job_id else "default"
-
-
-def _number(spec: dict, key: str, kind=float, minimum=None, default=None):
-    value = spec.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise InvalidInput(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise InvalidInput(f"{key} must be >= {minimum}, got {value!r}")
-    return kind(value)
-
-
-def _check_channel(channel) -> None:
-    if not isinstance(channel, str) or not CHANNEL_NAME.match(channel):
-        raise InvalidInput("channel names are 1-100 characters of letters, digits, '_', '.', ':' or '-'")
-
-
-def _key(spec: dict, key: str) -> str | None:
-    value = spec.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > KEY_MAX:
-        raise InvalidInput(f"{key} must be a non-empty string of at most {KEY_MAX} characters")
-    return value
 
 
 class JobQueue(QueueControl):
@@ -171,8 +101,6 @@ class JobQueue(QueueControl):
         self._runner_tokens: dict[str, set[int]] = defaultdict(set)
         self._expiry: list = []  # heap of (expires, token)
         self._deadlines: list = []  # heap of (deadline, token)
-        self._stream_seq: dict[str, int] = {}
-        self._events: list[dict] = []
         self._deliveries: list[dict] = []  # callback deliveries staged with the status changes that call for them
         # Fencing tokens are <epoch><counter>: a new epoch per start, committed before any lease, so a
         # lease handed out but never committed can't share its token with a later one.
@@ -180,11 +108,11 @@ class JobQueue(QueueControl):
         store.set_meta("epoch", self.epoch)
         store.commit()
         self.next_token = self.epoch << 32 | 1
-        self.next_gseq = store.max_gseq() + 1
+        self.event_log = EventLog(store)  # numbers and stages every event (actors/events.py)
         self.schedules: dict[str, dict] = store.schedules()
         # Jobs per status, kept as they change (stats and metrics must not scan the table).
         self.counts: dict[str, int] = defaultdict(int, store.count_by_status())
-        self.buckets = Buckets(store.buckets())
+        self.buckets = Buckets(store)  # rate-limit buckets (actors/limits/)
         self._loaded_at = now  # when the state was reloaded (None: keep the stored lease expiries)
         self._settle: list[str] = []  # waiting parents found complete at reload; finished by promote_due
         self._waiters: dict[str, set[str]] = defaultdict(set)  # channel -> sleeping jobs waiting for a message on it
@@ -245,20 +173,8 @@ class JobQueue(QueueControl):
                      len(self._running), extra={"queue": self.name})
 
     # -- events ------------------------------------------------------------
-    def _emit(self, stream: str, kind: str, data: dict, now: float) -> dict:
-        seq = self._stream_seq.get(stream)
-        if seq is None:
-            seq = self.store.last_seq(stream)
-        seq += 1
-        self._stream_seq[stream] = seq
-        event = {"gseq": self.next_gseq, "stream": stream, "seq": seq, "at": now, "kind": kind, "data": data}
-        self.next_gseq += 1
-        self.store.add_event(event)
-        self._events.append(event)
-        return event
-
     def _job_event(self, job: dict, kind: str, now: float, **data) -> dict:
-        return self._emit("job:" + job["id"], kind, {"job_id": job["id"], "type": job["type"], **data}, now)
+        return self.event_log.emit("job:" + job["id"], kind, {"job_id": job["id"], "type": job["type"], **data}, now)
 
     def _status(self, job: dict, status: str, now: float, **data) -> None:
         old = job.get("status")
@@ -276,8 +192,7 @@ class JobQueue(QueueControl):
 
     def take_events(self) -> list[dict]:
         """Events staged since the last call; publish them only after the commit."""
-        events, self._events = self._events, []
-        return events
+        return self.event_log.take()
 
     def take_deliveries(self) -> list[dict]:
         """Callback deliveries staged since the last call; send them only after the commit."""
@@ -289,9 +204,9 @@ class JobQueue(QueueControl):
 
         Jobs sleeping in ``ctx.wait_for`` on this channel whose ``match`` the message has wake up with it.
         """
-        _check_channel(channel)
-        self._check_size(message, self.limits.max_payload_bytes, "message")
-        event = self._emit("channel:" + channel, "message", {"channel": channel, "message": message}, now)
+        check_channel(channel)
+        check_size(message, self.limits.max_payload_bytes, "message")
+        event = self.event_log.emit("channel:" + channel, "message", {"channel": channel, "message": message}, now)
         for job_id in list(self._waiters.get(channel, ())):
             job = self.jobs.get(job_id)
             if job is not None and job["status"] == "sleeping" and durable.matches(message, job["wake"]["match"]):
@@ -319,7 +234,7 @@ class JobQueue(QueueControl):
             raise InvalidInput(f"step {name!r} reported at position {index}, but the job has {len(steps)} steps")
         if len(steps) >= durable.MAX_STEPS:
             raise InvalidInput(f"a job may record at most {durable.MAX_STEPS} steps")
-        self._check_size(result, self.limits.max_result_bytes, f"the result of step {name!r}")
+        check_size(result, self.limits.max_result_bytes, f"the result of step {name!r}")
         steps.append({"name": name, "result": result, "attempt": job["attempts"], "at": now})
         job["updated_at"] = now
         self._job_event(job, "step", now, attempt=job["attempts"], name=name, index=index)
@@ -337,7 +252,7 @@ class JobQueue(QueueControl):
         if step is not None:
             self.record_step(token, job_id, step["index"], step["name"], step["result"], now)
         if wait is not None:
-            _check_channel(wait.get("channel"))
+            check_channel(wait.get("channel"))
             if not isinstance(wait.get("match"), dict) or wait.get("index") != len(job.get("steps") or []):
                 raise InvalidInput("a wait names its channel, a match object and its step position")
         self._record(job, token, "suspended", now, None, duration)
@@ -380,62 +295,8 @@ class JobQueue(QueueControl):
 
     # -- enqueue -----------------------------------------------------------
     def validate(self, spec: Any, now: float) -> dict:
-        """Turn an enqueue spec into a new job record, or raise InvalidInput; changes nothing."""
-        if not isinstance(spec, dict):
-            raise InvalidInput(f"a job spec must be an object with at least 'type', got {type(spec).__name__}")
-        unknown = set(spec) - SPEC_KEYS
-        if unknown:
-            raise InvalidInput(f"unknown job fields {sorted(unknown)}; allowed: {sorted(SPEC_KEYS)}")
-        type_name = spec.get("type")
-        if not isinstance(type_name, str) or not type_name:
-            raise InvalidInput("'type' is required: the name of a registered job type")
-        job_type: JobType = lookup(self.types, type_name)
-        queue = spec.get("queue", self.name)
-        if queue != self.name:
-            raise InvalidInput(f"spec is for queue {queue!r} but was sent to queue {self.name!r}")
-        payload = spec.get("payload")
-        self._check_size(payload, self.limits.max_payload_bytes, "payload")
-        if job_type.validate is not None:
-            job_type.validate(payload)
-        if "delay" in spec and "run_at" in spec:
-            raise InvalidInput("give either 'delay' (seconds) or 'run_at' (epoch seconds), not both")
-        delay = _number(spec, "delay", float, 0, 0.0)
-        run_at = _number(spec, "run_at", float, 0, None)
-        run_at = now + delay if run_at is None else run_at
-        backoff = job_type.backoff
-        if spec.get("backoff") is not None:
-            if not isinstance(spec["backoff"], dict):
-                raise InvalidInput("backoff must be an object like {'strategy': 'exponential', 'delay': 1, 'cap': 60}")
-            try:
-                backoff = Backoff(**{**backoff.to_dict(), **spec["backoff"]})
-            except TypeError:
-                raise InvalidInput("backoff keys are strategy, delay, cap and jitter") from None
-        resources = Resources.from_dict(spec["resources"]) if spec.get("resources") else job_type.resources
-        concurrency_key = _key(spec, "concurrency_key")
-        limit = _number(spec, "concurrency_limit", int, 1, 1 if concurrency_key else None)
-        if limit is not None and not concurrency_key:
-            raise InvalidInput("concurrency_limit needs a concurrency_key")
-        timeout = _number(spec, "timeout", float, 0.001, job_type.timeout)
-        max_attempts = _number(spec, "max_attempts", int, 1, job_type.max_attempts)
-        parent_id = spec.get("parent_id")
-        if parent_id is not None:
-            queue_of(parent_id)
-        control = {**admission.parse(spec), "group": groups.parse(spec), "trace": tracing.check(spec.get("trace"))}
-        if control["debounce"]:
-            run_at = now + control["debounce"]["period"]
-        expires = expires_at(spec, run_at, now)
-        return {
-            "id": None, "queue": self.name, "type": type_name, "payload": payload, "status": None,
-            "priority": _number(spec, "priority", int, None, 0),
-            "run_at": run_at, "created_at": now, "updated_at": now, "started_at": None, "finished_at": None,
-            "attempts": 0, "max_attempts": max_attempts, "budget": max_attempts,
-            "backoff": backoff.to_dict(), "timeout": timeout,
-            "unique_key": _key(spec, "unique_key"), "concurrency_key": concurrency_key,
-            "concurrency_limit": limit, "resources": resources.to_dict(),
-            "result": None, "result_key": None, "error": None, "progress": None,
-            "parent_id": parent_id, "phase": "perform", "children": None, "lease": None, "history": [], "cancel_requested": False,
-            "expires_at": expires, "callback": callbacks.parse(spec.get("callback")), **control,
-        }
+        """Turn an enqueue spec into a new job record, or raise InvalidInput; changes nothing (``specs.py``)."""
+        return specs.new_job(spec, now, self.name, self.types, self.limits.max_payload_bytes)
 
     def enqueue_many(self, specs: list, now: float) -> list[tuple[dict, bool]]:
         """Validate every spec, then add them all; returns (job, created) pairs.
@@ -482,7 +343,7 @@ class JobQueue(QueueControl):
                 parent = self.jobs[record["parent_id"]]
                 self._children_of(parent)["total"] += 1
                 self._save(parent)  # the count commits with the child's row, never after it
-            self._stream_seq["job:" + record["id"]] = 0  # a new stream: no need to ask the store
+            self.event_log.begin("job:" + record["id"])
             if key:
                 self._unique[key] = record["id"]
             if record["run_at"] > now:
@@ -494,16 +355,6 @@ class JobQueue(QueueControl):
             self._admit(record, now)
             out.append((record, True))
         return out
-
-    def _check_size(self, value: Any, limit: int, what: str) -> int:
-        try:
-            size = 4 if value is None else len(_compact(value))
-        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-            raise InvalidInput(f"{what} must be JSON-serializable: {exc}") from None
-        if size > limit:
-            raise PayloadTooLarge(f"{what} is {size} bytes, over the limit of {limit} bytes; "
-                                  "put large inputs in object storage and pass their keys", size=size, limit=limit)
-        return size
 
     # -- indexes -----------------------------------------------------------
     def _bump(self, job: dict) -> int:
@@ -655,7 +506,7 @@ class JobQueue(QueueControl):
         if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
                                      or not 0 <= fraction <= 1):
             raise InvalidInput(f"progress fraction must be a number within 0..1, got {fraction!r}")
-        self._check_size(report, 16 * 1024, "progress")
+        check_size(report, 16 * 1024, "progress")
         job["progress"] = report
         job["lease"]["expires"] = now + job["lease"]["ttl"]
         heapq.heappush(self._expiry, (job["lease"]["expires"], token))
@@ -675,7 +526,7 @@ class JobQueue(QueueControl):
             return self.get(job_id)
         job = self._lease_of(token, job_id)
         try:
-            self._check_size(result, self.limits.max_result_bytes, "result")
+            check_size(result, self.limits.max_result_bytes, "result")
         except InvalidInput as exc:
             return self._end(job, token, "failed", now, error={"type": type(exc).__name__, "message": exc.message,
                                                                 "traceback": None}, retry=False)
@@ -827,7 +678,7 @@ class JobQueue(QueueControl):
         self._status(job, status, now, **data)
         self.jobs.pop(job["id"], None)
         self._ver.pop(job["id"], None)
-        self._stream_seq.pop("job:" + job["id"], None)
+        self.event_log.end("job:" + job["id"])
         key = job["unique_key"]
         if key and self._unique.get(key) == job["id"]:
             del self._unique[key]
@@ -1115,24 +966,3 @@ class JobQueue(QueueControl):
         schedule.update(last_run=now, last_job_id=job["id"], fired=schedule["fired"] + 1, last_error=None)
         self.store.put_schedule(schedule["name"], schedule)
         return job
-
-    # -- rate limits -----------------------------------------------------------
-    def define_bucket(self, name: str, rate, burst, now: float) -> dict:
-        bucket = self.buckets.define(name, rate, burst, now)
-        self.store.put_bucket(name, bucket.to_dict())
-        return bucket.to_dict()
-
-    def take_tokens(self, name: str, want: int, now: float, rate=None, burst=None) -> dict:
-        """Grant tokens of a bucket (created with ``rate``/``burst`` on first use when given)."""
-        if name not in self.buckets.buckets and rate is not None:
-            self.define_bucket(name, rate, burst if burst is not None else rate, now)
-        bucket = self.buckets.get(name)
-        granted, wait = bucket.take(want, now)
-        self.store.put_bucket(name, bucket.to_dict())
-        return {"granted": granted, "retry_after": round(wait, 4)}
-
-    def pause_bucket(self, name: str, until: float, now: float) -> dict:
-        bucket = self.buckets.get(name)
-        bucket.pause(until, now)
-        self.store.put_bucket(name, bucket.to_dict())
-        return bucket.to_dict()

@@ -26,7 +26,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import AsyncContextManager, AsyncIterator, Protocol, runtime_checkable
 
-from actors.handoff import Handoff
+from actors.limits.handoff import Handoff
 
 
 @runtime_checkable

@@ -354,18 +354,18 @@ def test_pause_and_run_now(q):
 def test_token_bucket_grants_at_most_rate_and_burst_and_survives_restart(q, path):
     granted = 0
     now = T0
-    q.define_bucket("helix", 20, 20, T0)
+    q.buckets.define("helix", 20, 20, T0)
     while now < T0 + 10:
-        granted += q.take_tokens("helix", 5, now)["granted"]
+        granted += q.buckets.take("helix", 5, now)["granted"]
         now += 0.01
     assert 20 + 20 * 9.99 - 1 <= granted <= 20 + 20 * 10  # burst, then the rate
     q = reopen(q, path)
-    assert q.take_tokens("helix", 5, now)["granted"] <= 1  # a restart does not refill it
-    q.pause_bucket("helix", now + 30, now)
-    answer = q.take_tokens("helix", 1, now + 10)
+    assert q.buckets.take("helix", 5, now)["granted"] <= 1  # a restart does not refill it
+    q.buckets.pause("helix", now + 30, now)
+    answer = q.buckets.take("helix", 1, now + 10)
     assert answer == {"granted": 0, "retry_after": 20.0}
     with pytest.raises(InvalidInput):
-        q.define_bucket("x", 0, 1, T0)
+        q.buckets.define("x", 0, 1, T0)
 
 
 def test_a_jobs_own_resources_get_their_own_lane(q):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from .exceptions import InvalidInput, NotFound
+from ..exceptions import InvalidInput, NotFound
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
@@ -62,23 +62,44 @@ class Bucket:
 
 
 class Buckets:
-    """The buckets of one queue; the caller persists ``dirty`` ones."""
+    """The buckets of one queue, persisted through its store (staged with the commit that answers)."""
 
-    def __init__(self, stored: dict[str, dict]):
-        self.buckets = {name: Bucket(**data) for name, data in stored.items()}
+    def __init__(self, store):
+        self.store = store
+        self.buckets = {name: Bucket(**data) for name, data in store.buckets().items()}
 
-    def define(self, name: str, rate, burst, now: float) -> Bucket:
+    def define(self, name: str, rate, burst, now: float) -> dict:
+        """Create or change a bucket; what was spent stays spent (redefining must not refill it)."""
         bucket = Bucket.create(name, rate, burst, now)
         old = self.buckets.get(name)
-        if old is not None:  # keep what was spent: redefining must not refill it
+        if old is not None:
             old._refill(now)
             bucket.tokens = min(old.tokens, bucket.burst)
             bucket.paused_until, bucket.granted = old.paused_until, old.granted
         self.buckets[name] = bucket
-        return bucket
+        return self._save(bucket)
 
     def get(self, name: str) -> Bucket:
         try:
             return self.buckets[name]
         except KeyError:
             raise NotFound(f"no rate-limit bucket {name!r}; define it with PUT /v1/ratelimits/{name}") from None
+
+    def take(self, name: str, want: int, now: float, rate=None, burst=None) -> dict:
+        """Grant tokens of a bucket (created with ``rate``/``burst`` on first use when given)."""
+        if name not in self.buckets and rate is not None:
+            self.define(name, rate, burst if burst is not None else rate, now)
+        bucket = self.get(name)
+        granted, wait = bucket.take(want, now)
+        self._save(bucket)
+        return {"granted": granted, "retry_after": round(wait, 4)}
+
+    def pause(self, name: str, until: float, now: float) -> dict:
+        bucket = self.get(name)
+        bucket.pause(until, now)
+        return self._save(bucket)
+
+    def _save(self, bucket: Bucket) -> dict:
+        data = bucket.to_dict()
+        self.store.put_bucket(bucket.name, data)
+        return data

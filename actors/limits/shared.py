@@ -26,8 +26,8 @@ from typing import AsyncIterator
 import ray
 
 from .handoff import Handoff
-from .runner import actor_name
-from .settings import NAMESPACE
+from ..runner import actor_name
+from ..settings import NAMESPACE
 
 log = logging.getLogger(__name__)
 
