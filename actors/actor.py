@@ -37,6 +37,7 @@ from .reads import Reader
 from .search import SearchIndex
 from .settings import Settings
 from .limits.places import Places
+from .events import Subscriptions
 from .store import Store, select_event_texts, select_events, select_jobs, select_logs, series, window_stats
 from .views import public
 
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 PULL = "pull:"  # runner name prefix of a pull worker's leases
 DEPTH_EVERY_S = 5.0
-RECENT_EVENTS = 20_000
 
 
 def writes(method):
@@ -116,10 +116,8 @@ class QueueService:
         self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
         self._beats: dict[str, asyncio.Future] = {}  # runner id -> its pending long-poll heartbeat
         self._commit_future: asyncio.Future | None = None
-        self._recent: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
-        self._new_events = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
-        self._committed_gseq = self.store.max_gseq()
+        self.fanout = Subscriptions(self.store.max_gseq())  # committed events to subscribers (actors/events.py)
         self._sweep = retention.Paced(retention.SWEEP_EVERY_S, retention.PAGE,
                                       lambda now: retention.sweep(self.q, now, limit=retention.PAGE))
         event_days = retention.event_retention_days()  # a bad value stops the actor here, with its message
@@ -201,11 +199,8 @@ class QueueService:
         self.callbacks.add(self.q.take_deliveries())
         events = self.q.take_events()
         if events:
-            self._committed_gseq = events[-1]["gseq"]
             self.metrics.observe(events)
-            self._recent.extend(events)
-            self._new_events.set()
-            self._new_events = asyncio.Event()
+            self.fanout.publish(events)
         future.set_result(None)
         self._dispatch()
 
@@ -591,7 +586,7 @@ class QueueService:
     @reads
     async def stats(self) -> dict:
         stats = self.q.stats()
-        stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self._committed_gseq,
+        stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self.fanout.last_gseq,
                      started_at=self.started_at)
         return stats
 
@@ -685,12 +680,12 @@ class QueueService:
                    for j in self.q.jobs.values() if j["status"] == "running"]
         window, chart = await self.reader.run(lambda db: (window_stats(db, since, now), series(db, since, now, bucket)))
         return {**stats, "window": window, "series": chart, "running_jobs": running[:1000], "runners": len(self._runners),
-                "concurrency": self.concurrency, "last_gseq": self._committed_gseq}
+                "concurrency": self.concurrency, "last_gseq": self.fanout.last_gseq}
 
     async def ping(self) -> dict:
         self._ensure_loop()
         return {"queue": self.name, "incarnation": self._incarnation, "pid": os.getpid(),
-                "last_gseq": self._committed_gseq}
+                "last_gseq": self.fanout.last_gseq}
 
     async def subscribe(self, after: int):
         """Every committed event with gseq > after, in order, as batches; then live batches, forever.
@@ -698,21 +693,10 @@ class QueueService:
         Call it with ``max_task_retries=0``: after an actor restart, resubscribe from the last gseq seen.
         """
         self._ensure_loop()
-        cursor = after
-        while True:
-            recent = self._recent
-            if recent and cursor + 1 >= recent[0]["gseq"]:
-                missing = recent[-1]["gseq"] - cursor
-                batch = list(itertools.islice(recent, len(recent) - missing, len(recent) - missing + 2000)) \
-                    if missing > 0 else []
-            else:  # a subscriber behind the recent events catches up from the store, off this loop
-                batch = await self.reader.run(select_events, None, cursor, 2000)
-            if batch:
-                cursor = batch[-1]["gseq"]
-                self.metrics.fanout_lag(time.time() - batch[-1]["at"])
-                yield batch
-                continue
-            await self._new_events.wait()
+        async for batch in self.fanout.follow(after, lambda cursor, limit: self.reader.run(select_events, None,
+                                                                                          cursor, limit)):
+            self.metrics.fanout_lag(time.time() - batch[-1]["at"])
+            yield batch
 
 
     # -- schedules -----------------------------------------------------------
@@ -722,18 +706,18 @@ class QueueService:
 
     async def schedule_list(self) -> list[dict]:
         self._ensure_loop()
-        return sorted(self.q.schedules.values(), key=lambda s: s["name"])
+        return sorted(self.q.schedules.all.values(), key=lambda s: s["name"])
 
     async def schedule_get(self, name: str) -> dict:
-        return self.q.schedule(name)
+        return self.q.schedules.get(name)
 
     @writes
     async def schedule_delete(self, name: str) -> None:
-        self.q.remove_schedule(name)
+        self.q.schedules.remove(name)
 
     @writes
     async def schedule_pause(self, name: str, paused: bool) -> dict:
-        return self.q.pause_schedule(name, paused, time.time())
+        return self.q.schedules.pause(name, paused, time.time())
 
     @writes
     async def schedule_run(self, name: str) -> dict:

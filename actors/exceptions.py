@@ -102,3 +102,9 @@ class TooManyQueues(DojoError):
     """This dojo has as many queues as DOJO_MAX_QUEUES allows; reuse a queue or raise the limit."""
 
     status = 409
+
+
+class QueueUnavailable(DojoError):
+    """The queue's actor is restarting; retry the request shortly (nothing was changed)."""
+
+    status = 503

@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator
 import ray
 
 from .bulk import BulkFilter
-from .exceptions import InvalidInput, TooManyQueues, UnknownQueue
+from .exceptions import DojoError, InvalidInput, QueueUnavailable, TooManyQueues, UnknownQueue
 from .queue import QUEUE_NAME, queue_of
 from .runner import actor_name
 from .settings import NAMESPACE, Settings
@@ -136,6 +136,21 @@ class Queues:
                                     limit=self.settings.max_queues)
         return queue_actor(queue, self.settings)
 
+    async def _ask(self, queue: str, command: str, *args, create: bool = False):
+        """Run one command of the queue's actor. The one place Ray's errors become dojo's: a restarting
+        actor is ``QueueUnavailable`` (nothing was changed: retry), a dojo error raised in the actor is
+        raised as itself, not wrapped."""
+        handle = self.actor(queue, create)
+        try:
+            return await getattr(handle, command).remote(*args)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            raise QueueUnavailable(f"the queue's actor is restarting ({type(exc).__name__}); retry in a second",
+                                   retry_after=1) from None
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, DojoError):
+                raise exc.cause from None
+            raise
+
     def exists(self, queue: str) -> str:
         """``queue`` when it exists; InvalidInput for a bad name, UnknownQueue for an unknown one."""
         self.actor(queue)
@@ -143,7 +158,7 @@ class Queues:
 
     async def create(self, queue: str) -> dict:
         """Create the queue (idempotent): its actor starts and its database is written."""
-        return await self.actor(queue, create=True).ping.remote()
+        return await self._ask(queue, "ping", create=True)
 
     async def enqueue(self, specs: list[dict]) -> list[dict]:
         """Enqueue specs (possibly for several queues); results come back in the order given."""
@@ -158,35 +173,35 @@ class Queues:
         if len(by_queue) > 1:
             raise InvalidInput("one request enqueues into one queue; send one request per queue")
         [(queue, _)] = by_queue.items()
-        return await self.actor(queue, create=True).enqueue.remote(specs)
+        return await self._ask(queue, "enqueue", specs, create=True)
 
     async def get(self, job_id: str) -> dict:
-        return await self.actor(queue_of(job_id)).get.remote(job_id)
+        return await self._ask(queue_of(job_id), "get", job_id)
 
     async def list(self, queue: str, **filters) -> list[dict]:
         _positive(filters.get("limit", 1))
         _list_filters(filters)
-        return await self.actor(queue).list.remote(filters)
+        return await self._ask(queue, "list", filters)
 
     async def cancel(self, job_id: str) -> dict:
-        return await self.actor(queue_of(job_id)).cancel.remote(job_id)
+        return await self._ask(queue_of(job_id), "cancel", job_id)
 
     async def retry(self, job_id: str) -> dict:
-        return await self.actor(queue_of(job_id)).retry.remote(job_id)
+        return await self._ask(queue_of(job_id), "retry", job_id)
 
     async def delete(self, job_id: str) -> None:
-        return await self.actor(queue_of(job_id)).delete.remote(job_id)
+        return await self._ask(queue_of(job_id), "delete", job_id)
 
     async def deliveries(self, job_id: str) -> list[dict]:
-        return await self.actor(queue_of(job_id)).deliveries.remote(job_id)
+        return await self._ask(queue_of(job_id), "deliveries", job_id)
 
     async def pause(self, queue: str, types: list[str] | None, paused: bool) -> dict:
         """Pause (``paused``) or resume a queue, or only ``types`` in it."""
-        return await self.actor(queue).pause.remote(types, paused)
+        return await self._ask(queue, "pause", types, paused)
 
     async def purge(self, queue: str, types: list[str] | None = None) -> dict:
         """Remove the queue's jobs waiting for a start (of ``types`` only, when given)."""
-        return await self.actor(queue).purge.remote(types)
+        return await self._ask(queue, "purge", types)
 
     async def bulk(self, action: str, filters: dict) -> dict:
         """Cancel, retry or delete one page of the jobs matching ``filters`` (see actors/bulk.py)."""
@@ -194,87 +209,87 @@ class Queues:
         if spec.cursor is not None and queue_of(spec.cursor) != spec.queue:
             raise InvalidInput(f"cursor {spec.cursor!r} is a job of another queue; send the next_cursor of the "
                                "previous call", field="cursor")
-        return await self.actor(spec.queue).bulk.remote(action, filters)
+        return await self._ask(spec.queue, "bulk", action, filters)
 
     async def events(self, queue: str, stream: str, after: int, limit: int = 1000, raw: bool = False) -> list:
         """A page of committed events; ``raw``: ``(gseq, stream, seq, kind, json_text)`` tuples (for followers)."""
-        return await self.actor(queue).events.remote(stream, _position(after), _positive(limit), raw)
+        return await self._ask(queue, "events", stream, _position(after), _positive(limit), raw)
 
     async def publish(self, queue: str, channel: str, message: Any) -> dict:
-        return await self.actor(queue).publish.remote(channel, message)
+        return await self._ask(queue, "publish", channel, message)
 
     async def stats(self, queue: str) -> dict:
-        return await self.actor(queue).stats.remote()
+        return await self._ask(queue, "stats")
 
     async def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> dict:
         """A job's log events after seq ``after`` and its current status."""
-        return await self.actor(queue_of(job_id)).logs.remote(job_id, _position(after), _positive(limit))
+        return await self._ask(queue_of(job_id), "logs", job_id, _position(after), _positive(limit))
 
     async def browse(self, queue: str, oldest_first: bool = False, after_id: str | None = None,
                      **filters) -> list[dict]:
         """Jobs of a queue newest first (``before_id`` cursor) or oldest first (``after_id`` cursor)."""
         _positive(filters.get("limit", 1))
         _list_filters(filters)
-        return await self.actor(queue).browse.remote(filters, oldest_first, after_id)
+        return await self._ask(queue, "browse", filters, oldest_first, after_id)
 
     async def insights(self, queue: str, window: float = 3600.0, bucket: float = 60.0) -> dict:
         """Depth, running jobs and the last ``window`` seconds of a queue (for the dashboard)."""
-        return await self.actor(queue).insights.remote(window, bucket)
+        return await self._ask(queue, "insights", window, bucket)
 
     async def ping(self, queue: str, create: bool = False) -> dict:
         """The queue's state; ``create`` starts a queue that does not exist yet (an operator's call)."""
-        return await self.actor(queue, create=create).ping.remote()
+        return await self._ask(queue, "ping", create=create)
 
     async def pull_lease(self, queue: str, worker: str, types: list[str] | None, n: int, ttl: float) -> list[dict]:
-        return await self.actor(queue).pull_lease.remote(worker, types, n, ttl)
+        return await self._ask(queue, "pull_lease", worker, types, n, ttl)
 
     async def pull_report(self, queue: str, token: int, job_id: str, action: str, body: dict) -> dict:
-        return await self.actor(queue).pull_report.remote(token, job_id, action, body)
+        return await self._ask(queue, "pull_report", token, job_id, action, body)
 
     async def trigger_put(self, queue: str, name: str, data: dict) -> dict:
-        return await self.actor(queue, create=True).trigger_put.remote(name, data)
+        return await self._ask(queue, "trigger_put", name, data, create=True)
 
     async def trigger_list(self, queue: str) -> list[dict]:
-        return await self.actor(queue).trigger_list.remote()
+        return await self._ask(queue, "trigger_list")
 
     async def trigger_delete(self, queue: str, name: str) -> None:
-        return await self.actor(queue).trigger_delete.remote(name)
+        return await self._ask(queue, "trigger_delete", name)
 
     async def hook_put(self, queue: str, name: str, data: dict) -> dict:
-        return await self.actor(queue, create=True).hook_put.remote(name, data)
+        return await self._ask(queue, "hook_put", name, data, create=True)
 
     async def hook_list(self, queue: str) -> list[dict]:
-        return await self.actor(queue).hook_list.remote()
+        return await self._ask(queue, "hook_list")
 
     async def hook_delete(self, queue: str, name: str) -> None:
-        return await self.actor(queue).hook_delete.remote(name)
+        return await self._ask(queue, "hook_delete", name)
 
     async def hook_publish(self, queue: str, name: str, body: bytes, signature: str) -> dict:
-        return await self.actor(queue).hook_publish.remote(name, body, signature)
+        return await self._ask(queue, "hook_publish", name, body, signature)
 
     async def schedule_put(self, queue: str, data: dict) -> dict:
-        return await self.actor(queue, create=True).schedule_put.remote(data)
+        return await self._ask(queue, "schedule_put", data, create=True)
 
     async def schedule_list(self, queue: str) -> list[dict]:
-        return await self.actor(queue).schedule_list.remote()
+        return await self._ask(queue, "schedule_list")
 
     async def schedule_get(self, queue: str, name: str) -> dict:
-        return await self.actor(queue).schedule_get.remote(name)
+        return await self._ask(queue, "schedule_get", name)
 
     async def schedule_delete(self, queue: str, name: str) -> None:
-        return await self.actor(queue).schedule_delete.remote(name)
+        return await self._ask(queue, "schedule_delete", name)
 
     async def schedule_pause(self, queue: str, name: str, paused: bool) -> dict:
-        return await self.actor(queue).schedule_pause.remote(name, paused)
+        return await self._ask(queue, "schedule_pause", name, paused)
 
     async def schedule_run(self, queue: str, name: str) -> dict:
-        return await self.actor(queue).schedule_run.remote(name)
+        return await self._ask(queue, "schedule_run", name)
 
     async def bucket_put(self, queue: str, name: str, rate: float, burst: float) -> dict:
-        return await self.actor(queue).bucket_put.remote(name, rate, burst)
+        return await self._ask(queue, "bucket_put", name, rate, burst)
 
     async def bucket_get(self, queue: str, name: str) -> dict:
-        return await self.actor(queue).bucket_get.remote(name)
+        return await self._ask(queue, "bucket_get", name)
 
     async def subscribe(self, queue: str, after: int) -> AsyncIterator[list[dict]]:
         """Committed events of a queue after ``after`` (a gseq), resuming across actor restarts.

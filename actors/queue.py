@@ -1,11 +1,11 @@
-"""The rules of one queue, in plain Python (no Ray): the actor's state machine.
+"""The life cycle of a queue's jobs, in plain Python (no Ray): the actor's state machine.
 
-``JobQueue`` owns the jobs of one queue: enqueue (with unique keys, delays and
-priorities), leases with fencing tokens, heartbeats, completion and failure
-(with backoff), cancellation, timeouts, lost attempts, and the event log.
-Every method takes ``now`` so tests control time. Methods stage their writes
-in the ``Store``; the caller commits before it acknowledges anything, and only
-then publishes ``take_events()`` to subscribers.
+``JobQueue`` owns the unfinished jobs of one queue and moves them through their states: enqueue
+(unique keys, delays, priorities with aging), leases with fencing tokens, heartbeats, progress,
+completion and failure (with backoff), durable steps, sleeps and waits, cancellation, timeouts, lost
+attempts, and a flow's parent waiting for its children. Every method takes ``now`` so tests control
+time. Methods stage their writes in the store; the caller commits before it acknowledges anything, and
+only then publishes ``take_events()`` to subscribers.
 
 Job life cycle::
 
@@ -16,13 +16,21 @@ Job life cycle::
                                             ├──▶ failed (no attempts left)
     any unfinished ──cancel──▶ cancelled    │
 
-Flows: a running job may enqueue children (``parent_id``). When its own
-attempt succeeds while children are unfinished it is ``waiting``; when the
-last child is final it runs its type's ``on_children_done`` callback (as one
-more leased attempt, phase ``callback``) or, without one, succeeds. Its
-``children`` field keeps the run report: counts per child status, errors
-grouped by message, and the sum of each numeric field of the children's
-results. Cancelling a parent cancels its unfinished children.
+Flows: a running job may enqueue children (``parent_id``). When its own attempt succeeds while
+children are unfinished it is ``waiting``; when the last child is final it runs its type's
+``on_children_done`` callback (as one more leased attempt, phase ``callback``) or, without one,
+succeeds. Cancelling a parent cancels its unfinished children.
+
+What is not the life cycle lives in components this class holds, each plain Python with its own tests:
+the job types it accepts (``types``, injected), spec checks (``specs.py``), ids and lanes (``ids.py``),
+the event log (``events.py``), a flow's run report (``flows.py``), schedules (``schedules.py``), rate
+buckets (``limits/``), triggers (``triggers.py``), callbacks (``callbacks.py``), and queue control
+(``control.py`` with ``pauses.py``, ``admission.py``, ``expiry.py``, ``groups.py``).
+
+Why this module is over 500 lines: the life cycle is one state machine over shared indexes (ready
+lanes, delayed heap, leases by token, lease expiries, deadlines, unique and concurrency keys); each
+transition must leave a job in exactly the index its new status calls for, so the transitions stay
+together where that invariant can be read in one place.
 """
 
 from __future__ import annotations
@@ -31,33 +39,27 @@ import heapq
 import json
 import logging
 import math
-import os
 import random
-import re
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import orjson
-
-from .exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease
-from .ids import LANE_SEP, QUEUE_NAME, STATUSES, JobIds, lane_of, queue_of, split_lane  # noqa: F401 (names of the queue)
-from . import admission, callbacks, durable, specs
-from .specs import check_channel, check_size
-from .triggers import NAME as CHANNEL_NAME, Triggers
+from . import admission, callbacks, durable, flows, specs
 from . import schedules as cron
-from .limits.buckets import Buckets
 from .control import QueueControl
 from .events import EventLog
-from .expiry import Expiry, expires_at
-from . import tracing
-from . import groups
+from .exceptions import InvalidInput, InvalidTransition, JobNotFound, StaleLease
+from .expiry import Expiry
 from .groups import Lane
-from .exceptions import NotFound
-from .jobs import Backoff, JobType, Resources, lookup
+# The queue's vocabulary, imported from here by older callers.
+from .ids import LANE_SEP, QUEUE_NAME, STATUSES, JobIds, lane_of, queue_of, split_lane  # noqa: F401
+from .jobs import Backoff, JobType
+from .limits.buckets import Buckets
 from .pauses import Pauses
+from .specs import check_channel, check_size
 from .store import FINAL, Store
+from .triggers import Triggers
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class JobQueue(QueueControl):
         store.commit()
         self.next_token = self.epoch << 32 | 1
         self.event_log = EventLog(store)  # numbers and stages every event (actors/events.py)
-        self.schedules: dict[str, dict] = store.schedules()
+        self.schedules = cron.Schedules(store, name)  # cron schedules (actors/schedules.py)
         # Jobs per status, kept as they change (stats and metrics must not scan the table).
         self.counts: dict[str, int] = defaultdict(int, store.count_by_status())
         self.buckets = Buckets(store)  # rate-limit buckets (actors/limits/)
@@ -165,7 +167,7 @@ class JobQueue(QueueControl):
         for record in self.jobs.values():
             if record.get("children") is not None:
                 # The table is the truth: a parent row saved before a crash may lag its children's rows.
-                record["children"] = self._recount(record["id"])
+                record["children"] = flows.recount(self.store.children_of(record["id"]))
                 if record["status"] == "waiting" and record["children"]["final"] >= record["children"]["total"]:
                     self._settle.append(record["id"])
         if self.jobs:
@@ -609,38 +611,14 @@ class JobQueue(QueueControl):
                     break
 
     def _finished_children(self, parent_id: str) -> dict[str, dict]:
-        """A retried parent's finished children by unique_key: enqueuing one again returns it, uncounted."""
         parent = self.jobs[parent_id]
         if parent["attempts"] <= 1 or not parent.get("children"):
             return {}
-        return {c["unique_key"]: c for c in self.store.children_of(parent_id)
-                if c.get("unique_key") and c["status"] in FINAL}
-
-    def _recount(self, parent_id: str) -> dict:
-        """A parent's run report, rebuilt from its children's rows."""
-        children = {"total": 0, "final": 0, "counts": {}, "errors": {}, "sums": {}}
-        for child in self.store.children_of(parent_id):
-            children["total"] += 1
-            if child["status"] in FINAL:
-                self._count_child(children, child, child["status"])
-        return children
-
-    @staticmethod
-    def _count_child(children: dict, child: dict, status: str) -> None:
-        children["final"] += 1
-        children["counts"][status] = children["counts"].get(status, 0) + 1
-        if status != "succeeded" and child.get("error"):
-            message = str(child["error"].get("message"))[:200]
-            if message in children["errors"] or len(children["errors"]) < 50:
-                children["errors"][message] = children["errors"].get(message, 0) + 1
-        if isinstance(child.get("result"), dict):
-            for field, value in child["result"].items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    children["sums"][field] = children["sums"].get(field, 0) + value
+        return flows.finished_by_key(self.store.children_of(parent_id))
 
     def _children_of(self, parent: dict) -> dict:
         if not parent.get("children"):
-            parent["children"] = {"total": 0, "final": 0, "counts": {}, "errors": {}, "sums": {}}
+            parent["children"] = flows.new_report()
         return parent["children"]
 
     def _children_done(self, job: dict, now: float) -> None:
@@ -663,10 +641,8 @@ class JobQueue(QueueControl):
         if parent is None:
             return
         children = self._children_of(parent)
-        self._count_child(children, child, status)
-        fraction = children["final"] / max(children["total"], 1)
-        parent["progress"] = {"fraction": fraction, "stage": "children",
-                              "message": f"{children['final']}/{children['total']} children done"}
+        flows.count_child(children, child, status)
+        parent["progress"] = flows.progress_of(children)
         self._job_event(parent, "progress", now, attempt=parent["attempts"], **parent["progress"])
         self._save(parent)
         if parent["status"] == "waiting" and children["final"] >= children["total"]:
@@ -885,84 +861,18 @@ class JobQueue(QueueControl):
                 "oldest_queued_at": oldest, "now": time.time(), "paused": self.pauses.queue,
                 "paused_types": sorted(self.pauses.types)}
 
-    # -- schedules -----------------------------------------------------------
+    # -- schedules (actors/schedules.py): what needs the queue's enqueue ----------------------
     def add_schedule(self, data: dict, now: float) -> dict:
         """Create or replace a schedule (its job spec is validated like an enqueue)."""
-        schedule = cron.validate(data, now)
-        self.validate({**schedule["job"], "queue": self.name}, now)
-        previous = self.schedules.get(schedule["name"])
-        if previous:
-            schedule.update(created_at=previous["created_at"], fired=previous["fired"],
-                            last_run=previous["last_run"], last_job_id=previous["last_job_id"],
-                            buffered=previous.get("buffered"))
-        self.schedules[schedule["name"]] = schedule
-        self.store.put_schedule(schedule["name"], schedule)
-        return schedule
+        return self.schedules.put(data, now, lambda spec: self.validate({**spec, "queue": self.name}, now))
 
-    def schedule(self, name: str) -> dict:
-        try:
-            return self.schedules[name]
-        except KeyError:
-            raise NotFound(f"no schedule {name!r} in queue {self.name!r}; `dojo schedule list` shows them") from None
-
-    def remove_schedule(self, name: str) -> None:
-        self.schedule(name)
-        del self.schedules[name]
-        self.store.put_schedule(name, None)
-
-    def pause_schedule(self, name: str, paused: bool, now: float) -> dict:
-        schedule = self.schedule(name)
-        schedule["paused"] = paused
-        if not paused:
-            schedule["next_run"] = cron.next_after(schedule["cron"], schedule["timezone"], now)
-        self.store.put_schedule(name, schedule)
-        return schedule
-
-    def run_schedule_now(self, name: str, now: float) -> dict:
-        schedule = self.schedule(name)
-        return self._fire(schedule, now, f"manual:{int(now * 1000)}")
+    def run_schedule_now(self, name: str, now: float) -> dict | None:
+        return self.schedules.run_now(name, now, self._enqueue_one)
 
     def fire_schedules(self, now: float) -> list[dict]:
         """Enqueue one job for each schedule whose tick has come; advance it in the same commit."""
-        fired = []
-        for schedule in self.schedules.values():
-            if schedule["paused"]:
-                continue
-            if schedule.get("buffered") is not None and not self._schedule_busy(schedule):
-                tick, schedule["buffered"] = schedule["buffered"], None  # the previous run is over: its turn
-                fired += [job for job in [self._fire(schedule, now, str(int(tick)))] if job is not None]
-            if schedule["next_run"] > now:
-                continue
-            ticks, following = cron.due_ticks(schedule, now)
-            if not ticks:
-                log.info("schedule %s missed its tick while down; policy skip", schedule["name"],
-                         extra={"queue": self.name})
-            for tick in ticks:
-                overlap = schedule.get("overlap", "allow")
-                if overlap != "allow" and self._schedule_busy(schedule):
-                    if overlap == "buffer_one":
-                        schedule["buffered"] = tick
-                    log.info("schedule %s tick %d: its previous job is unfinished; overlap %s", schedule["name"],
-                             tick, overlap, extra={"queue": self.name})
-                    continue
-                fired += [job for job in [self._fire(schedule, now, str(int(tick)))] if job is not None]
-            schedule["next_run"] = following
-            self.store.put_schedule(schedule["name"], schedule)
-        return fired
+        return self.schedules.fire_due(now, self._enqueue_one, lambda job_id: job_id in self.jobs)
 
-    def _schedule_busy(self, schedule: dict) -> bool:
-        """Whether the schedule's latest job is unfinished (its overlap policy then applies)."""
-        return schedule.get("last_job_id") in self.jobs
-
-    def _fire(self, schedule: dict, now: float, tick: str) -> dict | None:
-        spec = {**schedule["job"], "queue": self.name, "unique_key": f"schedule:{schedule['name']}:{tick}"}
-        try:
-            [(job, _)] = self.enqueue_many([spec], now)
-        except InvalidInput as exc:
-            schedule["last_error"] = exc.message
-            log.warning("schedule %s could not enqueue: %s", schedule["name"], exc.message)
-            self.store.put_schedule(schedule["name"], schedule)
-            return None
-        schedule.update(last_run=now, last_job_id=job["id"], fired=schedule["fired"] + 1, last_error=None)
-        self.store.put_schedule(schedule["name"], schedule)
+    def _enqueue_one(self, spec: dict, now: float) -> dict:
+        [(job, _)] = self.enqueue_many([{**spec, "queue": self.name}], now)
         return job

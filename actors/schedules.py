@@ -1,4 +1,4 @@
-"""Cron schedules, in plain Python: validation and the next fire times.
+"""Cron schedules, in plain Python: validation, the next fire times, and ``Schedules``, a queue's set.
 
 A schedule is owned by its queue's actor and stored in the queue's database.
 Each tick enqueues exactly one job: the schedule's ``next_run`` advances in
@@ -25,7 +25,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from .exceptions import InvalidInput
+import logging
+from typing import Callable
+
+from .exceptions import InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 MISSED = ("skip", "run_once")
@@ -136,3 +141,90 @@ def due_tick(schedule: dict, now: float) -> tuple[float | None, float]:
     if on_time or schedule["missed"] == "run_once":
         return latest, following
     return None, following
+
+
+class Schedules:
+    """The schedules of one queue, persisted through its store. Firing one enqueues through ``enqueue``
+    (``enqueue(spec, now)`` returns the job or raises ``InvalidInput``), given by the queue."""
+
+    def __init__(self, store, queue: str):
+        self.store = store
+        self.queue = queue
+        self.all: dict[str, dict] = store.schedules()
+
+    def put(self, data: dict, now: float, check_job: Callable[[dict], object]) -> dict:
+        """Create or replace a schedule; ``check_job`` validates its job spec (raises InvalidInput)."""
+        schedule = validate(data, now)
+        check_job(schedule["job"])
+        previous = self.all.get(schedule["name"])
+        if previous:
+            schedule.update(created_at=previous["created_at"], fired=previous["fired"],
+                            last_run=previous["last_run"], last_job_id=previous["last_job_id"],
+                            buffered=previous.get("buffered"))
+        self.all[schedule["name"]] = schedule
+        self.store.put_schedule(schedule["name"], schedule)
+        return schedule
+
+    def get(self, name: str) -> dict:
+        try:
+            return self.all[name]
+        except KeyError:
+            raise NotFound(f"no schedule {name!r} in queue {self.queue!r}; `dojo schedule list` shows them") from None
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        del self.all[name]
+        self.store.put_schedule(name, None)
+
+    def pause(self, name: str, paused: bool, now: float) -> dict:
+        schedule = self.get(name)
+        schedule["paused"] = paused
+        if not paused:
+            schedule["next_run"] = next_after(schedule["cron"], schedule["timezone"], now)
+        self.store.put_schedule(name, schedule)
+        return schedule
+
+    def run_now(self, name: str, now: float, enqueue) -> dict | None:
+        return self._fire(self.get(name), now, f"manual:{int(now * 1000)}", enqueue)
+
+    def fire_due(self, now: float, enqueue, busy: Callable[[str], bool]) -> list[dict]:
+        """Fire every schedule whose tick has come (``busy(job_id)``: whether that job, the schedule's
+        latest, is unfinished: its overlap policy then applies; ``None`` when it has none)."""
+        fired = []
+        for schedule in self.all.values():
+            if schedule["paused"]:
+                continue
+            if schedule.get("buffered") is not None and not busy(schedule.get("last_job_id")):
+                tick, schedule["buffered"] = schedule["buffered"], None  # the previous run is over: its turn
+                fired += [job for job in [self._fire(schedule, now, str(int(tick)), enqueue)] if job is not None]
+            if schedule["next_run"] > now:
+                continue
+            ticks, following = due_ticks(schedule, now)
+            if not ticks:
+                log.info("schedule %s missed its tick while down; policy skip", schedule["name"],
+                         extra={"queue": self.queue})
+            for tick in ticks:
+                overlap = schedule.get("overlap", "allow")
+                if overlap != "allow" and busy(schedule.get("last_job_id")):
+                    if overlap == "buffer_one":
+                        schedule["buffered"] = tick
+                    log.info("schedule %s tick %d: its previous job is unfinished; overlap %s", schedule["name"],
+                             tick, overlap, extra={"queue": self.queue})
+                    continue
+                fired += [job for job in [self._fire(schedule, now, str(int(tick)), enqueue)] if job is not None]
+            schedule["next_run"] = following
+            self.store.put_schedule(schedule["name"], schedule)
+        return fired
+
+    def _fire(self, schedule: dict, now: float, tick: str, enqueue) -> dict | None:
+        spec = {**schedule["job"], "unique_key": f"schedule:{schedule['name']}:{tick}"}
+        try:
+            job = enqueue(spec, now)
+        except InvalidInput as exc:
+            schedule["last_error"] = exc.message
+            log.warning("schedule %s could not enqueue: %s", schedule["name"], exc.message)
+            self.store.put_schedule(schedule["name"], schedule)
+            return None
+        schedule.update(last_run=now, last_job_id=job["id"], fired=schedule["fired"] + 1, last_error=None)
+        self.store.put_schedule(schedule["name"], schedule)
+        return job

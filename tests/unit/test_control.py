@@ -252,12 +252,12 @@ def test_schedule_overlap_skip_buffer_one_and_allow(q):
     second = [j["unique_key"].split(":")[1] for j in q.fire_schedules(HOUR0 + 7200)]
     third = [j["unique_key"].split(":")[1] for j in q.fire_schedules(HOUR0 + 10800)]
     assert second == ["allow"] and third == ["allow"]
-    assert q.schedule("buffer_one")["buffered"] == HOUR0 + 10800  # the latest tick waits, one at most
+    assert q.schedules.get("buffer_one")["buffered"] == HOUR0 + 10800  # the latest tick waits, one at most
     for job in first.values():
         q.cancel(job["id"], HOUR0 + 10801)
     [buffered] = q.fire_schedules(HOUR0 + 10802)
     assert buffered["unique_key"] == f"schedule:buffer_one:{int(HOUR0 + 10800)}"
-    assert q.schedule("buffer_one")["buffered"] is None and q.fire_schedules(HOUR0 + 10803) == []
+    assert q.schedules.get("buffer_one")["buffered"] is None and q.fire_schedules(HOUR0 + 10803) == []
 
 
 def test_missed_ticks_within_the_catchup_window_are_fired_oldest_first(q):
@@ -266,7 +266,7 @@ def test_missed_ticks_within_the_catchup_window_are_fired_oldest_first(q):
     fired = q.fire_schedules(HOUR0 + 5 * 3600 + 30)  # down for five ticks
     ticks = [int(j["unique_key"].split(":")[2]) for j in fired]
     assert ticks == [int(HOUR0 + h * 3600) for h in (2, 3, 4, 5)]
-    assert q.schedule("c")["next_run"] == HOUR0 + 6 * 3600
+    assert q.schedules.get("c")["next_run"] == HOUR0 + 6 * 3600
     with pytest.raises(InvalidInput) as caught:
         q.add_schedule({"name": "d", "cron": "0 * * * *", "job": {"type": "echo"}, "overlap": "queue"}, HOUR0)
     assert caught.value.context["field"] == "overlap"

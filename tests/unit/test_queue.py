@@ -311,7 +311,7 @@ def test_schedule_fires_once_per_tick_across_a_restart(q, path):
     assert job["unique_key"].startswith("schedule:hourly:")
     q = reopen(q, path)  # the advanced next_run was committed with the job
     assert q.fire_schedules(start + 3580) == []
-    assert q.schedule("hourly")["fired"] == 1 and q.schedule("hourly")["last_job_id"] == job["id"]
+    assert q.schedules.get("hourly")["fired"] == 1 and q.schedules.get("hourly")["last_job_id"] == job["id"]
 
 
 def test_missed_ticks_follow_the_policy(q):
@@ -324,7 +324,7 @@ def test_missed_ticks_follow_the_policy(q):
     fired = q.fire_schedules(down_until)
     assert [j["unique_key"].split(":")[1] for j in fired] == ["once"]
     for name in ("skip", "once"):
-        assert q.schedule(name)["next_run"] == start + 6 * 3600
+        assert q.schedules.get(name)["next_run"] == start + 6 * 3600
 
 
 @pytest.mark.parametrize("data, message", [
@@ -338,16 +338,16 @@ def test_missed_ticks_follow_the_policy(q):
 def test_bad_schedules_are_refused_and_change_nothing(q, data, message):
     with pytest.raises(InvalidInput, match=message):
         q.add_schedule(data, T0)
-    assert q.schedules == {} and not q.store.dirty
+    assert q.schedules.all == {} and not q.store.dirty
 
 
 def test_pause_and_run_now(q):
     q.add_schedule({"name": "m", "cron": "* * * * *", "job": {"type": "echo"}}, T0)
-    q.pause_schedule("m", True, T0)
+    q.schedules.pause("m", True, T0)
     assert q.fire_schedules(T0 + 3600) == []
     job = q.run_schedule_now("m", T0 + 3600)
     assert job["status"] == "queued"
-    q.pause_schedule("m", False, T0 + 3600)
+    q.schedules.pause("m", False, T0 + 3600)
     assert len(q.fire_schedules(T0 + 3700)) == 1
 
 
