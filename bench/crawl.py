@@ -142,7 +142,7 @@ class DojoCrawl:
                 writer.writerows(streamers)
             submitted = time.time()
             [parent] = await queues.enqueue([{"type": "clips.crawl", "queue": queue, "payload": {
-                "source": str(source), "fake_helix": server.url, "first": args.first,
+                "source": str(source), "helix_url": server.url, "first": args.first,
                 "started_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "ended_at": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "window_hours": (end - start).total_seconds() / 3600}}])
             while True:

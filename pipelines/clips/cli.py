@@ -37,7 +37,7 @@ def cmd_crawl(args, kit) -> None:
     payload = {k: v for k, v in (("source", args.source), ("started_at", args.since), ("ended_at", args.until))
                if v}
     if args.fake_helix:
-        payload["fake_helix"] = args.fake_helix
+        payload["helix_url"] = args.fake_helix
         if not (args.since or args.until):  # the fake's clips sit in a fixed range: crawl that range
             payload.update(_fake_helix_range(args.fake_helix))
     job = client.submit("clips.crawl", payload, queue=args.queue)

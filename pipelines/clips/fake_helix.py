@@ -1,5 +1,8 @@
 """A local Twitch Helix "Get Clips" server for tests, the demo and the benchmark.
 
+Over 500 lines because it is a whole server (wire format, rate limits, faults, counters, a CLI) kept
+in one file so that the crawler's tests depend on one readable stand-in for Twitch.
+
 It speaks the wire format of ``GET /helix/clips`` (the same fields, the
 ``{"data": [...], "pagination": {"cursor": ...}}`` envelope, Twitch's error
 JSON, ``Ratelimit-*`` headers) and adds what a test needs to be sure of what

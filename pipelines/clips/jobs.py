@@ -105,23 +105,26 @@ def _check_time(payload: dict, name: str) -> None:
 
 
 def _settings(payload: dict) -> ClipsSettings:
-    """The Helix settings from the environment; a payload's ``fake_helix`` URL (demos and tests only)
-    points the crawl at a local fake server with the fake's own credentials."""
+    """The Helix settings from the environment. A payload's ``helix_url`` (a Helix server on this machine:
+    a recording proxy, or ``pipelines.clips.fake_helix`` for demos and tests) replaces the API's address;
+    without credentials in the environment, the local stand-in's own are sent."""
     settings = ClipsSettings.from_env()
-    fake = payload.get("fake_helix")
-    if fake:
+    local = payload.get("helix_url")
+    if local:
         from .fake_helix import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 
-        base = fake.rstrip("/")
+        base = local.rstrip("/")
         settings = dataclasses.replace(settings, helix_url=base if base.endswith("/helix") else base + "/helix",
-                                       client_id=DEFAULT_CLIENT_ID, token=DEFAULT_TOKEN)
+                                       client_id=settings.client_id or DEFAULT_CLIENT_ID,
+                                       token=settings.token or DEFAULT_TOKEN)
     return settings
 
 
 def _check_common(payload: dict) -> None:
-    fake = payload.get("fake_helix")
-    if fake is not None and (not isinstance(fake, str) or not fake.startswith(("http://127.", "http://localhost"))):
-        raise InvalidInput("fake_helix must be a loopback URL like http://127.0.0.1:8787 (a local fake server)")
+    local = payload.get("helix_url")
+    if local is not None and (not isinstance(local, str) or not local.startswith(("http://127.", "http://localhost"))):
+        raise InvalidInput("helix_url must be a loopback URL like http://127.0.0.1:8787 (a Helix server on this "
+                           "machine); the real API's address is DOJO_HELIX_URL")
     _check_time(payload, "started_at")
     _check_time(payload, "ended_at")
     hours = payload.get("window_hours")
@@ -136,7 +139,7 @@ def validate_crawl(payload: Any) -> None:
     payload = {} if payload is None else payload
     if not isinstance(payload, dict):
         raise InvalidInput(f"a {CRAWL} payload must be an object, got {type(payload).__name__}")
-    unknown = set(payload) - {"source", "started_at", "ended_at", "window_hours", "first", "fake_helix"}
+    unknown = set(payload) - {"source", "started_at", "ended_at", "window_hours", "first", "helix_url"}
     if unknown:
         raise InvalidInput(f"unknown {CRAWL} payload keys {sorted(unknown)}; expected source, started_at, "
                            "ended_at, window_hours, first")
@@ -203,7 +206,7 @@ def crawl(ctx: JobContext, payload: dict | None) -> dict:
         "payload": {"broadcaster_id": s["broadcaster_id"], "login": s.get("login", ""),
                     "started_at": rfc3339(start), "ended_at": rfc3339(end),
                     "window_hours": window_hours, "first": first,
-                    **({"fake_helix": payload["fake_helix"]} if payload.get("fake_helix") else {})},
+                    **({"helix_url": payload["helix_url"]} if payload.get("helix_url") else {})},
         "unique_key": f"{STREAMER}:{ctx.job_id}:{s['broadcaster_id']}",
     } for s in streamers]
     ctx.progress(0.0, stage="enqueue", message=f"{len(specs)} streamers", streamers=len(specs))

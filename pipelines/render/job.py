@@ -17,6 +17,10 @@ object is all-or-nothing).
 
 Result: ``{"video", "subtitles_vtt", "subtitles_srt", "thumbnail", "manifest"}``
 keys plus ``duration_s``, slide count, cache hits and per-step timings.
+
+Over 500 lines because it is the render's one sequence of steps, each with its progress, cancel and
+cleanup rules side by side; the media work itself lives in the modules beside it (``deck``, ``tts``,
+``encode``, ``loudness``, ``cache``, ``publish``).
 """
 
 from __future__ import annotations

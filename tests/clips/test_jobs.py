@@ -140,3 +140,12 @@ def test_limiter_factory_from_settings(monkeypatch):
     assert isinstance(made, LocalLimiter) and made.burst == 3  # 4 - ceil(10 * 0.1)
     with pytest.raises(ClipsConfigError, match="'local' or 'module:callable'"):
         jobs._make_limiter(ClipsSettings.from_env({"DOJO_HELIX_LIMITER": "sharedish"}))
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"source": "s.csv", "helix_url": "https://api.twitch.tv"}, "helix_url must be a loopback URL"),
+    ({"source": "s.csv", "fake_helix": "http://127.0.0.1:8787"}, "fake_helix"),  # the old name is not a field
+])
+def test_a_crawl_names_a_local_helix_server_only_on_loopback(payload, message):
+    with pytest.raises(InvalidInput, match=message):
+        jobs.validate_crawl(payload)

@@ -124,7 +124,7 @@ async def test_crawl_children_on_the_worker_fill_the_one_clip_database(cluster, 
         db_path = Path(cluster.env["DOJO_STATE_DIR"]) / "clips.sqlite3"
         ClipDB(db_path).add_streamers(fake_streamers(streamers))
         payload = {"source": "db", "started_at": "2024-01-01T00:00:00Z", "ended_at": "2024-01-02T00:00:00Z",
-                   "fake_helix": server.url}
+                   "helix_url": server.url}
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{cluster.url}/v1/jobs", json={"type": "clips.crawl", "payload": payload},
                               headers=cluster.headers) as r:
