@@ -156,11 +156,9 @@ class QueueService:
                 lost, to_stop = self.q.expire(now)
                 silent = {job["history"][-1]["token"] for job in lost
                           if job["history"] and job["history"][-1]["outcome"] == "lost"}
-                if self.store.dirty:
-                    await self._commit()
+                await self._commit()  # and dispatch: runners for what became due, in place of the lost
                 for token, runner in to_stop:
                     self._stop_runner(runner, f"attempt {token} timed out or lost its lease", silent=token in silent)
-                self._dispatch()
                 self.callbacks.tick(now)
                 self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
@@ -184,14 +182,19 @@ class QueueService:
         return self._commit_future
 
     async def _commit(self) -> None:
-        """Group commit: every change staged before the commit runs shares its fsync."""
+        """Group commit, then dispatch: every change staged before the commit runs shares its fsync.
+
+        The one place dispatch runs: every change that readies a job or frees a runner's place (an
+        enqueue, an attempt's end, a due time, a runner gone) comes here, so no caller starts it by hand.
+        """
         await asyncio.shield(self._schedule_commit())
 
     def _do_commit(self) -> None:
         future, self._commit_future = self._commit_future, None
         try:
-            self.store.commit()
-            self.search.wake()
+            if self.store.dirty:
+                self.store.commit()
+                self.search.wake()
         except Exception as exc:
             log.exception("commit failed")
             future.set_exception(exc)
@@ -273,8 +276,7 @@ class QueueService:
         tokens = self.q.runner_tokens(runner_id)
         if tokens:
             self.q.lose(tokens, time.time(), reason or "runner exited without reporting")
-            await self._commit()
-        self._dispatch()
+        await self._commit()  # its place is free: dispatch
 
     def _stop_runner(self, runner_id: str, why: str, silent: bool = False) -> None:
         """Tell a runner that one of its attempts is over (cancel, timeout, lost lease).
