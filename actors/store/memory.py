@@ -18,10 +18,7 @@ from typing import Iterable
 import orjson
 
 from .schema import FINAL
-
-
-def _copy(value):
-    return orjson.loads(orjson.dumps(value))
+from .staging import Staging
 
 
 class MemoryDisk:
@@ -38,93 +35,53 @@ class MemoryDisk:
         self.commits = 0
 
 
-class MemoryStore:
+class MemoryStore(Staging):
     """The ``Store`` interface over a ``MemoryDisk``. Not thread-safe, like ``Store``."""
 
     path = None
 
     def __init__(self, disk: MemoryDisk | None = None):
+        super().__init__()
         self.disk = disk if disk is not None else MemoryDisk()
-        self._jobs: dict[str, dict] = {}
-        self._deleted: set[str] = set()
-        self._events: list[dict] = []
-        self._meta: dict[str, object] = {}
-        self._schedules: dict[str, dict | None] = {}
-        self._buckets: dict[str, dict] = {}
-        self._controls: dict[tuple[str, str], object] = {}
-        self._deliveries: dict[str, dict] = {}
-
-    # -- staging -----------------------------------------------------------
-    def put_job(self, record: dict) -> None:
-        self._deleted.discard(record["id"])
-        self._jobs[record["id"]] = record
-
-    def delete_job(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
-        self._deleted.add(job_id)
-
-    def add_event(self, event: dict) -> None:
-        self._events.append(event)
-
-    def set_meta(self, key: str, value) -> None:
-        self._meta[key] = value
-
-    def put_schedule(self, name: str, data: dict | None) -> None:
-        self._schedules[name] = None if data is None else _copy(data)
-
-    def put_bucket(self, name: str, data: dict) -> None:
-        self._buckets[name] = _copy(data)
-
-    def put_control(self, kind: str, key: str, data) -> None:
-        self._controls[(kind, key)] = None if data is None else _copy(data)
-
-    def put_delivery(self, delivery: dict) -> None:
-        self._deliveries[delivery["id"]] = delivery
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self._jobs or self._deleted or self._events or self._meta or self._schedules or self._buckets
-                    or self._controls or self._deliveries)
 
     def commit(self) -> None:
         """Make everything staged durable at once (serialized first: a bad value commits nothing)."""
         if not self.dirty:
             return
-        jobs = {i: orjson.dumps(r) for i, r in self._jobs.items()}
+        staged = self.take()
+        jobs = {i: orjson.dumps(r) for i, r in staged.jobs.items()}
         events = [(e["gseq"], (e["stream"], e["seq"], e["at"], e["kind"], orjson.dumps(e["data"])))
-                  for e in self._events]
-        deliveries = {k: orjson.dumps(d) for k, d in self._deliveries.items() if d["job_id"] not in self._deleted}
+                  for e in staged.events]
+        deliveries = {k: orjson.dumps(d) for k, d in staged.deliveries.items() if d["job_id"] not in staged.deleted}
         disk = self.disk
         seen = {(s, q) for s, q, *_ in disk.events.values()}
         for gseq, row in events:
             if gseq in disk.events or row[:2] in seen:
                 raise ValueError(f"event {gseq} ({row[0]} #{row[1]}) is already stored")  # SQLite's UNIQUE
         disk.jobs.update(jobs)
-        for job_id in self._deleted:
+        for job_id in staged.deleted:
             disk.jobs.pop(job_id, None)
             for gseq in [g for g, row in disk.events.items() if row[0] == "job:" + job_id]:
                 del disk.events[gseq]
             for key in [k for k, d in disk.deliveries.items() if orjson.loads(d)["job_id"] == job_id]:
                 del disk.deliveries[key]
         disk.events.update(events)
-        disk.meta.update({k: orjson.dumps(v) for k, v in self._meta.items()})
-        for table, staged in ((disk.schedules, self._schedules), (disk.controls, self._controls)):
-            for key, value in staged.items():
+        disk.meta.update({k: orjson.dumps(v) for k, v in staged.meta.items()})
+        for table, changes in ((disk.schedules, staged.schedules), (disk.controls, staged.controls)):
+            for key, value in changes.items():
                 if value is None:
                     table.pop(key, None)
                 else:
                     table[key] = orjson.dumps(value)
-        disk.buckets.update({k: orjson.dumps(v) for k, v in self._buckets.items()})
+        disk.buckets.update({k: orjson.dumps(v) for k, v in staged.buckets.items()})
         disk.deliveries.update(deliveries)
         disk.commits += 1
-        self.__init__(disk)
 
     # -- reading -----------------------------------------------------------
     def get_job(self, job_id: str) -> dict | None:
-        if job_id in self._jobs:
-            return self._jobs[job_id]
-        if job_id in self._deleted:
-            return None
+        known, record = self.staged_job(job_id)
+        if known:
+            return record
         data = self.disk.jobs.get(job_id)
         return orjson.loads(data) if data is not None else None
 
@@ -156,9 +113,8 @@ class MemoryStore:
         return rows[:limit]
 
     def children_of(self, parent_id: str) -> list[dict]:
-        rows = {r["id"]: r for r in self._rows() if r.get("parent_id") == parent_id}
-        rows.update({i: r for i, r in self._jobs.items() if r.get("parent_id") == parent_id})
-        return [r for i, r in rows.items() if i not in self._deleted]
+        return self.with_staged_children(parent_id, {r["id"]: r for r in self._rows()
+                                                     if r.get("parent_id") == parent_id})
 
     def count_by_status(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -198,9 +154,7 @@ class MemoryStore:
 
     def deliveries_of(self, job_id: str) -> list[dict]:
         rows = {k: orjson.loads(d) for k, d in self.disk.deliveries.items()}
-        rows = {k: d for k, d in rows.items() if d["job_id"] == job_id}
-        rows.update({k: d for k, d in self._deliveries.items() if d["job_id"] == job_id})
-        return sorted(rows.values(), key=lambda d: int(d["id"].rsplit(".", 1)[1]))
+        return self.with_staged_deliveries(job_id, {k: d for k, d in rows.items() if d["job_id"] == job_id})
 
     def controls(self, kind: str) -> dict:
         return {k: orjson.loads(d) for (c, k), d in self.disk.controls.items() if c == kind}

@@ -18,6 +18,7 @@ from typing import Iterable
 import orjson
 
 from .queries import select_events, select_jobs
+from .staging import Staging
 from .schema import _REORDER, ERROR_STATUSES, FINAL, SCHEMA, SEARCH_SCHEMA
 
 #: Unfinished jobs whose old events event pruning remembers, to prune them once the jobs finish.
@@ -29,10 +30,11 @@ def _compact(value) -> str:
 
 
 
-class Store:
+class Store(Staging):
     """SQLite persistence for one queue. Not thread-safe: the actor is its only user."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL"):
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
@@ -41,14 +43,6 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self._ensure_search_index()
-        self._jobs: dict[str, tuple] = {}
-        self._deleted: set[str] = set()
-        self._events: list[tuple] = []
-        self._meta: dict[str, str] = {}
-        self._schedules: dict[str, str | None] = {}
-        self._buckets: dict[str, str] = {}
-        self._controls: dict[tuple[str, str], str | None] = {}
-        self._deliveries: dict[str, dict] = {}
 
     def _ensure_search_index(self) -> None:
         """Create the search index and its triggers (the indexer fills it: a database from before it too)."""
@@ -60,55 +54,14 @@ class Store:
                 self.db.execute("ROLLBACK")
             raise
 
-    # -- staging -----------------------------------------------------------
-    def put_job(self, record: dict) -> None:
-        self._deleted.discard(record["id"])
-        self._jobs[record["id"]] = (
-            record["id"], record["type"], record["status"], record["created_at"],
-            record["updated_at"], record.get("parent_id"), record,
-        )
-
-    def delete_job(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
-        self._deleted.add(job_id)
-
-    def add_event(self, event: dict) -> None:
-        self._events.append(event)
-
-    def set_meta(self, key: str, value) -> None:
-        self._meta[key] = value
-
-    def put_schedule(self, name: str, data: dict | None) -> None:
-        self._schedules[name] = None if data is None else json.dumps(data)
-
-    def put_bucket(self, name: str, data: dict) -> None:
-        self._buckets[name] = json.dumps(data)
-
-    def put_control(self, kind: str, key: str, data) -> None:
-        """Stage a queue-control record (a dedup window, throttle starts); None deletes it."""
-        self._controls[(kind, key)] = None if data is None else json.dumps(data)
-
-    def put_delivery(self, delivery: dict) -> None:
-        """Stage a callback delivery (actors/callbacks.py): pending until delivered or failed."""
-        self._deliveries[delivery["id"]] = delivery
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self._jobs or self._deleted or self._events or self._meta or self._schedules or self._buckets
-                    or self._controls or self._deliveries)
-
     def commit(self) -> None:
         """Write everything staged in one transaction."""
         if not self.dirty:
             return
-        jobs, self._jobs = self._jobs, {}
-        deleted, self._deleted = self._deleted, set()
-        events, self._events = self._events, []
-        meta, self._meta = self._meta, {}
-        schedules, self._schedules = self._schedules, {}
-        buckets, self._buckets = self._buckets, {}
-        controls, self._controls = self._controls, {}
-        deliveries, self._deliveries = self._deliveries, {}
+        staged = self.take()
+        jobs = [(r["id"], r["type"], r["status"], r["created_at"], r["updated_at"], r.get("parent_id"), r)
+                for r in staged.jobs.values()]
+        deleted, events, deliveries = staged.deleted, staged.events, staged.deliveries
         db = self.db
         db.execute("BEGIN")
         try:
@@ -118,9 +71,9 @@ class Store:
                     "INSERT INTO jobs VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET type=excluded.type, "
                     "status=excluded.status, created_at=excluded.created_at, updated_at=excluded.updated_at, "
                     "parent_id=excluded.parent_id, data=excluded.data",
-                    [(*row[:6], _compact(row[6])) for row in jobs.values()],
+                    [(*row[:6], _compact(row[6])) for row in jobs],
                 )
-                stale = [(row[0],) for row in jobs.values()
+                stale = [(row[0],) for row in jobs
                          if row[2] in ERROR_STATUSES or (row[2] == "queued" and row[6].get("attempts"))]
                 if stale:
                     db.executemany("INSERT OR IGNORE INTO job_text_stale SELECT rowid FROM jobs WHERE id=?", stale)
@@ -134,21 +87,22 @@ class Store:
                     [(e["gseq"], e["stream"], e["seq"], e["at"], e["kind"],
                       _compact(e["data"])) for e in events],
                 )
-            if meta:
+            if staged.meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",
-                               [(k, json.dumps(v)) for k, v in meta.items()])
-            for name, data in schedules.items():
+                               [(k, json.dumps(v)) for k, v in staged.meta.items()])
+            for name, data in staged.schedules.items():
                 if data is None:
                     db.execute("DELETE FROM schedules WHERE name=?", (name,))
                 else:
-                    db.execute("INSERT OR REPLACE INTO schedules VALUES (?,?)", (name, data))
-            if buckets:
-                db.executemany("INSERT OR REPLACE INTO buckets VALUES (?,?)", list(buckets.items()))
-            if controls:
+                    db.execute("INSERT OR REPLACE INTO schedules VALUES (?,?)", (name, _compact(data)))
+            if staged.buckets:
+                db.executemany("INSERT OR REPLACE INTO buckets VALUES (?,?)",
+                               [(k, _compact(v)) for k, v in staged.buckets.items()])
+            if staged.controls:
                 db.executemany("DELETE FROM controls WHERE kind=? AND key=?",
-                               [k for k, v in controls.items() if v is None])
+                               [k for k, v in staged.controls.items() if v is None])
                 db.executemany("INSERT OR REPLACE INTO controls VALUES (?,?,?)",
-                               [(*k, v) for k, v in controls.items() if v is not None])
+                               [(*k, _compact(v)) for k, v in staged.controls.items() if v is not None])
             if deliveries:
                 db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?)",
                                [(d["id"], d["job_id"], int(d["state"] == "pending"), _compact(d))
@@ -160,11 +114,9 @@ class Store:
 
     # -- reading (callers commit first so reads see every staged write) -----
     def get_job(self, job_id: str) -> dict | None:
-        staged = self._jobs.get(job_id)
-        if staged is not None:
-            return staged[6]
-        if job_id in self._deleted:
-            return None
+        known, record = self.staged_job(job_id)
+        if known:
+            return record
         row = self.db.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _loads(row[0]) if row else None
 
@@ -183,10 +135,7 @@ class Store:
         for (data,) in self.db.execute("SELECT data FROM jobs WHERE parent_id=?", (parent_id,)):
             record = _loads(data)
             rows[record["id"]] = record
-        for job_id, row in self._jobs.items():
-            if row[5] == parent_id:
-                rows[job_id] = row[6]
-        return [r for i, r in rows.items() if i not in self._deleted]
+        return self.with_staged_children(parent_id, rows)
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
@@ -218,8 +167,7 @@ class Store:
         """A job's callback deliveries with their tries, oldest first (staged ones included)."""
         rows = {d["id"]: d for d in (_loads(t) for (t,) in
                                      self.db.execute("SELECT data FROM deliveries WHERE job_id=?", (job_id,)))}
-        rows.update({k: d for k, d in self._deliveries.items() if d["job_id"] == job_id})
-        return sorted(rows.values(), key=lambda d: int(d["id"].rsplit(".", 1)[1]))
+        return self.with_staged_deliveries(job_id, rows)
 
     def controls(self, kind: str) -> dict:
         return {k: _loads(d) for k, d in self.db.execute("SELECT key, data FROM controls WHERE kind=?", (kind,))}
