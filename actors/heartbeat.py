@@ -1,19 +1,23 @@
 """A runner's link to its queue actor while it holds leases: its attempts' stream, heartbeats, stops, retirement.
 
 One sender thread carries the runner's outbox (``actors/outbox.py``: every
-attempt's progress and log lines, in order) and the heartbeat of every lease in
-hand, as ONE actor call (``stream``) per flush: ``FLUSH_DELAY_S`` after items
-become pending, and every ``interval`` otherwise. A call carrying items is
-sent only when the previous one has returned (``self.sending``), and the
-``runner_lease`` call that reports finished attempts carries the items still
-waiting ahead of its reports: items arrive in order by construction, never
-after their attempt's final status. With nothing to send the call long-polls
-(``wait=interval``): it returns early when the actor stops an attempt (cancel,
-timeout), so a stop reaches the runner at once without polling fast, or when
-the runner nudges it because items became pending. A stopped attempt is stopped on its own (``actors.stopping``); if it
-ignores the stop, the runner *retires*: it leases nothing more, lets its other
-attempts finish, reports them, gives back leases it never started (and, after
-``DRAIN_S``, the ones still running, as interrupted), then ends its process.
+attempt's progress and log lines, in order) and the heartbeat of every lease
+in hand, as ONE actor call (``stream``) per flush: at once when items come
+after a quiet spell, at most every ``FLUSH_DELAY_S`` while they keep coming,
+and every ``interval`` otherwise. A call carrying items leaves only once the
+previous one has landed (``self.sending``), and the ``runner_lease`` call that
+reports finished attempts carries the items still waiting ahead of its
+reports: items arrive in order by construction, never after their attempt's
+final status, with no numbering and no waiting in the attempt.
+
+With nothing to send, the call long-polls (``wait=interval``): it returns
+early when the actor stops an attempt (cancel, timeout), so a stop reaches the
+runner at once without polling fast, or when the runner nudges it because
+items became pending. A stopped attempt is stopped on its own
+(``actors.stopping``); if it ignores the stop, the runner *retires*: it leases
+nothing more, lets its other attempts finish, reports them, gives back leases
+it never started (and, after ``DRAIN_S``, the ones still running, as
+interrupted), then ends its process.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from .stopping import ATTEMPTS
 log = logging.getLogger(__name__)
 
 #: Items wait this long for company before they are sent (live progress stays live).
-FLUSH_DELAY_S = 0.1
+FLUSH_DELAY_S = 0.05
 
 
 class Heartbeat(threading.Thread):
-    """Extends the leases in hand; stops an attempt the queue says is over; retires the runner if it must."""
+    """Sends the attempts' streams, extends the leases in hand, stops an attempt the queue says is over,
+    retires the runner if it must."""
 
     def __init__(self, actor, runner_id: str, lane: str, interval: float, call):
         super().__init__(daemon=True, name="dojo-heartbeat")
@@ -52,6 +57,7 @@ class Heartbeat(threading.Thread):
         self.outbox: list[dict] = []  # reports of finished attempts the actor has not acknowledged
         self.stream = Outbox(self.wake)  # the attempts' progress and log lines, in order
         self.sending = threading.Lock()  # held while a call carrying stream items is in flight
+        self.unsettled = None  # (ref, items) of a call carrying items whose answer is late: it lands first
         self.pending: list[dict] = []  # leased, not started (a serial batch's rest)
         self.in_call = 0
         self.sent_at = 0.0  # when the last call carrying items left
@@ -61,6 +67,7 @@ class Heartbeat(threading.Thread):
     def lease(self, want: int, wait: float) -> list[dict]:
         """Report what finished and lease up to ``want`` more (none once retiring)."""
         with self.sending:  # a call carrying stream items lands before this one is sent
+            self._settle()
             with self.lock:
                 if self.retiring.is_set():
                     return []
@@ -101,6 +108,18 @@ class Heartbeat(threading.Thread):
             self.outbox.append(report)
             ATTEMPTS.end(attempt)
 
+    def flush(self) -> None:
+        """Send the waiting items now; return once they landed (a call that must follow them comes next)."""
+        with self.sending:
+            self._settle()
+            items = self.stream.take()
+            if items:
+                try:
+                    self.call(self.actor.stream, items, [], self.node, self.pid)
+                except BaseException:
+                    self.stream.put_back(items)
+                    raise
+
     @staticmethod
     def park() -> None:
         """Wait for the retiring thread to end the process."""
@@ -137,15 +156,12 @@ class Heartbeat(threading.Thread):
         """One ``stream`` call: the waiting items (if any) and a heartbeat of ``tokens``; its answers."""
         self.wake.clear()
         with self.sending:
+            self._land(self.interval + 2)
             items = self.stream.take()
             if items:  # sent and landed before the next call with items (or reports) leaves
                 self.sent_at = time.monotonic()
-                try:
-                    return ray.get(self.actor.stream.remote(items, tokens, self.node, self.pid),
-                                   timeout=self.interval + 2)
-                except BaseException:
-                    self.stream.put_back(items)
-                    raise
+                self.unsettled = (self.actor.stream.remote(items, tokens, self.node, self.pid), items)
+                return self._land(self.interval + 2)
         # Nothing to send: long-poll, and cut it short when items come (the nudge carries no items).
         answer = self.actor.stream.remote([], tokens, self.node, self.pid, self.runner_id, self.interval).future()
         answer.add_done_callback(lambda _: self.wake.set())
@@ -162,6 +178,33 @@ class Heartbeat(threading.Thread):
                 nudged = True
         return answer.result()
 
+    def _land(self, timeout: float | None) -> dict:
+        """Wait for the call carrying items in flight (under ``self.sending``); its answers ({} if none).
+
+        Late (GetTimeoutError): it stays in flight, and nothing newer leaves before it lands. Failed (the
+        actor died): its items go first again, so they are sent at least once and still in order.
+        """
+        if self.unsettled is None:
+            return {}
+        ref, items = self.unsettled
+        try:
+            answers = ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise
+        except BaseException:
+            self.unsettled = None
+            self.stream.put_back(items)
+            raise
+        self.unsettled = None
+        return answers
+
+    def _settle(self) -> None:
+        """Before a call that carries items: the one in flight lands (or fails, its items back in the outbox)."""
+        try:
+            self._land(None)
+        except Exception:  # noqa: BLE001  (the actor died: its items go with the next call)
+            pass
+
     def _stop(self, attempt, answer: str) -> None:
         if not stopping.stop(attempt, answer):
             self.retire(f"attempt {attempt.token} ignored its stop ({answer})")
@@ -176,6 +219,7 @@ class Heartbeat(threading.Thread):
         reports, released, interrupted = self.hand_back(stopping.DRAIN_S)
         try:
             with self.sending:
+                self._settle()
                 items = self.stream.take()
                 if reports or items:
                     self.call(self.actor.runner_lease, self.runner_id, self.lane, reports, 0, 0.0, self.node,

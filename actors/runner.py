@@ -46,11 +46,12 @@ def actor_name(queue: str) -> str:
 class _Reporter:
     """One attempt's progress and log lines go to the runner's outbox, in order (actors/outbox.py)."""
 
-    def __init__(self, actor, lease: dict, outbox):
+    def __init__(self, actor, lease: dict, heartbeat: Heartbeat):
         self.actor = actor
         self.lease = lease
         self.token = lease["token"]
-        self.outbox = outbox
+        self.heartbeat_thread = heartbeat
+        self.outbox = heartbeat.stream
 
     def progress(self, event: dict) -> None:
         self.outbox.progress(self.token, self.lease["job_id"], event)
@@ -69,6 +70,7 @@ class _Reporter:
     durable = True
 
     def step(self, index: int, name: str, result) -> None:
+        self.heartbeat_thread.flush()  # the step's event comes after the attempt's earlier items
         _call(self.actor.record_step, self.token, self.lease["job_id"], index, name, result)
 
 
@@ -163,8 +165,12 @@ def _capture_output(reporter: _Reporter):
     def send(lines: list[str]) -> None:
         reporter.outbox.log(reporter.token, reporter.lease["job_id"], lines)
 
-    out = _OutputCapture(send, sys.stdout)
-    err = _OutputCapture(send, sys.stderr, "[stderr] ", out.shared)
+    # The process's own streams: after a first attempt they are _Routed, and copying a line there would
+    # route it back into this capture (every line hundreds of times, until the recursion gave out).
+    stdout, stderr = (getattr(stream, "original", stream) if isinstance(stream, _Routed) else stream
+                      for stream in (sys.stdout, sys.stderr))
+    out = _OutputCapture(send, stdout)
+    err = _OutputCapture(send, stderr, "[stderr] ", out.shared)
     return out, err
 
 
@@ -215,7 +221,7 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
         return None
     heartbeat.wake.set()
     job_type = registry.get(lease["type"])
-    reporter = _Reporter(actor, lease, heartbeat.stream)
+    reporter = _Reporter(actor, lease, heartbeat)
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
                      max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled,
                      steps=lease.get("steps"))

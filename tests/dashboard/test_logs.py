@@ -71,6 +71,13 @@ def test_output_is_batched_and_capped(monkeypatch):
     assert sum(len(x) + 1 for x in logged[:-1]) <= 1000
 
 
+def test_each_attempt_of_a_runner_process_logs_its_output_once():
+    """The streams a later attempt finds are the runner's routing ones: its lines must not loop back."""
+    for _ in range(3):
+        report, items = run(lambda ctx, payload: print("once"))
+        assert lines(items) == ["once"]
+
+
 def test_output_of_a_failing_attempt_is_kept():
     def perform(ctx, payload):
         print("about to fail")
