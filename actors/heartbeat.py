@@ -67,7 +67,7 @@ class Heartbeat(threading.Thread):
     def lease(self, want: int, wait: float) -> list[dict]:
         """Report what finished and lease up to ``want`` more (none once retiring)."""
         with self.sending:  # a call carrying stream items lands before this one is sent
-            self._settle()
+            self._await_in_flight()
             with self.lock:
                 if self.retiring.is_set():
                     return []
@@ -111,7 +111,7 @@ class Heartbeat(threading.Thread):
     def flush(self) -> None:
         """Send the waiting items now; return once they landed (a call that must follow them comes next)."""
         with self.sending:
-            self._settle()
+            self._await_in_flight()
             items = self.stream.take()
             if items:
                 try:
@@ -198,7 +198,7 @@ class Heartbeat(threading.Thread):
         self.unsettled = None
         return answers
 
-    def _settle(self) -> None:
+    def _await_in_flight(self) -> None:
         """Before a call that carries items: the one in flight lands (or fails, its items back in the outbox)."""
         try:
             self._land(None)
@@ -219,7 +219,7 @@ class Heartbeat(threading.Thread):
         reports, released, interrupted = self.hand_back(stopping.DRAIN_S)
         try:
             with self.sending:
-                self._settle()
+                self._await_in_flight()
                 items = self.stream.take()
                 if reports or items:
                     self.call(self.actor.runner_lease, self.runner_id, self.lane, reports, 0, 0.0, self.node,

@@ -4,7 +4,9 @@ The queue actor launches one ``run_jobs`` task per free slot of a job type,
 with that type's resources; it never starts one Ray task per queued job. The
 task pulls work from the actor, so one actor call both reports the finished
 batch and leases the next one, and batches grow when jobs are quick (a no-op
-batch carries hundreds of jobs; a render carries one). An idle runner lingers
+batch carries hundreds of jobs; a render carries one). What an attempt reports
+while it runs (``ctx.progress``, ``ctx.log``, its printed output) goes to the
+runner's outbox, one ordered stream per attempt (``actors/outbox.py``). An idle runner lingers
 briefly for new work, then exits, freeing its worker for the autoscaler.
 """
 
@@ -50,7 +52,7 @@ class _Reporter:
         self.actor = actor
         self.lease = lease
         self.token = lease["token"]
-        self.heartbeat_thread = heartbeat
+        self.link = heartbeat  # the runner's sender thread (actors/heartbeat.py)
         self.outbox = heartbeat.stream
 
     def progress(self, event: dict) -> None:
@@ -70,7 +72,7 @@ class _Reporter:
     durable = True
 
     def step(self, index: int, name: str, result) -> None:
-        self.heartbeat_thread.flush()  # the step's event comes after the attempt's earlier items
+        self.link.flush()  # the step's event comes after the attempt's earlier items
         _call(self.actor.record_step, self.token, self.lease["job_id"], index, name, result)
 
 
