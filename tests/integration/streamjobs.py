@@ -1,9 +1,11 @@
-"""Job types for the attempt-stream tests: jobs that report progress and log lines as fast as they can.
+"""Job types for the attempt-stream tests: chatty jobs (progress and lines as fast as they can) and a quiet one.
 
 Loaded by the runners of the tests' own queues (``DOJO_JOB_MODULES``).
 """
 
 from __future__ import annotations
+
+import time
 
 from actors.jobs import job
 
@@ -20,3 +22,12 @@ def _emit(ctx, payload) -> dict:
 
 job("chatty", max_attempts=1)(_emit)
 job("chatty-threads", max_attempts=1, threads=4)(_emit)  # several at once: their streams share one outbox
+
+
+@job("quiet-then-progress", max_attempts=1)
+def quiet_then_progress(ctx, payload) -> dict:
+    """Quiet long enough for the heartbeat to be long-polling, then one progress report, then quiet again."""
+    time.sleep(payload["quiet"])
+    ctx.progress(0.5, stage="late", sent_at=time.time())
+    time.sleep(payload["quiet"])
+    return {}

@@ -67,3 +67,13 @@ def test_attempts_sharing_a_runner_keep_their_own_order(stream_settings, ray_clu
         wait_for_job(actor, job["id"], lambda j: j["status"] == "succeeded", "succeeded")
     for job in jobs:
         _check_order(_events(actor, job["id"]), 200)
+
+
+def test_progress_made_while_the_heartbeat_long_polls_arrives_at_once(stream_settings, ray_cluster):
+    """The runner nudges its long-polling heartbeat (here 10 s long): the report does not wait it out."""
+    name, actor = new_queue(dataclasses.replace(stream_settings, lease_ttl=30.0), "streamq")
+    [job] = ray.get(actor.enqueue.remote([{"type": "quiet-then-progress", "queue": name, "payload": {"quiet": 2.0}}]))
+    done = wait_for_job(actor, job["id"], lambda j: j["status"] == "succeeded", "succeeded")
+    [report] = [e for e in _events(actor, job["id"]) if e["kind"] == "progress"]
+    assert report["at"] - report["data"]["sent_at"] < 1.0, report
+    assert done["progress"]["stage"] == "late"
