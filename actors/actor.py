@@ -115,6 +115,8 @@ class QueueService:
         self._incarnation = os.urandom(3).hex()
         self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
         self._beats: dict[str, asyncio.Future] = {}  # runner id -> its pending long-poll heartbeat
+        self._nudged: dict[str, bool] = {}  # runners that nudged before their long poll began
+        self.stream_calls = 0  # calls that carried attempt stream items (stats: what logs and progress cost)
         self._commit_future: asyncio.Future | None = None
         self._loop_task: asyncio.Task | None = None
         self.fanout = Subscriptions(self.store.max_gseq())  # committed events to subscribers (actors/events.py)
@@ -273,6 +275,7 @@ class QueueService:
         except Exception as exc:  # worker crashed, node died, OOM, ...
             reason = f"worker lost: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         self._runners.pop(runner_id, None)
+        self._nudged.pop(runner_id, None)
         tokens = self.q.runner_tokens(runner_id)
         if tokens:
             self.q.lose(tokens, time.time(), reason or "runner exited without reporting")
@@ -301,14 +304,16 @@ class QueueService:
     @writes
     async def runner_lease(self, runner_id: str, lane: str, reports: list[dict], want: int, wait: float,
                            node: str | None = None, pid: int | None = None,
-                           held: list[int] | None = None) -> list[dict]:
+                           held: list[int] | None = None, items: list | None = None) -> list[dict]:
         """Report a runner's finished batch and lease its next one (long-polls up to ``wait`` seconds).
 
         ``held``: every lease the runner knows of. A lease committed here whose answer never reached it
         (this actor died first, and the runner asked the next one again) is given back, not left to expire
-        and spend an attempt.
+        and spend an attempt. ``items``: its attempts' stream items still waiting (see ``stream``), applied
+        before the reports, so a job's last progress and log lines come before its final status.
         """
         now = time.time()
+        self._apply_stream(items or [], now)
         self._apply_reports(reports, now)
         if held is not None:
             unknown = self.q.runner_tokens(runner_id) - set(held)
@@ -388,12 +393,23 @@ class QueueService:
                 log.info("report for %s refused: %s", report.get("job_id"), exc.message,
                          extra={"job_id": report.get("job_id"), "queue": self.name})
 
-    async def heartbeat(self, tokens: list[int], node: str | None = None, pid: int | None = None,
-                        runner_id: str | None = None, wait: float = 0.0) -> dict:
-        """Extend leases; with ``wait``, long-poll: return early when an attempt of ``runner_id`` is stopped."""
-        self._ensure_loop()
-        answers = self.q.heartbeat(tokens, time.time(), node, pid)
+    @writes
+    async def stream(self, items: list, tokens: list[int], node: str | None = None, pid: int | None = None,
+                     runner_id: str | None = None, wait: float = 0.0) -> dict:
+        """A runner's attempt streams (actors/outbox.py), applied in order, and a heartbeat of its leases.
+
+        Items are ``(token, job_id, "progress" | "log", data)``; a stale lease's items are dropped. The
+        answers say per token 'ok', 'cancel' or 'stale'. With ``wait``, long-poll: answer early when an
+        attempt of ``runner_id`` is stopped or the runner nudges (it has items to send).
+        """
+        now = time.time()
+        self._apply_stream(items, now)
+        answers = self.q.heartbeat(tokens, now, node, pid)
         if wait <= 0 or runner_id is None or any(a != "ok" for a in answers.values()):
+            return answers
+        if self.store.dirty:
+            await self._commit()  # what came before is durable (and fanned out) while it waits
+        if self._nudged.pop(runner_id, None):
             return answers
         waiter = self._beats.get(runner_id)
         if waiter is None or waiter.done():
@@ -404,7 +420,29 @@ class QueueService:
             pass
         if self._beats.get(runner_id) is waiter and waiter.done():
             del self._beats[runner_id]
+        self._nudged.pop(runner_id, None)
         return self.q.heartbeat(tokens, time.time(), node, pid)
+
+    async def nudge(self, runner_id: str) -> None:
+        """End a runner's long-polling ``stream`` call now: it has items to send."""
+        waiter = self._beats.pop(runner_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+        else:  # the long poll has not begun yet: it answers at once when it does
+            self._nudged[runner_id] = True
+
+    def _apply_stream(self, items: list, now: float) -> None:
+        if not items:
+            return
+        self.stream_calls += 1
+        for token, job_id, kind, data in items:
+            try:
+                if kind == "progress":
+                    self.q.progress(token, data, now, job_id=job_id)
+                else:
+                    self.q.log_lines(token, data, now)
+            except DojoError as exc:  # a stale attempt's items are dropped
+                log.debug("%s for %s dropped: %s", kind, job_id, exc.message)
 
     @writes
     async def give_back(self, runner_id: str, released: list[int], interrupted: list[int], why: str) -> None:
@@ -421,20 +459,6 @@ class QueueService:
     async def record_step(self, token: int, job_id: str, index: int, name: str, result) -> None:
         """A durable step's result (actors/durable.py); answered once it is committed."""
         self.q.record_step(token, job_id, index, name, result, time.time())
-
-    @writes
-    async def progress(self, token: int, job_id: str, report: dict, n: int | None = None) -> None:
-        try:
-            self.q.progress(token, report, time.time(), job_id=job_id, n=n)
-        except DojoError as exc:
-            log.info("progress for %s refused: %s", job_id, exc.message)
-
-    @writes
-    async def log_lines(self, token: int, lines: list[str]) -> None:
-        try:
-            self.q.log_lines(token, lines, time.time())
-        except DojoError:
-            pass  # a stale attempt's lines are dropped
 
     # -- the pull API (workers outside Ray) ---------------------------------
     def pull_types(self) -> list[str]:
@@ -589,7 +613,7 @@ class QueueService:
     async def stats(self) -> dict:
         stats = self.q.stats()
         stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self.fanout.last_gseq,
-                     started_at=self.started_at)
+                     started_at=self.started_at, stream_calls=self.stream_calls)
         return stats
 
     # -- queue control: pause, resume, purge, bulk by filter (actors/control.py, actors/bulk.py) ------

@@ -311,6 +311,7 @@ class JobContext:
         self._reporter.heartbeat()
 
     def log(self, line: str) -> None:
+        """Add a line to the job's log; lines are sent in batches, in order with its progress."""
         self._reporter.log(str(line))
 
     def check_cancelled(self) -> None:

@@ -494,14 +494,9 @@ class JobQueue(QueueControl):
             out[token] = "cancel" if job["cancel_requested"] else "ok"
         return out
 
-    def progress(self, token: int, report: dict, now: float, job_id: str | None = None, n: int | None = None) -> None:
-        """Record an attempt's progress. ``n`` numbers a worker's reports: the actor need not run one caller's
-        calls in order, so a report older than one already recorded is dropped (the newer one stands)."""
+    def progress(self, token: int, report: dict, now: float, job_id: str | None = None) -> None:
+        """Record an attempt's progress (a worker's reports come in order, on its attempt's stream)."""
         job = self._lease_of(token, job_id)
-        if n is not None:
-            if n <= job["lease"].get("progress_n", 0):
-                return
-            job["lease"]["progress_n"] = n
         if not isinstance(report, dict):
             raise InvalidInput("progress must be an object like {'fraction': 0.5, 'stage': 'encode'}")
         fraction = report.get("fraction")

@@ -4,14 +4,15 @@ The queue actor launches one ``run_jobs`` task per free slot of a job type,
 with that type's resources; it never starts one Ray task per queued job. The
 task pulls work from the actor, so one actor call both reports the finished
 batch and leases the next one, and batches grow when jobs are quick (a no-op
-batch carries hundreds of jobs; a render carries one). An idle runner lingers
+batch carries hundreds of jobs; a render carries one). What an attempt reports
+while it runs (``ctx.progress``, ``ctx.log``, its printed output) goes to the
+runner's outbox, one ordered stream per attempt (``actors/outbox.py``). An idle runner lingers
 briefly for new work, then exits, freeing its worker for the autoscaler.
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
 import logging
 import os
 import sys
@@ -36,10 +37,8 @@ log = logging.getLogger(__name__)
 BATCH_TARGET_S = 0.02
 MAX_BATCH = 256
 LINGER_S = 0.5
-#: Captured stdout/stderr per attempt: at most this many bytes reach the job's log, in batches of lines.
+#: Captured stdout/stderr per attempt: at most this many bytes reach the job's log.
 LOG_CAPTURE_BYTES = 256 * 1024
-LOG_BATCH_LINES = 50
-LOG_FLUSH_S = 0.25
 
 
 def actor_name(queue: str) -> str:
@@ -47,32 +46,23 @@ def actor_name(queue: str) -> str:
 
 
 class _Reporter:
-    """Sends one attempt's progress, logs and heartbeats to the queue actor."""
+    """One attempt's progress and log lines go to the runner's outbox, in order (actors/outbox.py)."""
 
-    def __init__(self, actor, lease: dict):
+    def __init__(self, actor, lease: dict, heartbeat: Heartbeat):
         self.actor = actor
         self.lease = lease
         self.token = lease["token"]
-        # Refs of fire-and-forget calls: the attempt's outcome is reported only once they have landed,
-        # because an async actor need not run one caller's calls in order.
-        self.sent: list = []
-        self._numbers = itertools.count(1)  # progress reports, so a late older one cannot overwrite a newer
+        self.link = heartbeat  # the runner's sender thread (actors/heartbeat.py)
+        self.outbox = heartbeat.stream
 
     def progress(self, event: dict) -> None:
-        self.sent.append(self.actor.progress.remote(self.token, self.lease["job_id"], event, next(self._numbers)))
-
-    def settle(self, timeout: float = 10.0) -> None:
-        """Wait until every progress and log call of this attempt reached the actor."""
-        refs = [ref for ref in self.sent if isinstance(ref, ray.ObjectRef)]
-        if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        self.sent.clear()
+        self.outbox.progress(self.token, self.lease["job_id"], event)
 
     def heartbeat(self) -> None:
-        ray.get(self.actor.heartbeat.remote([self.token]))
+        ray.get(self.actor.stream.remote([], [self.token]))  # carries no items: it cannot reorder any
 
     def log(self, line: str) -> None:
-        self.sent.append(self.actor.log_lines.remote(self.token, [line]))
+        self.outbox.log(self.token, self.lease["job_id"], [line])
 
     def enqueue(self, specs: list[dict]) -> list[dict]:
         specs = [{**spec, "parent_id": self.lease["job_id"]} for spec in tracing.child_specs(specs)]
@@ -82,18 +72,19 @@ class _Reporter:
     durable = True
 
     def step(self, index: int, name: str, result) -> None:
+        self.link.flush()  # the step's event comes after the attempt's earlier items
         _call(self.actor.record_step, self.token, self.lease["job_id"], index, name, result)
 
 
 class _OutputCapture:
     """A file-like stream that forwards whole lines of one attempt's output to its log events.
 
-    Installed as ``sys.stdout`` / ``sys.stderr`` while the attempt runs (the
-    runner runs one attempt at a time per process). Lines are sent in batches
-    (every ``LOG_BATCH_LINES`` lines or ``LOG_FLUSH_S`` seconds, and at the end)
-    with one fire-and-forget actor call, and copied to the original stream so
-    Ray's worker logs keep them. After ``LOG_CAPTURE_BYTES`` one notice is sent
-    and the rest is only copied.
+    Installed (through ``_Routed``) as the attempt thread's ``sys.stdout`` /
+    ``sys.stderr`` while the attempt runs. Each whole line goes to the
+    attempt's stream in the runner's outbox, in order with its ``ctx.log``
+    lines and progress (the outbox batches them), and is copied to the
+    original stream so Ray's worker logs keep it. After ``LOG_CAPTURE_BYTES``
+    one notice is sent and the rest is only copied.
     """
 
     def __init__(self, send, original, prefix: str = "", shared: dict | None = None):
@@ -101,7 +92,7 @@ class _OutputCapture:
         self.original = original
         self.prefix = prefix
         self.shared = shared if shared is not None else {"bytes": 0, "lock": threading.Lock(), "lines": [],
-                                                          "flushed": time.monotonic(), "capped": False}
+                                                          "capped": False}
         self.partial = ""
 
     def write(self, text: str) -> int:
@@ -120,9 +111,7 @@ class _OutputCapture:
             if len(self.partial) > 4000:
                 self._add(self.partial)
                 self.partial = ""
-            due = len(state["lines"]) >= LOG_BATCH_LINES or time.monotonic() - state["flushed"] >= LOG_FLUSH_S
-        if due:
-            self.flush()
+        self._send()
         return len(text)
 
     def _add(self, line: str) -> None:
@@ -137,16 +126,18 @@ class _OutputCapture:
         state["bytes"] += size
         state["lines"].append(self.prefix + line.rstrip("\r"))
 
-    def flush(self) -> None:
+    def _send(self) -> None:
         state = self.shared
         with state["lock"]:
             lines, state["lines"] = state["lines"], []
-            state["flushed"] = time.monotonic()
         if lines:
             try:
                 self.send(lines)
             except Exception:  # noqa: BLE001  (logging must never fail the job)
                 pass
+
+    def flush(self) -> None:
+        self._send()
         try:
             self.original.flush()
         except Exception:  # noqa: BLE001
@@ -171,15 +162,17 @@ class _OutputCapture:
         return getattr(self.original, "encoding", "utf-8")
 
 
-def _capture_output(actor, token: int, sent: list | None = None):
+def _capture_output(reporter: _Reporter):
     """(stdout, stderr) capturing streams for one attempt; stderr lines are marked ``[stderr]``."""
     def send(lines: list[str]) -> None:
-        ref = actor.log_lines.remote(token, lines)
-        if sent is not None:
-            sent.append(ref)
+        reporter.outbox.log(reporter.token, reporter.lease["job_id"], lines)
 
-    out = _OutputCapture(send, sys.stdout)
-    err = _OutputCapture(send, sys.stderr, "[stderr] ", out.shared)
+    # The process's own streams: after a first attempt they are _Routed, and copying a line there would
+    # route it back into this capture (every line hundreds of times, until the recursion gave out).
+    stdout, stderr = (getattr(stream, "original", stream) if isinstance(stream, _Routed) else stream
+                      for stream in (sys.stdout, sys.stderr))
+    out = _OutputCapture(send, stdout)
+    err = _OutputCapture(send, stderr, "[stderr] ", out.shared)
     return out, err
 
 
@@ -230,13 +223,13 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
         return None
     heartbeat.wake.set()
     job_type = registry.get(lease["type"])
-    reporter = _Reporter(actor, lease)
+    reporter = _Reporter(actor, lease, heartbeat)
     ctx = JobContext(job_id=lease["job_id"], type=lease["type"], queue=lease["queue"], attempt=lease["attempt"],
                      max_attempts=lease["max_attempts"], reporter=reporter, cancelled=cancelled,
                      steps=lease.get("steps"))
     report = {"token": lease["token"], "job_id": lease["job_id"], "type": lease["type"]}
     started = time.perf_counter()
-    capture = _capture_output(actor, lease["token"], reporter.sent)
+    capture = _capture_output(reporter)
     _route_output(capture)
     traced = tracing.attempt_span(lease)  # the attempt's span (a no-op unless tracing is configured)
     ctx.span = traced.__enter__()
@@ -268,7 +261,7 @@ def execute(actor, lease: dict, registry, heartbeat: Heartbeat) -> dict | None:
         _route_output(None)
         for stream in capture:
             stream.close_attempt()
-        reporter.settle()  # the outcome must not overtake the attempt's last progress and log lines
+        # Queued after the attempt's last items: the lease call that carries it sends them first.
         heartbeat.finish(attempt, report)
     return report
 

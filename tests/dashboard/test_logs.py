@@ -15,29 +15,20 @@ from actors.jobs import JobType
 from .conftest import submit
 
 
-class _Method:
-    def __init__(self, calls: list, name: str):
-        self.calls, self.name = calls, name
-
-    def remote(self, *args):
-        self.calls.append((self.name, args))
-
-
-class RecordingActor:
-    """An in-test stand-in for the queue actor's handle: keeps every fire-and-forget call."""
-
-    def __init__(self):
-        self.calls: list = []
+class NoActor:
+    """The attempt's lines go to the runner's outbox, not to the actor: no call may be made."""
 
     def __getattr__(self, name):
-        return _Method(self.calls, name)
+        raise AssertionError(f"the attempt called the actor's {name}")
 
-    def lines(self) -> list[str]:
-        return [line for name, args in self.calls if name == "log_lines" for line in args[1]]
+
+def lines(items: list[tuple]) -> list[str]:
+    return [line for token, job_id, kind, data in items if kind == "log" for line in data]
 
 
 def run(perform, payload=None):
-    actor = RecordingActor()
+    """Run one attempt with a heartbeat that never sends: ``(report, the stream items it left waiting)``."""
+    actor = NoActor()
     registry = {"printer": JobType(name="printer", perform=perform)}
     lease = {"token": 7, "job_id": "j_00000000000000000000", "type": "printer", "queue": "default", "attempt": 1,
              "max_attempts": 1, "payload": payload, "phase": "perform"}
@@ -45,7 +36,7 @@ def run(perform, payload=None):
     beat.pending.append(lease)
     report = runner.execute(actor, lease, registry, beat)
     assert beat.outbox == [report] and not beat.pending
-    return report, actor
+    return report, beat.stream.take()
 
 
 def test_stdout_and_stderr_become_log_lines_and_are_restored():
@@ -57,10 +48,10 @@ def test_stdout_and_stderr_become_log_lines_and_are_restored():
         sys.stdout.write("no newline at the end")
         return 1
 
-    report, actor = run(perform)
+    report, items = run(perform)
     assert report["outcome"] == "succeeded"
-    assert actor.lines() == ["hello", "[stderr] to stderr", "no newline at the end"]
-    assert all(args[0] == 7 for name, args in actor.calls if name == "log_lines")
+    assert lines(items) == ["hello", "[stderr] to stderr", "no newline at the end"]
+    assert all(item[0] == 7 for item in items)
     # The runner's streams route each thread's writes; with no attempt running they reach the originals.
     assert tuple(getattr(stream, "original", stream) for stream in (sys.stdout, sys.stderr)) == before
     assert getattr(getattr(sys.stdout, "local", None), "target", None) is None
@@ -73,12 +64,18 @@ def test_output_is_batched_and_capped(monkeypatch):
         for i in range(500):
             print(f"line {i:04d}")
 
-    report, actor = run(perform)
-    lines = actor.lines()
-    batches = [args[1] for name, args in actor.calls if name == "log_lines"]
-    assert len(batches) < 500
-    assert lines[0] == "line 0000" and "the rest is not captured" in lines[-1]
-    assert sum(len(x) + 1 for x in lines[:-1]) <= 1000
+    report, items = run(perform)
+    logged = lines(items)
+    assert len(items) < 500
+    assert logged[0] == "line 0000" and "the rest is not captured" in logged[-1]
+    assert sum(len(x) + 1 for x in logged[:-1]) <= 1000
+
+
+def test_each_attempt_of_a_runner_process_logs_its_output_once():
+    """The streams a later attempt finds are the runner's routing ones: its lines must not loop back."""
+    for _ in range(3):
+        report, items = run(lambda ctx, payload: print("once"))
+        assert lines(items) == ["once"]
 
 
 def test_output_of_a_failing_attempt_is_kept():
@@ -86,8 +83,21 @@ def test_output_of_a_failing_attempt_is_kept():
         print("about to fail")
         raise RuntimeError("boom")
 
-    report, actor = run(perform)
-    assert report["outcome"] == "failed" and actor.lines() == ["about to fail"]
+    report, items = run(perform)
+    assert report["outcome"] == "failed" and lines(items) == ["about to fail"]
+
+
+def test_progress_logs_and_output_keep_the_order_the_job_made_them():
+    def perform(ctx, payload):
+        ctx.progress(0.1, stage="a")
+        ctx.log("one")
+        print("two")
+        ctx.progress(0.9, stage="b")
+        print("three")
+
+    report, items = run(perform)
+    assert [(kind, data.get("stage") if kind == "progress" else data) for _, _, kind, data in items] == [
+        ("progress", "a"), ("log", ["one", "two"]), ("progress", "b"), ("log", ["three"])]
 
 
 @pytest.mark.ray

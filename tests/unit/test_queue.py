@@ -396,14 +396,3 @@ def test_status_counts_follow_every_transition_and_match_the_store(q, path):
     assert {k: v for k, v in q.counts.items() if v} == expected
     reopened = reopen(q, path)
     assert {k: v for k, v in reopened.counts.items() if v} == expected
-
-
-def test_a_late_older_progress_report_does_not_overwrite_a_newer_one(q):
-    """The actor need not run one worker's fire-and-forget calls in order: reports are numbered."""
-    job = enqueue(q, type="flaky", payload={})
-    [lease] = q.lease("r1", None, 1, T0)
-    q.take_events()
-    q.progress(lease["token"], {"fraction": 0.5, "stage": "b"}, T0 + 1, job_id=job["id"], n=2)
-    q.progress(lease["token"], {"fraction": 0.1, "stage": "a"}, T0 + 1, job_id=job["id"], n=1)  # arrives late
-    assert q.get(job["id"])["progress"]["stage"] == "b"
-    assert [e["data"]["stage"] for e in q.take_events() if e["kind"] == "progress"] == ["b"]

@@ -70,7 +70,7 @@ class _Actor:
     def __init__(self, leases: list[dict]):
         self.leases = leases
         self.runner_lease = self.give_back = self
-        self.progress = self.log_lines = self
+        self.stream = self
 
     def remote(self, *args):
         return None
