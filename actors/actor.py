@@ -32,7 +32,8 @@ from .control import PURGE_CHUNK
 from .exceptions import DojoError, Forbidden, MalformedRequest
 from .jobs import Resources, load_modules
 from .metrics import QueueMetrics
-from .queue import JobQueue, Limits, split_lane
+from .ids import split_lane
+from .queue import JobQueue, Limits
 from .reads import Reader
 from .search import SearchIndex
 from .settings import Settings

@@ -25,8 +25,7 @@ import ray
 
 from .bulk import BulkFilter
 from .exceptions import DojoError, InvalidInput, QueueUnavailable, TooManyQueues, UnknownQueue
-from .queue import QUEUE_NAME, queue_of
-from .runner import actor_name
+from .ids import QUEUE_NAME, actor_name, queue_of
 from .settings import NAMESPACE, Settings
 
 

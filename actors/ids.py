@@ -53,3 +53,8 @@ def queue_of(job_id: str) -> str:
     if not isinstance(job_id, str) or not re.fullmatch(r"j_[0-9a-f]{20}(\.[a-z0-9][a-z0-9_-]{0,39})?", job_id):
         raise InvalidInput(f"malformed job id {job_id!r}; job ids look like 'j_0192ab34cd5600001a2b'")
     return job_id.split(".", 1)[1] if "." in job_id else "default"
+
+
+def actor_name(queue: str) -> str:
+    """The name of the queue's actor in Ray (namespace ``settings.NAMESPACE``)."""
+    return f"queue:{queue}"

@@ -25,7 +25,7 @@ import ray
 
 from .durable import Suspend
 from .heartbeat import Heartbeat
-from .queue import LANE_SEP
+from .ids import LANE_SEP, actor_name
 from .jobs import JobCancelled, JobContext, PermanentFailure, load_modules
 from . import tracing
 from .stopping import install_spawn_hook
@@ -39,10 +39,6 @@ MAX_BATCH = 256
 LINGER_S = 0.5
 #: Captured stdout/stderr per attempt: at most this many bytes reach the job's log.
 LOG_CAPTURE_BYTES = 256 * 1024
-
-
-def actor_name(queue: str) -> str:
-    return f"queue:{queue}"
 
 
 class _Reporter:

@@ -26,7 +26,7 @@ from typing import AsyncIterator
 import ray
 
 from .handoff import Handoff
-from ..runner import actor_name
+from ..ids import actor_name
 from ..settings import NAMESPACE
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ def fan_out_killing(ctx, payload):
     The kill lands between the children's commit and anything else the actor would do (the parent's
     next save, a child's report), then the job waits for the restarted actor before the next chunk.
     """
-    from actors.runner import actor_name
+    from actors.ids import actor_name
     from actors.settings import NAMESPACE
 
     actor = ray.get_actor(actor_name(ctx.queue), namespace=NAMESPACE)
