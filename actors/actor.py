@@ -1,21 +1,23 @@
 """The queue actor: Ray's edge around ``JobQueue`` (the Durable Object of a queue).
 
-One named, detached async actor per queue. It is the only writer of the
-queue's SQLite database; every call that changes state awaits the group
-commit before it returns. It dispatches due jobs to ``run_jobs`` runner tasks,
-watches them, stops the ones whose job timed out or was cancelled, and fans
-committed events out to subscribers (one stream per Serve replica).
-"""
+One named, detached async actor per queue. It is the only writer of the queue's SQLite database;
+every command that changes state awaits the group commit before it returns (``@writes``), reads of
+history go to read-only connections off its loop (``@reads``). After each commit it publishes the
+committed events to subscribers (``events.Subscriptions``, one stream per Serve replica) and
+dispatches (``dispatch.Runners``: starting, waking and stopping runner tasks). Everything else is a
+component it holds: the rules (``queue.py``), the store, the search indexer, the callback sender,
+retention, metrics, the in-flight places.
 
+Why it is over 500 lines: it is the table of the queue's commands — each a few lines that call a
+component and say whether they write or read — and one table is where a reader checks that every
+command meets the store the way it must.
+"""
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
-import itertools
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -23,16 +25,14 @@ from pathlib import Path
 import ray
 
 from . import callbacks
-from . import launcher as launcher_mod
 from . import retention
-from . import runner as runner_mod
 from . import scaling
 from .bulk import BulkFilter
 from .control import PURGE_CHUNK
+from .dispatch import Runners
 from .exceptions import DojoError, Forbidden, MalformedRequest
-from .jobs import Resources, load_modules
+from .jobs import load_modules
 from .metrics import QueueMetrics
-from .ids import split_lane
 from .queue import JobQueue, Limits
 from .reads import Reader
 from .search import SearchIndex
@@ -94,9 +94,6 @@ class QueueService:
         os.environ.update(env)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.settings = Settings.from_env()
-        # Jobs see the DOJO_* settings `dojo up` was given (e.g. DOJO_HELIX_URL), wherever they run,
-        # but no token or secret (Settings.job_env).
-        self._job_env = self.settings.job_env()
         self.registry = load_modules(self.settings.job_modules)
         path = Path(self.settings.state_dir) / "queues" / f"{name}.sqlite3"
         self.store = Store(path, self.settings.sqlite_sync)
@@ -108,15 +105,11 @@ class QueueService:
                                                    priority_aging=self.settings.priority_aging), now=time.time(),
                           types=self.registry)
         self.name = name
-        self.concurrency = self.settings.concurrency
-        self._runners: dict[str, dict] = {}  # runner id -> {"type", "ref", "leased"(, "adopted")}
-        self._launcher = None  # the detached actor that owns our runner tasks (actors/launcher.py)
+        # Its runners (actors/dispatch.py): started for lanes with ready jobs, after each commit.
+        self.runners = Runners(name, self.q, self.registry, self.settings.concurrency,
+                               (self.settings.lease_ttl, self.settings.job_modules, self.settings.job_env()),
+                               self._runner_exited)
         self._objects = None  # the object store, made when a deleted job's objects must go
-        self._runner_ids = itertools.count()
-        self._incarnation = os.urandom(3).hex()
-        self._waiters: dict[str, list[asyncio.Future]] = collections.defaultdict(list)
-        self._beats: dict[str, asyncio.Future] = {}  # runner id -> its pending long-poll heartbeat
-        self._nudged: dict[str, bool] = {}  # runners that nudged before their long poll began
         self.stream_calls = 0  # calls that carried attempt stream items (stats: what logs and progress cost)
         self._commit_future: asyncio.Future | None = None
         self._loop_task: asyncio.Task | None = None
@@ -126,14 +119,13 @@ class QueueService:
         event_days = retention.event_retention_days()  # a bad value stops the actor here, with its message
         self._prune = retention.Paced(retention.PRUNE_EVERY_S, retention.PRUNE_PAGE,
                                       lambda now: retention.prune_events(self.store, now, event_days))
-        self._job_seconds: dict[str, float] = {}  # type -> moving average of an attempt's duration
         self.places = Places()  # in-flight places (actors/limits/)
         self.started_at = time.time()
         self.metrics = QueueMetrics(name)
         self.scaling = scaling.DemandReporter(name, self.registry)
         self.callbacks = callbacks.Sender(self.store, callbacks.signing_key(self.settings), self._public_job)
         self._depth_at = 0.0
-        log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self._incarnation, len(self.q.jobs))
+        log.info("queue actor %s up (incarnation %s, %d unfinished jobs)", name, self.runners.incarnation, len(self.q.jobs))
         self._wake_self()
 
     @staticmethod
@@ -161,7 +153,7 @@ class QueueService:
                           if job["history"] and job["history"][-1]["outcome"] == "lost"}
                 await self._commit()  # and dispatch: runners for what became due, in place of the lost
                 for token, runner in to_stop:
-                    self._stop_runner(runner, f"attempt {token} timed out or lost its lease", silent=token in silent)
+                    self.runners.stop(runner, f"attempt {token} timed out or lost its lease", silent=token in silent)
                 self.callbacks.tick(now)
                 self.scaling.tick(self.q, now)  # backlog per resource shape -> autoscaler and metrics
                 if now - self._depth_at >= DEPTH_EVERY_S:
@@ -208,98 +200,13 @@ class QueueService:
             self.metrics.observe(events)
             self.fanout.publish(events)
         future.set_result(None)
-        self._dispatch()
+        self.runners.dispatch()
 
-    # -- dispatch ----------------------------------------------------------
-    def _dispatch(self) -> None:
-        """Wake idle runners, then start runners for lanes with ready jobs, up to the concurrency limit.
-
-        A lane is a job type with the resources its attempts need (the type's, or a job's own).
-        """
-        for lane, ready in self.q.ready_counts().items():
-            type_name, resources = split_lane(lane)
-            job_type = self.registry.get(type_name)
-            if job_type is None or job_type.external:
-                continue
-            self._wake(lane, math.ceil(ready / runner_mod.MAX_BATCH) if ready > 0 else 0)
-            starting = sum(1 for r in self._runners.values() if r["type"] == lane and not r["leased"])
-            # Quick jobs share a runner (it leases big batches); slow ones get a runner per `threads` jobs.
-            quick = self._job_seconds.get(type_name, 0.0) < 0.005
-            per_runner = max(64, job_type.threads) if quick else job_type.threads
-            want = min(math.ceil(max(ready, 0) / per_runner) - starting, self.concurrency - len(self._runners))
-            for _ in range(max(0, want)):
-                self._launch(job_type, lane, Resources.from_dict(resources))
-
-    def _launch(self, job_type, lane: str, resources: Resources) -> None:
-        runner_id = f"{self.name}:{self._incarnation}:{next(self._runner_ids)}"
-        options = {"name": f"dojo:{job_type.name}", **resources.ray_options()}
-        args = (self.name, runner_id, lane, self.settings.lease_ttl, self.settings.job_modules, self._job_env)
-        self._runners[runner_id] = {"type": lane, "ref": None, "leased": False}
-        asyncio.get_running_loop().create_task(self._start_runner(runner_id, options, args))
-        # Idle runners of other lanes stop lingering and exit: Ray can give their worker processes to
-        # this runner instead of starting a new one (a process start costs about a second of CPU).
-        for other in self._waiters:
-            if other != lane:
-                self._wake(other, len(self._waiters[other]))
-
-    def _wake(self, lane: str, runners: int) -> None:
-        """Wake up to ``runners`` of the lane's idle runners (long-polling in ``runner_lease``)."""
-        waiters = self._waiters.get(lane)
-        while runners > 0 and waiters:
-            waiter = waiters.pop()
-            if not waiter.done():
-                waiter.set_result(True)
-                runners -= 1
-
-    async def _start_runner(self, runner_id: str, options: dict, args: tuple) -> None:
-        """Have the launcher submit the runner (it owns the task, so the runner outlives this actor)."""
-        try:
-            if self._launcher is None:
-                self._launcher = launcher_mod.launcher()
-            [ref] = await self._launcher.launch.remote(options, args)
-        except Exception as exc:  # the launcher is restarting: the next dispatch tries again
-            log.warning("could not launch runner %s: %s", runner_id, exc)
-            self._launcher = None
-            self._runners.pop(runner_id, None)
-            return
-        info = self._runners.get(runner_id)
-        if info is not None:
-            info["ref"] = ref
-        await self._watch(runner_id, ref)
-
-    async def _watch(self, runner_id: str, ref) -> None:
-        reason = None
-        try:
-            await ref
-        except ray.exceptions.TaskCancelledError:
-            reason = "the attempt's worker was stopped"
-        except Exception as exc:  # worker crashed, node died, OOM, ...
-            reason = f"worker lost: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        self._runners.pop(runner_id, None)
-        self._nudged.pop(runner_id, None)
+    async def _runner_exited(self, runner_id: str, reason: str | None) -> None:
         tokens = self.q.runner_tokens(runner_id)
         if tokens:
             self.q.lose(tokens, time.time(), reason or "runner exited without reporting")
         await self._commit()  # its place is free: dispatch
-
-    def _stop_runner(self, runner_id: str, why: str, silent: bool = False) -> None:
-        """Tell a runner that one of its attempts is over (cancel, timeout, lost lease).
-
-        The runner's pending heartbeat returns at once and it stops that attempt alone (its cancel event,
-        its child processes); the process is not killed, since other attempts may share it. Only a runner
-        whose lease ran out without a heartbeat (``silent``: hung or gone) is force-cancelled: all of its
-        attempts' leases are expiring with it.
-        """
-        log.info("stopping an attempt of runner %s: %s", runner_id, why)
-        waiter = self._beats.pop(runner_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
-        info = self._runners.get(runner_id)
-        if silent and info is not None and info.get("ref") is not None:
-            try:
-                ray.cancel(info["ref"], force=True)
-            except Exception as exc:  # noqa: BLE001  (its leases are lost anyway)
-                log.warning("could not stop runner %s: %s", runner_id, exc)
 
     # -- runners -----------------------------------------------------------
     @writes
@@ -321,65 +228,27 @@ class QueueService:
             if unknown:
                 log.info("runner %s never received leases %s; queued again", runner_id, sorted(unknown))
                 self.q.release(unknown, now)
-        info = self._runners.get(runner_id)
-        if info is None:
-            # A runner launched before a restart: adopt it while there is room, else let it finish.
-            if len(self._runners) >= self.concurrency:
-                return []
-            info = self._runners[runner_id] = {"type": lane, "ref": None, "leased": True, "adopted": True}
-        info["leased"] = True
+        if self.runners.checked_in(runner_id, lane) is None:
+            return []  # launched before a restart, and no room to adopt it: it finishes
         # A runner whose lane is outranked by one that waits for room ends its batch here and exits.
-        outranked = self._outranked(lane)
+        outranked = self.runners.outranked(lane)
         leases = [] if outranked else self.q.lease(runner_id, [lane], want, now, node=node, pid=pid)
-        # An idle runner lingers for more work of its lane, unless another lane waits for a runner to
-        # start: then it exits at once, and Ray can hand its worker process to that runner.
-        if not leases and wait > 0 and not outranked and not self._others_starting(lane):
+        if not leases and wait > 0 and not outranked and self.runners.lingers(lane):
             if self.store.dirty:
                 await self._commit()  # what it reported is durable while it waits
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters[lane].append(waiter)
-            try:
-                await asyncio.wait_for(waiter, wait)
-            except asyncio.TimeoutError:
-                pass
+            await self.runners.idle(lane, wait)
             leases = self.q.lease(runner_id, [lane], want, time.time(), node=node, pid=pid)
-        if not leases and info.get("adopted"):
-            self._runners.pop(runner_id, None)
+        if not leases:
+            self.runners.done_with(runner_id)
         # The runner forgets its reports once this call returns, and a lease is durable before it is
         # handed out (@writes): no reader sees 'running' that a restart would turn back into 'queued'.
         # One group commit carries every runner's call of this moment.
         return leases
 
-    def _outranked(self, lane: str) -> bool:
-        """At the concurrency limit, does a lane with no runner have a better-ranked job than this one?
-
-        Priority (aged, see ``JobQueue.rank``) holds across job types: a runner finishes the attempts it
-        holds, then makes room, and the freed slot goes to the best-ranked lane (``_dispatch``).
-        """
-        if len(self._runners) < self.concurrency:
-            return False
-        mine = self.q.lane_head(lane)
-        served = {info["type"] for info in self._runners.values()}
-        for other in self.q.ready_counts():
-            if other == lane or other in served:
-                continue
-            head = self.q.lane_head(other)
-            if head is None or (mine is not None and head >= mine):
-                return False  # lanes come best first: none after this one outranks us
-            job_type = self.registry.get(split_lane(other)[0])
-            if job_type is not None and not job_type.external:
-                return True
-        return False
-
-    def _others_starting(self, lane: str) -> bool:
-        return any(not info["leased"] and info["type"] != lane for info in self._runners.values())
-
     def _apply_reports(self, reports: list[dict], now: float) -> None:
         for report in reports:
             if report.get("duration") is not None and report.get("type"):
-                # A moving average of how long a type's jobs take steers how many runners it gets.
-                previous = self._job_seconds.get(report["type"], report["duration"])
-                self._job_seconds[report["type"]] = 0.8 * previous + 0.2 * report["duration"]
+                self.runners.took(report["type"], report["duration"])
             try:
                 if report["outcome"] == "succeeded":
                     self.q.complete(report["token"], report.get("result"), now, job_id=report["job_id"],
@@ -410,27 +279,12 @@ class QueueService:
             return answers
         if self.store.dirty:
             await self._commit()  # what came before is durable (and fanned out) while it waits
-        if self._nudged.pop(runner_id, None):
-            return answers
-        waiter = self._beats.get(runner_id)
-        if waiter is None or waiter.done():
-            waiter = self._beats[runner_id] = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), wait)
-        except asyncio.TimeoutError:
-            pass
-        if self._beats.get(runner_id) is waiter and waiter.done():
-            del self._beats[runner_id]
-        self._nudged.pop(runner_id, None)
+        await self.runners.beat(runner_id, wait)
         return self.q.heartbeat(tokens, time.time(), node, pid)
 
     async def nudge(self, runner_id: str) -> None:
         """End a runner's long-polling ``stream`` call now: it has items to send."""
-        waiter = self._beats.pop(runner_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
-        else:  # the long poll has not begun yet: it answers at once when it does
-            self._nudged[runner_id] = True
+        self.runners.nudge(runner_id)
 
     def _apply_stream(self, items: list, now: float) -> None:
         if not items:
@@ -527,7 +381,7 @@ class QueueService:
         job, stops = self.q.cancel_tree(job_id, time.time())
         await self._commit()  # durable before its runners are told to stop
         for token, runner in stops:
-            self._stop_runner(runner, f"job {job_id} cancelled (attempt {token})")
+            self.runners.stop(runner, f"job {job_id} cancelled (attempt {token})")
         return job
 
     @reads
@@ -613,7 +467,7 @@ class QueueService:
     @reads
     async def stats(self) -> dict:
         stats = self.q.stats()
-        stats.update(runners=len(self._runners), concurrency=self.concurrency, last_gseq=self.fanout.last_gseq,
+        stats.update(runners=len(self.runners.running), concurrency=self.runners.concurrency, last_gseq=self.fanout.last_gseq,
                      started_at=self.started_at, stream_calls=self.stream_calls)
         return stats
 
@@ -663,7 +517,7 @@ class QueueService:
             changed += 1
         await self._commit()  # durable before runners are stopped and objects deleted
         for token, runner in stops:
-            self._stop_runner(runner, f"cancelled by a bulk cancel (attempt {token})")
+            self.runners.stop(runner, f"cancelled by a bulk cancel (attempt {token})")
         if action == "delete":
             asyncio.get_running_loop().create_task(self._forget_objects())
         return {"action": action, "queue": self.name, "read": len(page), "matched": len(matched), "changed": changed,
@@ -706,12 +560,12 @@ class QueueService:
                     "started_at": (j.get("lease") or {}).get("started_at")}
                    for j in self.q.jobs.values() if j["status"] == "running"]
         window, chart = await self.reader.run(lambda db: (window_stats(db, since, now), series(db, since, now, bucket)))
-        return {**stats, "window": window, "series": chart, "running_jobs": running[:1000], "runners": len(self._runners),
-                "concurrency": self.concurrency, "last_gseq": self.fanout.last_gseq}
+        return {**stats, "window": window, "series": chart, "running_jobs": running[:1000], "runners": len(self.runners.running),
+                "concurrency": self.runners.concurrency, "last_gseq": self.fanout.last_gseq}
 
     async def ping(self) -> dict:
         self._ensure_loop()
-        return {"queue": self.name, "incarnation": self._incarnation, "pid": os.getpid(),
+        return {"queue": self.name, "incarnation": self.runners.incarnation, "pid": os.getpid(),
                 "last_gseq": self.fanout.last_gseq}
 
     async def subscribe(self, after: int):
