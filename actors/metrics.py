@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 
 log = logging.getLogger(__name__)
 
