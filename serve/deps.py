@@ -3,7 +3,8 @@
 - Who: ``principal`` (the request's token; ``?token=`` only where a browser cannot send a header),
   ``admin`` and ``worker`` (route dependencies, ``ADMIN`` / ``WORKER``), ``principal_ws``.
 - Of what: ``Facade`` (the queue facade, ``app.state.queues``), ``existing_queue`` (a well-formed
-  name of an existing queue, checked once per request; a read never creates one), ``check_channel``.
+  name of an existing queue, checked once per request; a read never creates one), ``on_queue``
+  (that check, then the facade call), ``check_channel``.
 - What they see: ``job_view`` (the public view of a job; fencing details for the API token only),
   ``redact``, ``read_token``.
 
@@ -23,6 +24,7 @@ from actors.facade import Queues
 from actors.views import public
 
 from .auth import Principal, mint, query_token_allowed
+from .errors import call
 from .http import check_queue
 
 #: How long the read token an enqueue answers with lasts (and a minted one, by default).
@@ -73,6 +75,12 @@ Facade = Annotated[Queues, Depends(_facade)]
 def existing_queue(queues: Queues, queue: str) -> str:
     """A well-formed name of an existing queue (422 / 404); never creates the queue."""
     return queues.exists(check_queue(queue))
+
+
+async def on_queue(queues: Queues, queue: str, method, *args):
+    """``method(queue, *args)`` (a facade call) on an existing ``queue``, which is checked first (422 / 404)."""
+    existing_queue(queues, queue)
+    return await call(method(queue, *args))
 
 
 def check_channel(name: str) -> str:

@@ -2,7 +2,7 @@
 
 ``ws_stream`` sends events as WebSocket text frames, ``sse`` as a ``text/event-stream`` response
 (with keep-alives; ``last_event_id`` resumes one after a reconnect); every live route of the API
-and the dashboard answers through these two.
+and the dashboard answers through these two (the log stream of ``routes/logs.py`` words its own events).
 
 Each open stream holds a socket, a task and an inbox in the replica, so an API
 replica keeps at most ``DOJO_MAX_STREAMS`` open, and one credential (an API,

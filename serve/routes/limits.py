@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from actors.exceptions import InvalidInput
 
-from ..deps import ADMIN, Facade, existing_queue
+from ..deps import ADMIN, Facade, existing_queue, on_queue
 from ..errors import call
 from ..http import read_json
 
@@ -25,5 +25,4 @@ async def bucket_put(name: str, request: Request, queues: Facade, queue: str = "
 
 @router.get("/v1/ratelimits/{name}", tags=["ratelimits"], dependencies=ADMIN)
 async def bucket_get(name: str, queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    return await call(queues.bucket_get(queue, name))
+    return await on_queue(queues, queue, queues.bucket_get, name)

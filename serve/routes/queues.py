@@ -11,7 +11,7 @@ from actors.exceptions import InvalidInput, NotFound
 from actors.facade import Queues
 from actors.pauses import check_types
 
-from ..deps import ADMIN, Facade, existing_queue
+from ..deps import ADMIN, Facade, existing_queue, on_queue
 from ..errors import call
 from ..http import check_queue, read_json
 
@@ -52,8 +52,7 @@ async def queue_create(queue: str, queues: Facade):
 
 @router.get("/v1/queues/{queue}", tags=["queues"], dependencies=ADMIN)
 async def queue_stats(queue: str, queues: Facade):
-    existing_queue(queues, queue)
-    return await call(queues.stats(queue))
+    return await on_queue(queues, queue, queues.stats)
 
 
 @router.post("/v1/queues/{queue}/pause", tags=["queues"], dependencies=ADMIN)

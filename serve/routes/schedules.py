@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from actors.exceptions import NotFound
 from actors.facade import Queues
 
-from ..deps import ADMIN, Facade, existing_queue, job_view
+from ..deps import ADMIN, Facade, existing_queue, job_view, on_queue
 from ..errors import call
 from ..http import check_queue, read_json
 
@@ -40,20 +40,17 @@ async def schedule_put(request: Request, queues: Facade, queue: str = "default")
 
 @router.get("/v1/schedules", tags=["schedules"], dependencies=ADMIN)
 async def schedule_list(queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    return {"schedules": await call(queues.schedule_list(queue))}
+    return {"schedules": await on_queue(queues, queue, queues.schedule_list)}
 
 
 @router.get("/v1/schedules/{name}", tags=["schedules"], dependencies=ADMIN)
 async def schedule_get(name: str, queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    return await call(queues.schedule_get(queue, name))
+    return await on_queue(queues, queue, queues.schedule_get, name)
 
 
 @router.delete("/v1/schedules/{name}", tags=["schedules"], dependencies=ADMIN)
 async def schedule_delete(name: str, queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    await call(queues.schedule_delete(queue, name))
+    await on_queue(queues, queue, queues.schedule_delete, name)
     return {"deleted": name}
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 
 from actors.exceptions import DojoError, Unauthorized
 
-from ..deps import ADMIN, Facade, existing_queue
+from ..deps import ADMIN, Facade, existing_queue, on_queue
 from ..errors import call
 from ..http import check_queue, read_json
 
@@ -25,14 +25,12 @@ async def trigger_put(name: str, request: Request, queues: Facade, queue: str = 
 
 @router.get("/v1/triggers", tags=["triggers"], dependencies=ADMIN)
 async def trigger_list(queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    return {"triggers": await call(queues.trigger_list(queue))}
+    return {"triggers": await on_queue(queues, queue, queues.trigger_list)}
 
 
 @router.delete("/v1/triggers/{name}", tags=["triggers"], dependencies=ADMIN)
 async def trigger_delete(name: str, queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    await call(queues.trigger_delete(queue, name))
+    await on_queue(queues, queue, queues.trigger_delete, name)
     return {"deleted": name}
 
 
@@ -45,14 +43,12 @@ async def hook_put(name: str, request: Request, queues: Facade, queue: str = "de
 
 @router.get("/v1/hooks", tags=["triggers"], dependencies=ADMIN)
 async def hook_list(queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    return {"hooks": await call(queues.hook_list(queue))}
+    return {"hooks": await on_queue(queues, queue, queues.hook_list)}
 
 
 @router.delete("/v1/hooks/{name}", tags=["triggers"], dependencies=ADMIN)
 async def hook_delete(name: str, queues: Facade, queue: str = "default"):
-    existing_queue(queues, queue)
-    await call(queues.hook_delete(queue, name))
+    await on_queue(queues, queue, queues.hook_delete, name)
     return {"deleted": name}
 
 
