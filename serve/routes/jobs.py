@@ -35,7 +35,7 @@ async def enqueue_one(state, queue: str, spec: dict, headers) -> tuple[dict, int
 
 def statuses(status: str | None, skip_empty: bool = False) -> list[str] | None:
     """The statuses of a comma-separated ``status`` (None: any); 422 for one that is not a status."""
-    named = [s for s in (status or "").split(",") if s or not skip_empty] if status else []
+    named = [s for s in status.split(",") if s or not skip_empty] if status else []
     if set(named) - set(STATUSES):
         raise InvalidInput(f"unknown status {sorted(set(named) - set(STATUSES))}; use {list(STATUSES)}")
     return named or None
