@@ -29,8 +29,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray  # noqa: E402
 
-from actors.facade import queue_actor  # noqa: E402
-from actors.settings import NAMESPACE, Settings  # noqa: E402
+from actors.facade import connect, queue_actor  # noqa: E402  (connect: join the head as a driver)
+from actors.settings import Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,6 @@ def exposed_ports() -> list[dict]:
                 name = "?"
             out.add((conn.laddr.ip, conn.laddr.port, name))
     return [{"address": ip, "port": port, "process": name} for ip, port, name in sorted(out)]
-
-
-def connect() -> None:
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if not ray.is_initialized():
-        ray.init(address=ray_address(), namespace=NAMESPACE,
-                 logging_level=logging.WARNING, log_to_driver=False)
 
 
 def wait_healthy(settings: Settings, timeout: float = 60) -> None:

@@ -21,6 +21,7 @@ import copy
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 
 from actors.queue import QUEUE_NAME, STATUSES
@@ -186,9 +187,10 @@ def missing_bodies(spec: dict) -> list[str]:
 
 
 def allowed_methods(app: FastAPI, scope) -> list[str]:
-    """The methods some route of ``app`` answers at the request's path (the ``Allow`` of a 405)."""
+    """The methods some route of ``app`` answers at the request's path (the ``Allow`` of a 405), the
+    routes of included routers too."""
     methods = set()
-    for route in app.routes:
+    for route in iter_route_contexts(app.routes):
         if getattr(route, "methods", None) and route.matches({**scope, "method": "GET"})[0] != Match.NONE:
             methods |= route.methods
     if "GET" in methods:

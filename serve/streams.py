@@ -1,4 +1,8 @@
-"""Caps on live streams (WebSocket and server-sent events), per credential and per replica.
+"""Live streams (WebSocket and server-sent events): how one is sent, and the caps on them.
+
+``ws_stream`` sends events as WebSocket text frames, ``sse`` as a ``text/event-stream`` response
+(with keep-alives; ``last_event_id`` resumes one after a reconnect); every live route of the API
+and the dashboard answers through these two (the log stream of ``routes/logs.py`` words its own events).
 
 Each open stream holds a socket, a task and an inbox in the replica, so an API
 replica keeps at most ``DOJO_MAX_STREAMS`` open, and one credential (an API,
@@ -25,10 +29,12 @@ import hashlib
 import json
 from collections import Counter
 
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
 
 from actors.exceptions import DojoError
 
+from .http import with_keepalive
 from .hub import text_of
 
 #: Seconds one send of a stream may take before the subscriber counts as too slow.
@@ -164,3 +170,25 @@ async def ws_stream(websocket: WebSocket, check, follow) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def last_event_id(request: Request, after: int) -> int:
+    """Where an event stream resumes: the browser's ``Last-Event-ID`` on a reconnect, else ``after``."""
+    last = request.headers.get("last-event-id")
+    return int(last) if last and last.isdigit() else after
+
+
+def sse(events, key: str) -> StreamingResponse:
+    """``events`` as server-sent events, each with id ``event[key]`` and its kind, and keep-alives."""
+    async def body():
+        yield ": dojo event stream\n\n"
+        async for event in with_keepalive(events):
+            if event is None:
+                yield ": keep-alive\n\n"
+            else:
+                yield f"id: {event[key]}\nevent: {event['kind']}\ndata: {text_of(event)}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -4,7 +4,7 @@ Profiled in the replica, FastAPI's routing, dependency solving and request objec
 the rest of such a request. ``FastSubmit`` is a plain ASGI middleware that answers the common case
 itself: ``POST /v1/jobs`` without a query string, ``Authorization: Bearer <API token>``, and a JSON
 object whose ``queue`` (if any) is a well-formed name. It makes the same coalesced call and gives
-the same answer as the route (``serve.app``'s ``enqueue``, through the same ``submit`` function);
+the same answer as the route (``serve.routes.jobs.enqueue``, through its ``enqueue_one``);
 anything else (another token, a list, a body that is not such an object) goes on to the route
 unchanged, its body replayed, so every refusal is still answered in one place.
 """

@@ -1,4 +1,4 @@
-"""The dashboard's HTTP and WebSocket routes, and the job logs route of the API.
+"""The dashboard's HTTP and WebSocket routes.
 
 Pages (``/dashboard``, ``/dashboard/jobs``, ``/dashboard/jobs/<id>``,
 ``/dashboard/cluster``, ``/dashboard/schedules``) are one HTML shell whose
@@ -8,13 +8,16 @@ scripts, styles and data routes answer 401. Data comes from
 ``/dashboard/api/...`` (the queue facade, ``app.state.queues``) and live
 updates from ``/dashboard/ws/...`` (the replica's event hub), never from
 polling. State-changing calls need the CSRF token (see ``session``).
+
+A data or live route that does what an API route does calls that route's
+handler (``serve.routes``): only the session check and the overviews across
+queues (``/dashboard/api/queues``, ``cluster``, ``schedules``) are its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 import mimetypes
 import time
@@ -22,18 +25,18 @@ from pathlib import Path
 
 import ray
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from actors.exceptions import DojoError, Forbidden, InvalidInput, NotFound
-from actors.queue import QUEUE_NAME, STATUSES, queue_of
+from actors.queue import QUEUE_NAME, queue_of
 from actors.facade import DEFAULT_QUEUE, live_queues, queue_files
-from actors.retention import outputs_of
-from actors.storage import output_urls
-from actors.store import FINAL
-from actors.views import public
 
-from ..http import check_queue, check_search, read_json, with_keepalive
-from ..streams import ws_stream
+from ..auth import Principal
+from ..deps import existing_queue, job_view
+from ..errors import call
+from ..http import check_search, read_json
+from ..routes import events as event_routes, jobs as job_routes, objects as object_routes
+from ..routes import queues as queue_routes, schedules as schedule_routes
 from . import session as sessions
 from .logins import LoginBook, TooManyLogins
 
@@ -74,31 +77,8 @@ def _write_session(request: Request) -> sessions.Session:
     return who
 
 
-async def call(coro):
-    """Await a facade call, answering with the queue's own error instead of Ray's wrapper."""
-    try:
-        return await coro
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-        raise _Unavailable(f"the queue's actor is restarting ({type(exc).__name__}); retry in a second") from None
-    except Exception as exc:  # noqa: BLE001
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, DojoError):
-            raise cause from None
-        raise
-
-
-class _Unavailable(DojoError):
-    """The queue's actor is restarting; retry shortly (nothing was changed)."""
-
-    status = 503
-
-
-_json = read_json
-
-
 def _check_queue(request: Request | WebSocket, queue: str) -> str:
-    """A well-formed name of an existing queue (422 / 404); a read never creates a queue."""
-    return request.app.state.queues.exists(check_queue(queue))
+    return existing_queue(request.app.state.queues, queue)
 
 
 def known_queues(settings) -> list[str]:
@@ -109,16 +89,6 @@ def known_queues(settings) -> list[str]:
     except Exception:  # noqa: BLE001  (Ray not reachable: the state dir still answers)
         pass
     return sorted(n for n in names if QUEUE_NAME.match(n))
-
-
-def view(job: dict) -> dict:
-    """A job as the dashboard shows it (the API's public fields plus its lease and flow report)."""
-    out = public(job)
-    out["children"] = job.get("children")
-    out["phase"] = job.get("phase")
-    if job.get("lease"):
-        out["lease"] = {k: job["lease"].get(k) for k in ("node", "pid", "started_at", "expires", "deadline")}
-    return out
 
 
 # -- login and pages ---------------------------------------------------------------------------
@@ -276,9 +246,7 @@ async def api_jobs(request: Request, queue: str = "default", type: str | None = 
     """One page of jobs; ``next_cursor`` continues it. ``order`` is ``newest`` or ``oldest``."""
     _session(request)
     _check_queue(request, queue)
-    statuses = [s for s in (status or "").split(",") if s]
-    if set(statuses) - set(STATUSES):
-        raise InvalidInput(f"unknown status {sorted(set(statuses) - set(STATUSES))}; use {list(STATUSES)}")
+    statuses = job_routes.statuses(status, skip_empty=True)
     if order not in ("newest", "oldest"):
         raise InvalidInput(f"order must be 'newest' or 'oldest', got {order!r}")
     if not 1 <= limit <= 500:
@@ -286,33 +254,29 @@ async def api_jobs(request: Request, queue: str = "default", type: str | None = 
     for job_id in (cursor, parent):
         if job_id:
             queue_of(job_id)
-    filters = dict(status=statuses or None, type=[t for t in type.split(",") if t] if type else None,
+    filters = dict(status=statuses, type=[t for t in type.split(",") if t] if type else None,
                    created_after=since, created_before=until, limit=limit + 1, text=check_search(q),
                    parent_id=parent)
     if order == "newest":
         filters["before_id"] = cursor
-        jobs = await call(request.app.state.queues.browse(queue, **filters))
+        found = await call(request.app.state.queues.browse(queue, **filters))
     else:
-        jobs = await call(request.app.state.queues.browse(queue, oldest_first=True, after_id=cursor, **filters))
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return {"jobs": [view(j) for j in jobs], "next_cursor": jobs[-1]["id"] if more else None}
+        found = await call(request.app.state.queues.browse(queue, oldest_first=True, after_id=cursor, **filters))
+    return job_routes.page(found, limit)
 
 
 @router.get("/dashboard/api/jobs/{job_id}")
 async def api_job(job_id: str, request: Request):
     _session(request)
-    queue_of(job_id)
-    return view(await call(request.app.state.queues.get(job_id)))
+    return await job_routes.fetch(request.app.state.queues, job_id)
 
 
 @router.get("/dashboard/api/jobs/{job_id}/outputs")
 async def api_outputs(job_id: str, request: Request):
     """Signed, expiring URLs for the objects the job's result names (a render's ``video``, ...)."""
     _session(request)
-    job = await call(request.app.state.queues.get(job_id))
     # Same-origin paths for the page (the browser may know the API by another name than DOJO_PUBLIC_URL).
-    urls = await asyncio.to_thread(output_urls, request.app.state.store, outputs_of(job), "", 3600)
+    _, urls = await object_routes.output_links(request.app.state, job_id, "", 3600)
     return {"job_id": job_id, "urls": urls}
 
 
@@ -320,7 +284,7 @@ async def api_outputs(job_id: str, request: Request):
 async def api_deliveries(job_id: str, request: Request):
     """The job's callback deliveries and each try's answer (actors/callbacks.py)."""
     _session(request)
-    return {"job_id": job_id, "deliveries": await call(request.app.state.queues.deliveries(job_id))}
+    return await job_routes.deliveries_of(request.app.state.queues, job_id)
 
 
 
@@ -328,22 +292,16 @@ async def api_deliveries(job_id: str, request: Request):
 async def api_enqueue(request: Request):
     """Enqueue one spec (the page's duplicate-with-edits)."""
     _write_session(request)
-    spec = await _json(request)
+    spec = await read_json(request)
     if not isinstance(spec, dict):
         raise InvalidInput("send one job spec object like {'type': 'countdown', 'payload': {...}}")
     [job] = await call(request.app.state.queues.enqueue([spec]))
-    return JSONResponse(view(job), status_code=201)
+    return JSONResponse(job_view(job), status_code=201)
 
 
 async def _act(queues, action: str, job_id: str):
-    if action == "cancel":
-        return view(await call(queues.cancel(job_id)))
-    if action == "retry":
-        return view(await call(queues.retry(job_id)))
-    if action == "delete":
-        await call(queues.delete(job_id))
-        return {"id": job_id, "deleted": True}
-    raise NotFound(f"no job action {action!r}; use cancel, retry or delete")
+    job = await job_routes.act(queues, action, job_id)
+    return {"id": job_id, "deleted": True} if job is None else job
 
 
 @router.post("/dashboard/api/jobs/{job_id}/{action}")
@@ -365,14 +323,12 @@ async def api_bulk(request: Request):
     of the filter, through ``POST /v1/jobs/{action}`` (up to BULK_FILTER_PAGES pages; ``next_cursor`` goes on).
     """
     _write_session(request)
-    body = await _json(request)
+    body = await read_json(request)
     if isinstance(body, dict) and isinstance(body.get("filter"), dict):
         filters = {**body["filter"], "limit": 1000}
-        _check_queue(request, filters.get("queue", DEFAULT_QUEUE) if isinstance(filters.get("queue", ""), str)
-                     else "")
         total = {"action": body.get("action"), "changed": 0, "skipped": 0, "next_cursor": None}
         for _ in range(BULK_FILTER_PAGES):
-            page = await call(request.app.state.queues.bulk(body.get("action"), filters))
+            page = await job_routes.bulk_page(request.app.state.queues, body.get("action"), filters)
             total["changed"] += page["changed"]
             total["skipped"] += page["skipped"]
             total["next_cursor"] = filters["cursor"] = page["next_cursor"]
@@ -404,19 +360,9 @@ async def api_bulk(request: Request):
 @router.post("/dashboard/api/queues/{queue}/{action}")
 async def api_queue_action(queue: str, action: str, request: Request):
     """``pause``, ``resume`` or ``purge`` a queue from its card (a purge sends ``{"confirm": <queue>}``), through
-    the same facade calls as ``POST /v1/queues/{queue}/{action}``."""
+    the handler of ``POST /v1/queues/{queue}/{action}``."""
     _write_session(request)
-    _check_queue(request, queue)
-    queues = request.app.state.queues
-    if action in ("pause", "resume"):
-        return await call(queues.pause(queue, None, action == "pause"))
-    if action != "purge":
-        raise NotFound(f"no queue action {action!r}; use pause, resume or purge")
-    body = await _json(request)
-    if not isinstance(body, dict) or body.get("confirm") != queue:
-        raise InvalidInput(f"a purge deletes the waiting jobs of queue {queue!r} for good; confirm it with "
-                           f"{{'confirm': {queue!r}}}", field="confirm")
-    return await call(queues.purge(queue))
+    return await queue_routes.control(request.app.state.queues, queue, action, request)
 
 
 @router.get("/dashboard/api/cluster")
@@ -479,11 +425,7 @@ async def api_schedule_action(queue: str, name: str, action: str, request: Reque
     queues = request.app.state.queues
     if not hasattr(queues, "schedule_list"):
         raise NotFound("this dojo has no schedules")
-    if action == "run":
-        return view(await call(queues.schedule_run(queue, name)))
-    if action not in ("pause", "resume"):
-        raise NotFound(f"no schedule action {action!r}; use pause, resume or run")
-    return await call(queues.schedule_pause(queue, name, action == "pause"))
+    return await schedule_routes.schedule_act(queues, queue, name, action)
 
 
 # -- live --------------------------------------------------------------------------------------
@@ -497,87 +439,16 @@ async def _ws_check(websocket: WebSocket) -> None:
 @router.websocket("/dashboard/ws/queues/{queue}")
 async def ws_queue(websocket: WebSocket, queue: str, after: int = 0):
     """Every event of a queue after gseq ``after``, then live (the jobs table and overview)."""
-    from ..hub import ALL
-
-    async def check():
-        await _ws_check(websocket)
-        _check_queue(websocket, queue)
-    await ws_stream(websocket, check, lambda: websocket.app.state.hub.follow(queue, ALL, after))
+    await event_routes.queue_stream(websocket, queue, after, lambda: _ws_check(websocket))
 
 
 @router.websocket("/dashboard/ws/jobs/{job_id}")
 async def ws_job(websocket: WebSocket, job_id: str, after: int = 0):
     """One job's events after seq ``after``, then live (the job page)."""
-    async def check():
+    async def who() -> Principal:
         await _ws_check(websocket)
-        queue_of(job_id)
-        await call(websocket.app.state.queues.get(job_id))
-    await ws_stream(websocket, check,
-                     lambda: websocket.app.state.hub.follow(queue_of(job_id), "job:" + job_id, after))
+        return Principal("admin")  # a session is the API token's: it sees what that token sees
+    await event_routes.job_stream(websocket, job_id, after, who)
 
 
-# -- job logs (part of the /v1 API) -------------------------------------------------------------
-@router.get("/v1/jobs/{job_id}/logs", tags=["jobs"])
-async def job_logs(job_id: str, request: Request, after: int = 0, limit: int = 1000, follow: bool = False):
-    """A job's log lines (``ctx.log`` and captured stdout/stderr), oldest first.
-
-    JSON ``{"job_id", "status", "lines": [{"seq", "at", "attempt", "line"}], "next_after"}``;
-    page on with ``after=next_after``. With ``follow=1`` or ``Accept: text/event-stream`` it is a
-    Server-Sent Events stream: ``log`` events (``{"seq", "attempt", "lines"}``) as they are written,
-    then one ``end`` event (``{"status"}``) when the job is finished.
-    """
-    auth = request.app.state.auth
-    streams = follow or "text/event-stream" in request.headers.get("accept", "")
-    token = request.query_params.get("token") if streams and request.method == "GET" else None
-    auth.principal(request.headers.get("authorization"), token).require_read("job", job_id)
-    queue_of(job_id)
-    if not 1 <= limit <= 1000:
-        raise InvalidInput(f"limit must be within 1..1000, got {limit}")
-    queues = request.app.state.queues
-    answer = await call(queues.logs(job_id, after, limit))
-    if follow or "text/event-stream" in request.headers.get("accept", ""):
-        last = request.headers.get("last-event-id")
-        after = int(last) if last and last.isdigit() else after
-        return _follow_logs(request.app.state.hub, job_id, after, answer)
-    lines = [{"seq": e["seq"], "at": e["at"], "attempt": e.get("attempt"), "line": line}
-             for e in answer["events"] for line in e.get("lines", ())]
-    next_after = answer["events"][-1]["seq"] if answer["events"] else after
-    return {"job_id": job_id, "status": answer["status"], "lines": lines, "next_after": next_after,
-            "more": len(answer["events"]) >= limit}
-
-
-def _follow_logs(hub, job_id: str, after: int, first: dict) -> StreamingResponse:
-    queue = queue_of(job_id)
-    known = first["last_seq"]  # final status events up to here belong to earlier runs (before a retry)
-
-    async def body():
-        yield ": dojo log stream\n\n"
-        if first["status"] in FINAL:
-            # Finished: send what is stored after ``after`` and end.
-            for event in first["events"]:
-                yield _sse_event(event["seq"], "log", {"seq": event["seq"], "attempt": event.get("attempt"),
-                                                       "lines": event.get("lines", [])})
-            yield _sse_event(None, "end", {"status": first["status"]})
-            return
-        async for event in with_keepalive(hub.follow(queue, "job:" + job_id, after)):
-            if event is None:
-                yield ": keep-alive\n\n"
-                continue
-            data = event["data"]
-            if event["kind"] == "log":
-                yield _sse_event(event["seq"], "log", {"seq": event["seq"], "attempt": data.get("attempt"),
-                                                       "lines": data.get("lines", [])})
-            elif event["kind"] == "status" and data.get("status") in FINAL and event["seq"] > known:
-                yield _sse_event(None, "end", {"status": data["status"]})
-                return
-
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _sse_event(seq: int | None, kind: str, data: dict) -> str:
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data)}\n\n"
-
-
-__all__ = ["router", "known_queues", "view"]
+__all__ = ["router", "known_queues"]
