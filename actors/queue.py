@@ -52,8 +52,7 @@ from .events import EventLog
 from .exceptions import InvalidInput, InvalidTransition, JobNotFound, StaleLease
 from .expiry import Expiry
 from .groups import Lane
-# The queue's vocabulary, imported from here by older callers.
-from .ids import LANE_SEP, QUEUE_NAME, STATUSES, JobIds, lane_of, queue_of, split_lane  # noqa: F401
+from .ids import LANE_SEP, QUEUE_NAME, STATUSES, JobIds, lane_of, split_lane
 from .jobs import Backoff, JobType
 from .limits.buckets import Buckets
 from .pauses import Pauses

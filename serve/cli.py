@@ -491,8 +491,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {message} (HTTP {exc.status})", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001
-        import requests
-
         if isinstance(exc, requests.ConnectionError):
             print("error: cannot reach the dojo API; start it with `dojo up` (or set DOJO_URL)", file=sys.stderr)
             raise SystemExit(2) from None

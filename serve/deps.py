@@ -24,7 +24,6 @@ from actors.facade import Queues
 from actors.views import public
 
 from .auth import Principal, mint, query_token_allowed
-from .errors import call
 from .http import check_queue
 
 #: How long the read token an enqueue answers with lasts (and a minted one, by default).
@@ -80,7 +79,7 @@ def existing_queue(queues: Queues, queue: str) -> str:
 async def on_queue(queues: Queues, queue: str, method, *args):
     """``method(queue, *args)`` (a facade call) on an existing ``queue``, which is checked first (422 / 404)."""
     existing_queue(queues, queue)
-    return await call(method(queue, *args))
+    return await method(queue, *args)
 
 
 def check_channel(name: str) -> str:

@@ -1,14 +1,13 @@
 """How an error becomes an answer: one JSON body ``{"error", "message", ...}`` with a 4xx/5xx status.
 
-It owns the one translation of the queue actor's errors (``call``: Ray's wrapper off, a restarting
-actor as ``QueueUnavailable``), the app's exception handlers (a dojo error, an unknown route or
-method, a request FastAPI could not parse) and ``RayErrors``, the middleware that answers a
-Ray-wrapped dojo error that escaped a route or the short submit path.
+The queue's errors reach it already unwrapped: the facade (``actors.facade.Queues``) is the one place
+a Ray error becomes dojo's (a restarting actor is ``QueueUnavailable``). This owns the app's exception
+handlers (a dojo error, an unknown route or method, a request FastAPI could not parse) and
+``RayErrors``, the net for a Ray-wrapped dojo error from any other actor (the object store's).
 """
 
 from __future__ import annotations
 
-import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,30 +18,10 @@ from actors.exceptions import DojoError, InvalidInput
 from .openapi import allowed_methods
 
 
-class QueueUnavailable(DojoError):
-    """The queue's actor is restarting; retry the request shortly (nothing was changed)."""
-
-    status = 503
-
-
 def unwrap(exc: BaseException) -> BaseException:
     """Ray wraps an actor's exception; the API answers with the original one."""
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
-
-
-async def call(coro):
-    """Await a queue facade call, answering with the queue's own error instead of Ray's wrapper."""
-    try:
-        return await coro
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-        raise QueueUnavailable(f"the queue's actor is restarting ({type(exc).__name__}); retry in a second",
-                               retry_after=1) from None
-    except Exception as exc:  # noqa: BLE001
-        cause = unwrap(exc)
-        if isinstance(cause, DojoError):
-            raise cause from None
-        raise
 
 
 def refused_one(exc: BaseException) -> int | None:

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import Request
 
 from actors.exceptions import InvalidInput, MalformedRequest, PayloadTooLarge
-from actors.queue import QUEUE_NAME
+from actors.ids import QUEUE_NAME
 
 
 #: Deepest nesting of arrays and objects a JSON body may have (payloads are records, not trees).

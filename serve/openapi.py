@@ -24,7 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 
-from actors.queue import QUEUE_NAME, STATUSES
+from actors.ids import QUEUE_NAME, STATUSES
 
 JOB_ID = r"^j_[0-9a-f]{20}(\.[a-z0-9][a-z0-9_-]{0,39})?$"
 QUEUE = {"type": "string", "pattern": QUEUE_NAME.pattern}

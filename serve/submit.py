@@ -15,7 +15,7 @@ import json
 from typing import Awaitable, Callable
 
 from actors.exceptions import DojoError
-from actors.queue import QUEUE_NAME
+from actors.ids import QUEUE_NAME
 
 from .http import MAX_JSON_DEPTH, _deeper_than
 

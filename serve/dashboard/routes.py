@@ -28,12 +28,11 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from actors.exceptions import DojoError, Forbidden, InvalidInput, NotFound
-from actors.queue import QUEUE_NAME, queue_of
+from actors.ids import QUEUE_NAME, queue_of
 from actors.facade import DEFAULT_QUEUE, live_queues, queue_files
 
 from ..auth import Principal
 from ..deps import existing_queue, job_view
-from ..errors import call
 from ..http import check_search, read_json
 from ..routes import events as event_routes, jobs as job_routes, objects as object_routes
 from ..routes import queues as queue_routes, schedules as schedule_routes
@@ -228,7 +227,7 @@ async def api_queues(request: Request, window: float = 3600, bucket: float = 60,
         raise InvalidInput("window must be 60..604800 seconds and bucket 1..window seconds")
     queues = request.app.state.queues
     names = [_check_queue(request, only)] if only else await asyncio.to_thread(known_queues, request.app.state.settings)
-    answers = await asyncio.gather(*(call(queues.insights(n, window, bucket)) for n in names),
+    answers = await asyncio.gather(*(queues.insights(n, window, bucket) for n in names),
                                    return_exceptions=True)
     out = []
     for name, answer in zip(names, answers):
@@ -259,9 +258,9 @@ async def api_jobs(request: Request, queue: str = "default", type: str | None = 
                    parent_id=parent)
     if order == "newest":
         filters["before_id"] = cursor
-        found = await call(request.app.state.queues.browse(queue, **filters))
+        found = await request.app.state.queues.browse(queue, **filters)
     else:
-        found = await call(request.app.state.queues.browse(queue, oldest_first=True, after_id=cursor, **filters))
+        found = await request.app.state.queues.browse(queue, oldest_first=True, after_id=cursor, **filters)
     return job_routes.page(found, limit)
 
 
@@ -295,7 +294,7 @@ async def api_enqueue(request: Request):
     spec = await read_json(request)
     if not isinstance(spec, dict):
         raise InvalidInput("send one job spec object like {'type': 'countdown', 'payload': {...}}")
-    [job] = await call(request.app.state.queues.enqueue([spec]))
+    [job] = await request.app.state.queues.enqueue([spec])
     return JSONResponse(job_view(job), status_code=201)
 
 
@@ -371,7 +370,7 @@ async def api_cluster(request: Request):
     _session(request)
     nodes = await asyncio.to_thread(ray.nodes)
     names = await asyncio.to_thread(known_queues, request.app.state.settings)
-    answers = await asyncio.gather(*(call(request.app.state.queues.insights(n, 60, 60)) for n in names),
+    answers = await asyncio.gather(*(request.app.state.queues.insights(n, 60, 60) for n in names),
                                    return_exceptions=True)
     running: dict[str, list] = {}
     for name, answer in zip(names, answers):
@@ -410,7 +409,7 @@ async def api_schedules(request: Request):
     if not hasattr(queues, "schedule_list"):
         return {"schedules": [], "supported": False}
     names = await asyncio.to_thread(known_queues, request.app.state.settings)
-    answers = await asyncio.gather(*(call(queues.schedule_list(n)) for n in names), return_exceptions=True)
+    answers = await asyncio.gather(*(queues.schedule_list(n) for n in names), return_exceptions=True)
     out = []
     for name, answer in zip(names, answers):
         if isinstance(answer, list):

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request, WebSocket
 
 from ..auth import channel_stream
 from ..deps import ADMIN, Facade, check_channel, existing_queue, principal, principal_ws
-from ..errors import call
 from ..http import read_json
 from ..streams import last_event_id, sse, ws_stream
 
@@ -17,7 +16,7 @@ router = APIRouter()
 async def publish(name: str, request: Request, queues: Facade, queue: str = "default"):
     existing_queue(queues, queue)
     body = await read_json(request)
-    return await call(queues.publish(queue, name, body))
+    return await queues.publish(queue, name, body)
 
 
 @router.get("/v1/channels/{name}/messages", tags=["channels"])
@@ -27,7 +26,7 @@ async def channel_backlog(name: str, request: Request, queues: Facade, after: in
     existing_queue(queues, queue)
     if "text/event-stream" in request.headers.get("accept", ""):
         return sse(request.app.state.hub.follow(queue, "channel:" + name, last_event_id(request, after)), "seq")
-    return {"events": await call(queues.events(queue, "channel:" + name, after, 1000))}
+    return {"events": await queues.events(queue, "channel:" + name, after, 1000)}
 
 
 @router.websocket("/v1/channels/{name}")

@@ -11,11 +11,10 @@ from typing import Annotated, Awaitable, Callable
 
 from fastapi import APIRouter, Query, Request, WebSocket
 
-from actors.queue import queue_of
+from actors.ids import queue_of
 
 from ..auth import Principal
 from ..deps import ADMIN, Facade, existing_queue, principal, principal_ws, redact
-from ..errors import call
 from ..hub import ALL
 from ..streams import last_event_id, sse, ws_stream
 
@@ -40,7 +39,7 @@ async def job_stream(websocket: WebSocket, job_id: str, after: int, who: Callabl
         seen.append(await who())
         seen[0].require_read("job", job_id)
         queue_of(job_id)
-        await call(queues.get(job_id))
+        await queues.get(job_id)
     await ws_stream(websocket, check, lambda: _for(seen[0], hub.follow(queue_of(job_id), "job:" + job_id, after)))
 
 
@@ -57,11 +56,11 @@ async def job_events(job_id: str, request: Request, queues: Facade, after: int =
     who = principal(request)
     who.require_read("job", job_id)
     queue = queue_of(job_id)
-    await call(queues.get(job_id))
+    await queues.get(job_id)
     if "text/event-stream" in request.headers.get("accept", ""):
         after = last_event_id(request, after)
         return sse(_for(who, request.app.state.hub.follow(queue, "job:" + job_id, after)), "seq")
-    events = await call(queues.events(queue, "job:" + job_id, after, min(limit, 1000)))
+    events = await queues.events(queue, "job:" + job_id, after, min(limit, 1000))
     return {"events": events if who.role == "admin" else [redact(e) for e in events]}
 
 
@@ -77,7 +76,7 @@ async def queue_events(queue: str, request: Request, queues: Facade, after: int 
     existing_queue(queues, queue)
     if "text/event-stream" in request.headers.get("accept", ""):
         return sse(request.app.state.hub.follow(queue, ALL, last_event_id(request, after)), "gseq")
-    return {"events": await call(queues.events(queue, None, after, min(limit, 1000)))}
+    return {"events": await queues.events(queue, None, after, min(limit, 1000))}
 
 
 @router.websocket("/v1/queues/{queue}/events")

@@ -16,10 +16,9 @@ from actors import tracing
 from actors.bulk import BulkFilter
 from actors.exceptions import InvalidInput, NotFound
 from actors.facade import Queues
-from actors.queue import QUEUE_NAME, STATUSES, queue_of
+from actors.ids import QUEUE_NAME, STATUSES, queue_of
 
 from ..deps import ADMIN, Facade, existing_queue, job_view, principal, read_token
-from ..errors import call
 from ..http import check_search, read_json
 
 router = APIRouter()
@@ -29,7 +28,7 @@ router = APIRouter()
 async def enqueue_one(state, queue: str, spec: dict, headers) -> tuple[dict, int]:
     """One job spec through the coalescer: (its answer, 201 or 200 when its unique_key matched)."""
     with tracing.enqueue_span(headers, [spec]):  # the job joins this request's trace (if traced)
-        job = await call(state.coalescer.submit(queue, spec))
+        job = await state.coalescer.submit(queue, spec)
     return {**job_view(job), "read_token": read_token(state.settings.secret, job["id"])}, 201 if job["created"] else 200
 
 
@@ -51,22 +50,22 @@ def page(jobs: list[dict], limit: int) -> dict:
 async def fetch(queues: Queues, job_id: str, who=None) -> dict:
     """The view of one job (see ``job_view``)."""
     queue_of(job_id)
-    return job_view(await call(queues.get(job_id)), who)
+    return job_view(await queues.get(job_id), who)
 
 
 async def deliveries_of(queues: Queues, job_id: str) -> dict:
     queue_of(job_id)
-    return {"job_id": job_id, "deliveries": await call(queues.deliveries(job_id))}
+    return {"job_id": job_id, "deliveries": await queues.deliveries(job_id)}
 
 
 async def act(queues: Queues, action: str, job_id: str) -> dict | None:
     """Cancel or retry a job (its view), or delete it (None)."""
     if action == "cancel":
-        return job_view(await call(queues.cancel(job_id)))
+        return job_view(await queues.cancel(job_id))
     if action == "retry":
-        return job_view(await call(queues.retry(job_id)))
+        return job_view(await queues.retry(job_id))
     if action == "delete":
-        await call(queues.delete(job_id))
+        await queues.delete(job_id)
         return None
     raise NotFound(f"no job action {action!r}; use cancel, retry or delete")
 
@@ -74,7 +73,7 @@ async def act(queues: Queues, action: str, job_id: str) -> dict | None:
 async def bulk_page(queues: Queues, action: str, filters) -> dict:
     """One page of a bulk action; a bad filter or queue is a 4xx and changes nothing."""
     existing_queue(queues, BulkFilter.parse(action, filters).queue)
-    return await call(queues.bulk(action, filters))
+    return await queues.bulk(action, filters)
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -96,7 +95,7 @@ async def enqueue(request: Request, queues: Facade):
         return JSONResponse(content, status_code=status)
     specs = body if isinstance(body, list) else [body]
     with tracing.enqueue_span(request.headers, specs):  # the jobs join this request's trace (if traced)
-        jobs = await call(queues.enqueue(specs))
+        jobs = await queues.enqueue(specs)
     secret = request.app.state.settings.secret
     out = [{**job_view(j), "read_token": read_token(secret, j["id"])} for j in jobs]
     status = 201 if any(j["created"] for j in jobs) else 200
@@ -111,9 +110,9 @@ async def list_jobs(queues: Facade, queue: str = "default", type: str | None = N
     wanted = statuses(status)
     if cursor:
         queue_of(cursor)
-    jobs = await call(queues.list(queue, status=wanted, type=type.split(",") if type else None,
+    jobs = await queues.list(queue, status=wanted, type=type.split(",") if type else None,
                                   created_after=since, created_before=until, before_id=cursor, limit=limit + 1,
-                                  text=check_search(q)))
+                                  text=check_search(q))
     return page(jobs, limit)
 
 

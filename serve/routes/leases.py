@@ -6,10 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from actors.exceptions import InvalidInput, NotFound
-from actors.queue import queue_of
+from actors.ids import queue_of
 
 from ..deps import WORKER, Facade, existing_queue, job_view
-from ..errors import call
 from ..http import read_json
 
 router = APIRouter()
@@ -31,7 +30,7 @@ async def pull_lease(queue: str, request: Request, queues: Facade):
         raise InvalidInput(f"visibility_timeout must be 1..3600 seconds, got {ttl!r}")
     if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
         raise InvalidInput("types must be a list of job type names")
-    leases = await call(queues.pull_lease(queue, worker_name, types, n, float(ttl)))
+    leases = await queues.pull_lease(queue, worker_name, types, n, float(ttl))
     return {"leases": [{**lease, "lease_id": f"{lease['job_id']}:{lease['token']}"} for lease in leases]}
 
 
@@ -49,5 +48,5 @@ async def pull_report(lease_id: str, action: str, request: Request, queues: Faca
         body = await read_json(request)
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object")
-    result = await call(queues.pull_report(queue, int(token), job_id, action, body))
+    result = await queues.pull_report(queue, int(token), job_id, action, body)
     return job_view(result) if "id" in result else result

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 from actors.exceptions import InvalidInput
 
 from ..deps import ADMIN, Facade, existing_queue, on_queue
-from ..errors import call
 from ..http import read_json
 
 router = APIRouter()
@@ -20,7 +19,7 @@ async def bucket_put(name: str, request: Request, queues: Facade, queue: str = "
     body = await read_json(request)
     if not isinstance(body, dict) or "rate" not in body:
         raise InvalidInput("send {'rate': tokens per second, 'burst': bucket size}")
-    return await call(queues.bucket_put(queue, name, body["rate"], body.get("burst", body["rate"])))
+    return await queues.bucket_put(queue, name, body["rate"], body.get("burst", body["rate"]))
 
 
 @router.get("/v1/ratelimits/{name}", tags=["ratelimits"], dependencies=ADMIN)

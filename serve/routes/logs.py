@@ -9,10 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from actors.exceptions import InvalidInput
-from actors.queue import queue_of
+from actors.ids import queue_of
 from actors.store import FINAL
 
-from ..errors import call
 from ..http import with_keepalive
 from ..streams import SSE_HEADERS, last_event_id
 
@@ -35,7 +34,7 @@ async def job_logs(job_id: str, request: Request, after: int = 0, limit: int = 1
     queue_of(job_id)
     if not 1 <= limit <= 1000:
         raise InvalidInput(f"limit must be within 1..1000, got {limit}")
-    answer = await call(request.app.state.queues.logs(job_id, after, limit))
+    answer = await request.app.state.queues.logs(job_id, after, limit)
     if streams:
         return _follow_logs(request.app.state.hub, job_id, last_event_id(request, after), answer)
     lines = [{"seq": e["seq"], "at": e["at"], "attempt": e.get("attempt"), "line": line}

@@ -16,7 +16,6 @@ from actors.settings import URL_TTL_RANGE
 from actors.storage import LocalStore, output_urls
 
 from ..deps import principal
-from ..errors import call
 
 #: An object is what a job wrote from untrusted input: the browser must not guess it is HTML, and if
 #: it opens one as a page, that page runs no script, loads nothing and is an origin of its own.
@@ -30,7 +29,7 @@ router = APIRouter()
 
 async def output_links(state, job_id: str, base: str, ttl: float) -> tuple[dict, dict]:
     """The job and signed links (starting at ``base``, valid ``ttl`` seconds) to the objects its result names."""
-    job = await call(state.queues.get(job_id))
+    job = await state.queues.get(job_id)
     # Only objects in the job's own folder: a result naming another job's object gets no URL for it.
     return job, await asyncio.to_thread(output_urls, state.store, outputs_of(job), base, ttl)
 

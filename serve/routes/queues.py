@@ -12,7 +12,6 @@ from actors.facade import Queues
 from actors.pauses import check_types
 
 from ..deps import ADMIN, Facade, existing_queue, on_queue
-from ..errors import call
 from ..http import check_queue, read_json
 
 router = APIRouter()
@@ -32,22 +31,22 @@ async def control(queues: Queues, queue: str, action: str, request: Request) -> 
     existing_queue(queues, queue)
     body = await optional_body(request)
     if action != "purge":
-        return await call(queues.pause(queue, check_types(body.get("types")), action == "pause"))
+        return await queues.pause(queue, check_types(body.get("types")), action == "pause")
     if body.get("confirm") != queue:
         raise InvalidInput(f"a purge deletes the waiting jobs of queue {queue!r} for good; confirm it with "
                            f"{{'confirm': {queue!r}}}", field="confirm")
     unknown = set(body) - {"confirm", "types"}
     if unknown:
         raise InvalidInput(f"unknown purge fields {sorted(unknown)}; allowed: confirm, types", field=sorted(unknown)[0])
-    return await call(queues.purge(queue, check_types(body.get("types"))))
+    return await queues.purge(queue, check_types(body.get("types")))
 
 
 @router.put("/v1/queues/{queue}", tags=["queues"], dependencies=ADMIN)
 async def queue_create(queue: str, queues: Facade):
     """Create a queue (idempotent; enqueueing into a new queue creates it too). At most DOJO_MAX_QUEUES."""
     check_queue(queue)
-    await call(queues.create(queue))
-    return await call(queues.stats(queue))
+    await queues.create(queue)
+    return await queues.stats(queue)
 
 
 @router.get("/v1/queues/{queue}", tags=["queues"], dependencies=ADMIN)

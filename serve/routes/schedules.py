@@ -11,7 +11,6 @@ from actors.exceptions import NotFound
 from actors.facade import Queues
 
 from ..deps import ADMIN, Facade, existing_queue, job_view, on_queue
-from ..errors import call
 from ..http import check_queue, read_json
 
 router = APIRouter()
@@ -20,10 +19,10 @@ router = APIRouter()
 async def schedule_act(queues: Queues, queue: str, name: str, action: str) -> dict:
     """``pause``, ``resume`` or ``run`` (the view of the job it enqueued) a schedule of an existing queue."""
     if action == "run":
-        return job_view(await call(queues.schedule_run(queue, name)))
+        return job_view(await queues.schedule_run(queue, name))
     if action not in ("pause", "resume"):
         raise NotFound(f"no schedule action {action!r}; use pause, resume or run")
-    return await call(queues.schedule_pause(queue, name, action == "pause"))
+    return await queues.schedule_pause(queue, name, action == "pause")
 
 
 @router.post("/v1/schedules", status_code=201, tags=["schedules"], dependencies=ADMIN,
@@ -35,7 +34,7 @@ async def schedule_put(request: Request, queues: Facade, queue: str = "default")
 
     Like enqueueing, it creates the queue when it is new."""
     check_queue(queue)
-    return await call(queues.schedule_put(queue, await read_json(request)))
+    return await queues.schedule_put(queue, await read_json(request))
 
 
 @router.get("/v1/schedules", tags=["schedules"], dependencies=ADMIN)

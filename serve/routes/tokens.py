@@ -8,7 +8,6 @@ from actors.exceptions import InvalidInput
 
 from ..auth import channel_stream, mint
 from ..deps import ADMIN, READ_TOKEN_TTL, Facade, check_channel, existing_queue
-from ..errors import call
 from ..http import read_json
 
 router = APIRouter()
@@ -25,7 +24,7 @@ async def create_token(request: Request, queues: Facade):
     if not isinstance(name, str):
         raise InvalidInput(f"name must be a job id or a channel name (a string), got {name!r}")
     if body["scope"] == "job":
-        await call(queues.get(body["name"]))
+        await queues.get(body["name"])
     elif body["scope"] == "channel":
         queue = body.get("queue", "default")
         if not isinstance(queue, str):

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from actors.exceptions import DojoError, Unauthorized
 
 from ..deps import ADMIN, Facade, existing_queue, on_queue
-from ..errors import call
 from ..http import check_queue, read_json
 
 router = APIRouter()
@@ -20,7 +19,7 @@ async def trigger_put(name: str, request: Request, queues: Facade, queue: str = 
 
     Like enqueueing, it creates the queue when it is new."""
     check_queue(queue)
-    return await call(queues.trigger_put(queue, name, await read_json(request)))
+    return await queues.trigger_put(queue, name, await read_json(request))
 
 
 @router.get("/v1/triggers", tags=["triggers"], dependencies=ADMIN)
@@ -38,7 +37,7 @@ async def trigger_delete(name: str, queues: Facade, queue: str = "default"):
 async def hook_put(name: str, request: Request, queues: Facade, queue: str = "default"):
     """Create a hook (the answer holds its secret, this once) or change its channel; ``rotate``: a new secret."""
     check_queue(queue)
-    return await call(queues.hook_put(queue, name, await read_json(request)))
+    return await queues.hook_put(queue, name, await read_json(request))
 
 
 @router.get("/v1/hooks", tags=["triggers"], dependencies=ADMIN)
@@ -63,4 +62,4 @@ async def hook_receive(name: str, request: Request, queues: Facade, queue: str =
     except DojoError:
         raise Unauthorized("no such hook, or a wrong X-Dojo-Signature") from None
     body = await request.body()
-    return await call(queues.hook_publish(queue, name, body, request.headers.get("x-dojo-signature", "")))
+    return await queues.hook_publish(queue, name, body, request.headers.get("x-dojo-signature", ""))

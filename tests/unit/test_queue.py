@@ -3,7 +3,8 @@
 import pytest
 
 from actors.exceptions import InvalidInput, InvalidTransition, JobNotFound, PayloadTooLarge, StaleLease, UnknownJobType
-from actors.queue import JobQueue, Limits, queue_of
+from actors.ids import queue_of
+from actors.queue import JobQueue, Limits
 from actors.store import MemoryDisk
 
 from .conftest import T0, enqueue, make_queue, reopen
@@ -369,7 +370,7 @@ def test_token_bucket_grants_at_most_rate_and_burst_and_survives_restart(q, path
 
 
 def test_a_jobs_own_resources_get_their_own_lane(q):
-    from actors.queue import split_lane
+    from actors.ids import split_lane
 
     plain = enqueue(q)
     gpu = enqueue(q, resources={"num_cpus": 1, "num_gpus": 1})

@@ -70,10 +70,12 @@ def test_each_router_module_says_what_it_owns_and_stays_small():
         assert len(path.read_text().splitlines()) <= 500, path.name
 
 
-def test_the_dashboard_translates_no_actor_error_of_its_own():
-    """The dashboard calls the API's handlers and ``serve.errors.call``: no second copy of the translation."""
+def test_ray_errors_are_translated_once_in_the_facade():
+    """The queue facade (``Queues._ask``) turns Ray's errors into dojo's; no module of serve/ catches one, and
+    the dashboard keeps no copy of an API handler."""
+    assert "ray.exceptions" in (ROOT / "actors" / "facade.py").read_text()
+    assert not [p.name for p in (ROOT / "serve").rglob("*.py") if "ray.exceptions" in p.read_text()]
     source = (ROOT / "serve" / "dashboard" / "routes.py").read_text()
-    assert "ray.exceptions" not in source
     defined = {node.name for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.FunctionDef,
                                                                                       ast.AsyncFunctionDef))}
     assert not defined & {"call", "view", "job_logs"}

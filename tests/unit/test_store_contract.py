@@ -3,7 +3,7 @@ the queue rules' tests run on either, so the twin must answer as the real one do
 
 from __future__ import annotations
 
-from actors.queue import JobIds
+from actors.ids import JobIds
 
 from .conftest import T0, open_store
 
