@@ -2,6 +2,10 @@
 
 Flags mirror the DOJO_* settings (``--port`` is DOJO_PORT, ...). Errors print
 one line saying what was wrong and exit with status 2.
+
+About 500 lines because it is the whole command tree in one place (each subcommand a parser and a
+few lines over ``Client``): `dojo --help` and this file read alike. Job packages add their own
+commands from their folders (``CLI``), not here.
 """
 
 from __future__ import annotations

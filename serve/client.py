@@ -6,6 +6,9 @@ Both find the server and token the way the CLI does: arguments first, then
     from serve.client import Client
     job = Client().submit("countdown", {"steps": 5})
     Client().wait(job["id"])          # progress bar (tqdm; works in notebooks)
+
+Over 500 lines because the two clients mirror each other method for method (the same API, blocking
+and async); keeping them side by side is how they stay alike.
 """
 
 from __future__ import annotations
