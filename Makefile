@@ -40,4 +40,4 @@ clean:
 # `make bench-peers ARGS=--quick` for a smoke run, ARGS="--only dojo,celery" to pick systems.
 .PHONY: bench-peers
 bench-peers: $(STAMP)
-	$(BIN)/python bench/peers.py $(ARGS)
+	$(BIN)/python bench/vs_peers.py $(ARGS)

@@ -41,8 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-# Run as a script, sys.path[0] is bench/, whose http.py would shadow the standard library's http;
-# put the repository root there instead.
+# The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 else:

@@ -34,9 +34,8 @@ import sys
 # importing ray, so it keeps auth off unless told otherwise (the setting is read when ray is imported).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-# A module in this folder is named like the stdlib's (http.py): keep it off the import path.
+# The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 sys.path.insert(0, os.path.join(_HERE, "peers"))
 

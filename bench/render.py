@@ -37,8 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on the path, where a sibling (bench/queue.py)
-# would shadow the standard library; the repository root is what we want there.
+# The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 

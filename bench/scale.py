@@ -24,9 +24,8 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/http.py is named like the stdlib's `http`: keep this folder off the import path.
+# The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402

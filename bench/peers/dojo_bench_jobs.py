@@ -1,4 +1,4 @@
-"""The kill test's job type for dojo (on PYTHONPATH only while bench/peers.py runs).
+"""The kill test's job type for dojo (on PYTHONPATH only while bench/vs_peers.py runs).
 
 ``bench_mark`` is ``noop`` plus the same side effect the peers' jobs have: it appends
 its number to a file of its process (``marks.mark``), so runs survive kill -9 and

@@ -1,7 +1,7 @@
 """Runs one peer's workloads against a running Redis and prints ONE JSON line last.
 
-Started by bench/peers.py with that peer's own venv (bench/.peers-venv/<peer>), in a
-process group of its own that bench/peers.py kills on a timeout; the workers it starts
+Started by bench/vs_peers.py with that peer's own venv (bench/.peers-venv/<peer>), in a
+process group of its own that bench/vs_peers.py kills on a timeout; the workers it starts
 are its children and share that group. Every wait has a deadline.
 
     python driver.py --system celery --redis-url redis://127.0.0.1:PORT/0 --work DIR \

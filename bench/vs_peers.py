@@ -1,6 +1,6 @@
 """dojo side by side with Celery, Dramatiq, arq and RQ on Redis: same machine, same run.
 
-    python bench/peers.py [--quick] [--only dojo,celery,...] [--no-normal]
+    python bench/vs_peers.py [--quick] [--only dojo,celery,...] [--no-normal]
     make bench-peers
 
 Workloads (each system with 2 worker processes):
@@ -47,8 +47,7 @@ PEERS_DIR = os.path.join(HERE, "peers")
 sys.path.insert(0, PEERS_DIR)
 from common import free_port, log, pct  # noqa: E402
 VENVS = os.path.join(HERE, ".peers-venv")
-# This folder also holds bench/queue.py (named like the stdlib's `queue`): keep it off the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+# The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 sys.path.insert(0, ROOT)
 
 PEERS = {"celery": "celery[redis]", "dramatiq": "dramatiq[redis]", "arq": "arq", "rq": "rq"}
@@ -254,7 +253,7 @@ class Redis:
         self.log.close()
 
 
-# -- dojo (runs in a child process of its own: `peers.py --dojo-child ...`) ------------------------
+# -- dojo (runs in a child process of its own: `vs_peers.py --dojo-child ...`) ------------------------
 def _ray_runner_pids() -> list[int]:
     """This bench's Ray worker processes that run dojo runner tasks (not the queue actor)."""
     return [pid for pid in descendants(os.getpid())

@@ -1,6 +1,6 @@
 """Submission over HTTP, side by side with a bare FastAPI app (and Celery when its bench env is there).
 
-    python bench/http.py [--seconds 5] [--samples 100] [--ingress replica,proxy | direct]
+    python bench/http_submit.py [--seconds 5] [--samples 100] [--ingress replica,proxy | direct]
 
 One local dojo (Ray on this machine's CPUs, the API through Ray Serve on 127.0.0.1), aiohttp
 clients with keep-alive. Each throughput phase runs for ``--seconds``; ``noop`` jobs are delayed an
@@ -20,7 +20,7 @@ hour so that nothing runs meanwhile, except in the "running" phase:
   uvicorn_dojo_app_single_seq_jobs_per_s / _c32_   dojo's own app (serve.app.create_app) under plain
                                       uvicorn in one process on the same cluster: the API without Serve
   celery_apply_async_per_s            apply_async from one process on a local Redis, when
-                                      bench/.peers-venv/celery exists (bench/peers.py makes it); else null
+                                      bench/.peers-venv/celery exists (bench/vs_peers.py makes it); else null
   lost                                accepted job ids missing afterwards (must be 0)
 
 ``--ingress`` lists the ingresses measured one after the other on the same cluster (the API is
@@ -40,8 +40,7 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# This folder holds bench/queue.py (named like the stdlib's `queue`) and bench/http.py (like `http`).
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+# The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 sys.path.insert(0, os.path.dirname(_HERE))
 sys.path.insert(0, os.path.join(_HERE, "peers"))
 
@@ -351,7 +350,7 @@ def celery(n: int) -> tuple[float | None, str]:
     python = os.path.join(_HERE, ".peers-venv", "celery", "bin", "python")
     redis = shutil.which("redis-server")
     if not os.path.exists(python) or redis is None:
-        return None, "no bench/.peers-venv/celery or redis-server (bench/peers.py --only celery makes them)"
+        return None, "no bench/.peers-venv/celery or redis-server (bench/vs_peers.py --only celery makes them)"
     port = free_port()
     work = tempfile.mkdtemp(prefix="dojo-bench-redis-")
     server = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--dir", work, "--save", ""],
