@@ -136,8 +136,12 @@ export function jobPage(main, id) {
       h("p", { class: "muted", id: "progress-text" }, job.status === "succeeded" ? "done" : `${p.fraction != null ? Math.round(p.fraction * 100) + "% · " : ""}${p.stage || ""} ${p.message || ""}`));
   }
 
+  // What the page shows is the job as of shownAt: replayed events up to then are history for the
+  // timeline, and must not rebuild the page (a rebuilt player would drop back to its start).
+  let shownAt = 0;
   async function refresh() {
     job = await api(`/jobs/${id}`);
+    shownAt = job.updated_at || 0;
     render();
   }
   const refreshSoon = (() => { let t = null; return () => { clearTimeout(t); t = setTimeout(refresh, 150); }; })();
@@ -151,7 +155,7 @@ export function jobPage(main, id) {
     }
     timeline.append(h("li", { "data-kind": event.kind }, h("time", {}, new Date(event.at * 1000).toLocaleTimeString()), describe(event)));
     timeline.scrollTop = timeline.scrollHeight;
-    if (!job) return;
+    if (!job || event.at <= shownAt) return;
     if (event.kind === "progress") { job.progress = d; renderProgress(); }
     else if (event.kind === "status") {
       job.status = d.status;
