@@ -617,7 +617,7 @@ class JobQueue(QueueControl):
 
     def _children_done(self, job: dict, now: float) -> None:
         """The job's own attempt and all its children are done: run its callback, or succeed."""
-        job_type = self._type_or_none(job["type"])
+        job_type = self.types.get(job["type"])
         if job.get("children") and job_type is not None and job_type.on_children_done is not None:
             job["phase"] = "callback"
             job["run_at"] = now
@@ -626,9 +626,6 @@ class JobQueue(QueueControl):
             return
         job["finished_at"] = now
         self._finish(job, "succeeded", now)
-
-    def _type_or_none(self, name: str):
-        return self.types.get(name)
 
     def _child_final(self, child: dict, status: str, now: float) -> None:
         parent = self.jobs.get(child["parent_id"])

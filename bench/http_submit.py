@@ -253,21 +253,27 @@ async def measure_bare(url: str, seconds: float) -> dict:
                                                           post, "req/s")}
 
 
+def _answers(port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether the app ``proc`` started answers ``/healthz`` on ``port`` within ``timeout`` seconds."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return True
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return False
+            time.sleep(0.2)
+
+
 def bare_fastapi(seconds: float) -> dict:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
     try:
-        import urllib.request
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("the bare FastAPI app did not start")
-                time.sleep(0.2)
+        if not _answers(port, proc, 60):
+            raise SystemExit("the bare FastAPI app did not start")
         return asyncio.run(measure_bare(f"http://127.0.0.1:{port}", seconds))
     finally:
         proc.terminate()
@@ -290,23 +296,15 @@ def dojo_app_uvicorn(seconds: float) -> dict:
     """dojo's own app (create_app) under plain uvicorn in a process of its own, on the same Ray cluster
     and queue actors: what a request costs without Serve's ingress in front."""
     import ray
-    import urllib.request
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.path.dirname(_HERE)}
     proc = subprocess.Popen([sys.executable, "-c", DOJO_APP, str(port), ray.get_runtime_context().gcs_address],
                             env=env, cwd=os.path.dirname(_HERE))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    log("dojo's app under uvicorn did not start; skipped")
-                    return {}
-                time.sleep(0.3)
+        if not _answers(port, proc, 120):
+            log("dojo's app under uvicorn did not start; skipped")
+            return {}
         return asyncio.run(measure_app(f"http://127.0.0.1:{port}", seconds))
     finally:
         proc.terminate()

@@ -26,11 +26,11 @@ def unwrap(exc: BaseException) -> BaseException:
 
 def refused_one(exc: BaseException) -> int | None:
     """For the coalescer: which spec of a coalesced call the queue refused (-1: it does not say), or None
-    when the error is the whole call's (a restarting actor, too many queues): then every caller gets it."""
-    cause = unwrap(exc)
-    if not isinstance(cause, InvalidInput):
+    when the error is the whole call's (a restarting actor, too many queues): then every caller gets it.
+    The facade has unwrapped it already."""
+    if not isinstance(exc, InvalidInput):
         return None
-    index = cause.context.get("index")
+    index = exc.context.get("index")
     return index if isinstance(index, int) else -1
 
 

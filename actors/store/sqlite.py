@@ -10,14 +10,13 @@ is its twin without a file, for the rules' unit tests.
 from __future__ import annotations
 
 import itertools
-import json
 import sqlite3
 from pathlib import Path
 from typing import Iterable
 
 import orjson
 
-from .queries import select_events, select_jobs
+from .queries import _loads, select_events, select_jobs
 from .staging import Staging
 from .schema import _REORDER, ERROR_STATUSES, FINAL, SCHEMA, SEARCH_SCHEMA
 
@@ -89,7 +88,7 @@ class Store(Staging):
                 )
             if staged.meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",
-                               [(k, json.dumps(v)) for k, v in staged.meta.items()])
+                               [(k, _compact(v)) for k, v in staged.meta.items()])
             for name, data in staged.schedules.items():
                 if data is None:
                     db.execute("DELETE FROM schedules WHERE name=?", (name,))
@@ -203,7 +202,7 @@ class Store(Staging):
                            "(SELECT max(seq) FROM events WHERE stream=?1)", finished)
             through = walked[-1][0] if walked else state["through"]
             db.execute("INSERT OR REPLACE INTO meta VALUES ('events_pruned', ?)",
-                       (json.dumps({"through": through, "waiting": waiting}),))
+                       (_compact({"through": through, "waiting": waiting}),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -212,7 +211,3 @@ class Store(Staging):
 
     def close(self) -> None:
         self.db.close()
-
-
-def _loads(text: str):
-    return orjson.loads(text)
