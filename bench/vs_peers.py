@@ -45,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEERS_DIR = os.path.join(HERE, "peers")
 sys.path.insert(0, PEERS_DIR)
-from common import free_port, log, pct  # noqa: E402
+from common import descendants, free_port, log, pct  # noqa: E402
 VENVS = os.path.join(HERE, ".peers-venv")
 # The checkout this script lives in is what it measures (a worktree's too): its root goes first on the path.
 sys.path.insert(0, ROOT)
@@ -72,26 +72,9 @@ def become_subreaper() -> None:
         pass
 
 
-def _tree() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def descendants(root: int) -> list[int]:
-    tree, out, todo = _tree(), [], list(_tree().get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(tree.get(pid, []))
-    return out
+def below_me() -> list[int]:
+    """Every process this one started, and theirs."""
+    return descendants([os.getpid()])[1:]
 
 
 def cmdline(pid: int) -> str:
@@ -108,7 +91,7 @@ KEEP: set[int] = set()
 
 def kill_descendants(grace: float = 5.0) -> None:
     """TERM, then KILL, every process below this one (but KEEP); reap them."""
-    pids = [p for p in descendants(os.getpid()) if p not in KEEP]
+    pids = [p for p in below_me() if p not in KEEP]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -118,7 +101,7 @@ def kill_descendants(grace: float = 5.0) -> None:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids):
             time.sleep(0.1)
-        pids = [p for p in descendants(os.getpid()) if p not in KEEP]
+        pids = [p for p in below_me() if p not in KEEP]
         if not pids:
             break
     _reap()
@@ -256,7 +239,7 @@ class Redis:
 # -- dojo (runs in a child process of its own: `vs_peers.py --dojo-child ...`) ------------------------
 def _ray_runner_pids() -> list[int]:
     """This bench's Ray worker processes that run dojo runner tasks (not the queue actor)."""
-    return [pid for pid in descendants(os.getpid())
+    return [pid for pid in below_me()
             if "ray::dojo:" in cmdline(pid) or "ray::run_jobs" in cmdline(pid)]
 
 

@@ -25,38 +25,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import marks  # noqa: E402
-from common import log, pct  # noqa: E402
+from common import descendants, log, pct  # noqa: E402
 
 SYSTEMS = ("celery", "dramatiq", "arq", "rq")
 PROCESSES = 2
 LATENCY_GAP_S = 0.02
 WARMUP = 5
-
-
-
-
-# -- processes -----------------------------------------------------------------------------------
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def descendants(roots: list[int]) -> list[int]:
-    tree, out, todo = _children(), [], list(roots)
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(tree.get(pid, []))
-    return out
 
 
 class Workers:
